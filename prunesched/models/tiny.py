@@ -1,0 +1,90 @@
+"""Tiny SD-1.x-style and SDXL-style pipelines built from configs, with random weights.
+
+They run every code path of the real pipelines in well under a second per image on a CPU, which
+makes them the test bed of the runtime. Their images are noise: use them to test mechanics,
+never quality.
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    PNDMScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+from prunesched.models.tokenizer import clip_tokenizer
+
+SD_SCHEDULER = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+}
+"""Stable Diffusion 1.5's scheduler config (PNDM/PLMS)."""
+
+
+def _text_config(hidden: int = 32, projection: int = 32) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        bos_token_id=0, eos_token_id=2, pad_token_id=1, vocab_size=1000, hidden_size=hidden, intermediate_size=37,
+        num_attention_heads=4, num_hidden_layers=2, layer_norm_eps=1e-5, hidden_act="gelu", projection_dim=projection,
+    )  # fmt: skip
+
+
+def _vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        block_out_channels=[16, 32], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
+        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+    )  # fmt: skip
+
+
+def tiny_sd_pipeline(seed: int = 0) -> StableDiffusionPipeline:
+    """An SD-1.x-shaped pipeline: cross-attention at the two highest levels, PNDM, VAE factor 2."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 32, 64), layers_per_block=2, sample_size=16, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
+    )  # fmt: skip
+    pipe = StableDiffusionPipeline(
+        vae=_vae(), text_encoder=CLIPTextModel(_text_config()), tokenizer=clip_tokenizer(tempfile.mkdtemp()),
+        unet=unet.eval(), scheduler=PNDMScheduler(**SD_SCHEDULER), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
+    """An SDXL-shaped pipeline: no attention at the highest level, two transformer layers per block, Euler."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 32, 64), layers_per_block=2, sample_size=16, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4, 8), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2, 2), projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64, norm_num_groups=8,
+    )  # fmt: skip
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"
+    )
+    tokenizer_dir = tempfile.mkdtemp()
+    pipe = StableDiffusionXLPipeline(
+        vae=_vae(), text_encoder=CLIPTextModel(_text_config()), text_encoder_2=CLIPTextModelWithProjection(_text_config()),
+        tokenizer=clip_tokenizer(tokenizer_dir), tokenizer_2=clip_tokenizer(tokenizer_dir), unet=unet.eval(),
+        scheduler=scheduler,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,48 @@
+"""A CLIP tokenizer whose vocabulary files we write ourselves, so pipelines load without a download."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from transformers import CLIPTokenizer
+
+
+def _byte_alphabet() -> list[str]:
+    """The 256 printable stand-ins for bytes that byte-level BPE tokenizers (GPT-2, CLIP) use."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    extra = [b for b in range(256) if b not in printable]
+    return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(extra))]
+
+
+def write_clip_tokenizer(directory: str | Path, words: Iterable[str] = ()) -> Path:
+    """Write ``vocab.json`` and ``merges.txt`` of a CLIP BPE tokenizer into ``directory``.
+
+    The vocabulary holds every byte (alone and word-final) and, for each of ``words``, the
+    merges that build it into a single token, so a caption of known words costs one token a word.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    alphabet = _byte_alphabet()
+    vocab = alphabet + [c + "</w>" for c in alphabet]
+    merges: list[str] = []
+    for word in dict.fromkeys(w.lower() for w in words):
+        symbols = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(symbols) > 1:
+            merged = symbols[0] + symbols[1]
+            rule = f"{symbols[0]} {symbols[1]}"
+            if rule not in merges:
+                merges.append(rule)
+                vocab.append(merged)
+            symbols = [merged] + symbols[2:]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    (directory / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(dict.fromkeys(vocab))}), encoding="utf-8")
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "".join(m + "\n" for m in merges), encoding="utf-8")
+    return directory
+
+
+def clip_tokenizer(directory: str | Path, words: Iterable[str] = (), max_length: int = 77) -> CLIPTokenizer:
+    """Write the vocabulary files into ``directory`` and load a ``CLIPTokenizer`` from them."""
+    path = write_clip_tokenizer(directory, words)
+    return CLIPTokenizer.from_pretrained(str(path), model_max_length=max_length)

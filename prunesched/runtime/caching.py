@@ -1,0 +1,28 @@
+"""DeepCache-style partial UNet steps: skipped modules return the output they computed last time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prunesched.runtime.patcher import Patcher
+from prunesched.runtime.state import RunState
+from prunesched.runtime.unet_layout import CacheUnit
+
+
+def install_caching(patcher: Patcher, units: list[CacheUnit], state: RunState) -> None:
+    """Make every unit return its cached output at the branches that freeze it, and refresh the cache otherwise."""
+    for unit in units:
+        patcher.replace_method(unit.module, "forward", lambda original, unit=unit: _cached_forward(original, unit, state))
+
+
+def _cached_forward(original: Callable[..., Any], unit: CacheUnit, state: RunState) -> Callable[..., Any]:
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        cache = state.cache()
+        if state.branch in unit.frozen_in:
+            return cache[unit.key]
+        output = original(*args, **kwargs)
+        cache[unit.key] = output
+        return output
+
+    return forward

@@ -1,0 +1,155 @@
+"""Typed configurations of the token-pruning methods a schedule can name.
+
+Each dataclass is the ``method`` object of a schedule document: its fields are the method's
+parameters, their defaults are the ones we recommend, and every difference from a paper or
+its public code is an explicit field rather than an accident.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from prunesched.errors import ScheduleError
+
+Recovery = Literal["kept", "base"]
+
+
+@dataclass(frozen=True)
+class TokenMethod:
+    """Parameters shared by every similarity-recovery pruning method.
+
+    Attributes:
+        patch: side s of the s x s cells that each contribute one base token. A slot of N
+            tokens has ceil(h/s) * ceil(w/s) base tokens, which are never pruned, so the prune
+            ratio is capped at 1 - 1/s**2 (0.75 for s = 2).
+        recover_from: where a pruned token copies its attention output from. ``"kept"`` (default)
+            takes the most similar token among all tokens that went through attention, as the
+            public SiTo/DaTo code does: it is a superset of the base tokens, so the copy is never
+            less similar. ``"base"`` takes the most similar base token, as the papers' text says.
+        align_cfg: give the second half of a classifier-free-guidance batch the base tokens of
+            the first half (DaTo Eq. 8). Only used when the pipeline runs batched CFG.
+        seed: seed of the method's private random generator, reset at the start of every
+            generation, so pruning never consumes the pipeline's own random stream.
+    """
+
+    name: ClassVar[str] = ""
+    patch: int = 2
+    recover_from: Recovery = "kept"
+    align_cfg: bool = False
+    seed: int = 0
+
+    @property
+    def max_prune(self) -> float:
+        """The largest prune ratio this method accepts (base tokens cannot be pruned)."""
+        return 1.0 - 1.0 / (self.patch * self.patch)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``method`` object of a schedule document."""
+        return {"name": self.name, **dataclasses.asdict(self)}
+
+    def _check(self) -> None:
+        if not isinstance(self.patch, int) or isinstance(self.patch, bool) or self.patch < 2:
+            raise ScheduleError(f"method {self.name!r}: patch must be an integer >= 2, got {self.patch!r}")
+        if self.recover_from not in ("kept", "base"):
+            raise ScheduleError(
+                f"method {self.name!r}: recover_from must be 'kept' or 'base', got {self.recover_from!r}"
+            )
+
+
+@dataclass(frozen=True)
+class SitoConfig(TokenMethod):
+    """SiTo: base tokens by similarity score (sum of a token's cosine similarities) plus noise.
+
+    Attributes:
+        noise: standard deviation of the Gaussian noise added to the similarity score (SiTo's
+            sigma; the public code uses 0.1). The score is a sum over N cosines, so 0.1 mostly
+            breaks near-ties inside a cell.
+    """
+
+    name: ClassVar[str] = "sito"
+    noise: float = 0.1
+
+
+@dataclass(frozen=True)
+class DatoConfig(TokenMethod):
+    """DaTo: base tokens by DiffScore, the temporal change of a feature between the two previous steps.
+
+    Attributes:
+        diff_source: ``"up_block"`` (default) measures the change of the shallowest up-block's
+            output, as the paper's Eq. 6 says; it is recomputed on every cache step too, and its
+            history only advances on steps that computed it, so a ``reuse`` step never zeroes the
+            score. ``"model_output"`` measures the change of the UNet output, as the public code does.
+        diff_weight: weight of the DiffScore in the base-token score (public code: 0.1).
+        random_sign: flip the DiffScore's sign with probability 1/2 at every call, as the
+            public code does (undocumented there). Off by default: the paper selects the
+            token with the *largest* change.
+        noise: standard deviation of the Gaussian noise added to the score (public code: 0.1).
+        align_cfg: on by default, as in the paper (Table 3 shows its benefit).
+
+    Before two computed steps exist there is no DiffScore; those steps fall back to SiTo's
+    similarity score.
+    """
+
+    name: ClassVar[str] = "dato"
+    align_cfg: bool = True
+    diff_source: Literal["up_block", "model_output"] = "up_block"
+    diff_weight: float = 1.0
+    random_sign: bool = False
+    noise: float = 0.1
+
+    @classmethod
+    def upstream(cls) -> DatoConfig:
+        """The scoring of the released DaTo code: model-output DiffScore scaled to noise level with a random sign."""
+        return cls(diff_source="model_output", diff_weight=0.1, random_sign=True, noise=0.1)
+
+    def _check(self) -> None:
+        super()._check()
+        if self.diff_source not in ("up_block", "model_output"):
+            raise ScheduleError(
+                f"method 'dato': diff_source must be 'up_block' or 'model_output', got {self.diff_source!r}"
+            )
+
+
+@dataclass(frozen=True)
+class RandomConfig(TokenMethod):
+    """Uniformly random base and pruned tokens with the same similarity recovery: the ablation baseline."""
+
+    name: ClassVar[str] = "random"
+    align_cfg: bool = True
+
+
+METHODS: dict[str, type[TokenMethod]] = {cls.name: cls for cls in (SitoConfig, DatoConfig, RandomConfig)}
+
+
+def method_from_dict(data: Any) -> TokenMethod:
+    """Build a method configuration from a schedule's ``method`` value (a name or an object)."""
+    if isinstance(data, str):
+        data = {"name": data}
+    if not isinstance(data, dict) or "name" not in data:
+        raise ScheduleError(f"'method' must be a method name or an object with a 'name'; valid names: {sorted(METHODS)}")
+    params = dict(data)
+    name = params.pop("name")
+    if name not in METHODS:
+        raise ScheduleError(f"unknown method {name!r}; valid methods: {', '.join(sorted(METHODS))}")
+    cls = METHODS[name]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - set(fields))
+    if unknown:
+        raise ScheduleError(f"method {name!r} has no parameter {unknown[0]!r}; valid parameters: {', '.join(sorted(fields))}")
+    for key, value in params.items():
+        _check_type(name, key, value, fields[key].default)
+    config = cls(**params)
+    config._check()
+    return config
+
+
+def _check_type(method: str, key: str, value: Any, default: Any) -> None:
+    expected: type | tuple[type, ...] = type(default)
+    if expected is float:
+        expected = (int, float)
+    if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, expected):
+        raise ScheduleError(
+            f"method {method!r}: parameter {key!r} must be of type {type(default).__name__}, got {value!r}"
+        )

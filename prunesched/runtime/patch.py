@@ -1,0 +1,152 @@
+"""``apply(pipe, schedule)`` and ``remove(pipe)``: the one call that accelerates a diffusers UNet pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from diffusers import UNet2DConditionModel
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+from prunesched.errors import ScheduleError, UnsupportedModelError
+from prunesched.runtime.caching import install_caching
+from prunesched.runtime.methods import DatoConfig
+from prunesched.runtime.patcher import Patcher
+from prunesched.runtime.pruning import install_pruning
+from prunesched.runtime.schedule import Cache, Schedule
+from prunesched.runtime.state import RunState, StepRecord
+from prunesched.runtime.tracking import StepTracker
+from prunesched.runtime.unet_layout import Slot, cache_units, select_slots
+
+_ATTRIBUTE = "_prunesched_handle"
+
+
+def apply(pipe: Any, schedule: Schedule, *, resample: bool = False) -> PatchHandle:
+    """Accelerate ``pipe`` with ``schedule`` until :func:`remove` (or the returned handle's ``remove``).
+
+    Works with diffusers pipelines whose denoiser is a ``UNet2DConditionModel`` (SD 1.x/2.x,
+    SDXL, and their img2img and inpaint variants). Applying again replaces the previous
+    schedule; nothing stacks. The schedule must have one step per position of the scheduler's
+    timesteps; with ``resample=True`` a schedule of another length is stretched to fit
+    (see :meth:`Schedule.resample`) instead of raising.
+
+    The handle is also a context manager: ``with prunesched.apply(pipe, s) as h: pipe(...)``
+    removes the patch on exit; ``h.records`` tells what each step of the last generation did.
+    """
+    unet = getattr(pipe, "unet", None)
+    if not isinstance(unet, UNet2DConditionModel):
+        raise UnsupportedModelError(
+            f"prunesched.apply needs a pipeline with a UNet2DConditionModel at pipe.unet; got {type(unet).__name__}"
+        )
+    if getattr(pipe, "scheduler", None) is None:
+        raise UnsupportedModelError("prunesched.apply needs a pipeline with a scheduler at pipe.scheduler")
+    if not isinstance(schedule, Schedule):
+        raise ScheduleError(f"expected a prunesched.Schedule, got {type(schedule).__name__}; use Schedule.load(path)")
+    remove(pipe)
+    return PatchHandle(pipe, schedule, resample)
+
+
+def remove(pipe: Any) -> None:
+    """Undo :func:`apply`; the pipeline behaves bit-identically to before. Does nothing if it is not patched."""
+    handle = getattr(getattr(pipe, "unet", None), _ATTRIBUTE, None)
+    if handle is not None:
+        handle.remove()
+
+
+class PatchHandle:
+    """A schedule applied to a pipeline: what it did last generation, and how to take it off."""
+
+    def __init__(self, pipe: Any, schedule: Schedule, resample: bool) -> None:
+        unet = pipe.unet
+        self.pipe = pipe
+        self.schedule = schedule
+        self.slots: list[Slot] = select_slots(unet, schedule)
+        self._resample = resample
+        branches = {s.cache for s in schedule.steps if isinstance(s.cache, int)}
+        units = cache_units(unet, branches)
+        method = schedule.method
+        dato_source = method.diff_source if isinstance(method, DatoConfig) else None
+        self._state = RunState(schedule, feature_history=2 if dato_source else 0)
+        self._tracker = StepTracker(pipe)
+        self._patcher = Patcher()
+        self._model_output_feature = dato_source == "model_output"
+
+        install_caching(self._patcher, units, self._state)
+        if any(s.prune > 0 for s in schedule.steps):
+            install_pruning(self._patcher, self.slots, self._state)
+        if dato_source == "up_block":
+            hook = unet.up_blocks[-1].register_forward_hook(lambda _m, _i, out: self._state.record_feature(out))
+            self._patcher.on_undo(hook.remove)
+        self._patcher.replace_method(unet, "forward", self._wrap_unet)
+        setattr(unet, _ATTRIBUTE, self)
+        self._patcher.on_undo(lambda: delattr(unet, _ATTRIBUTE))
+        self._patcher.on_undo(self._tracker.detach)
+
+    @property
+    def records(self) -> list[StepRecord]:
+        """One record per denoising-loop iteration of the last generation (see :class:`StepRecord`)."""
+        return list(self._state.records)
+
+    def remove(self) -> None:
+        """Restore the pipeline's original behaviour."""
+        self._patcher.undo()
+
+    def __enter__(self) -> PatchHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def _wrap_unet(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        state = self._state
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            sample = args[0] if args else kwargs["sample"]
+            timestep = args[1] if len(args) > 1 else kwargs["timestep"]
+            position = self._tracker.locate(timestep)
+            if position.new_generation:
+                self._start_generation(position.loop_length, sample.device)
+            step = state.schedule.steps[position.iteration]
+            performed, missing = self._decide(step.cache, position.stream)
+            if position.stream == 0:
+                state.records.append(StepRecord(position.iteration, step.cache, performed, missing, step.prune))
+            else:
+                state.records[-1].unet_calls += 1
+            if performed == "reuse":
+                reused = state.last_output[position.stream].clone()
+                return UNet2DConditionOutput(sample=reused) if kwargs.get("return_dict", True) else (reused,)
+            cfg = bool(getattr(self.pipe, "do_classifier_free_guidance", False))
+            branch = performed if isinstance(performed, int) else None
+            state.begin_call(position.stream, branch, step.prune, tuple(sample.shape[-2:]), cfg)
+            output = original(*args, **kwargs)
+            result = output[0] if isinstance(output, tuple) else output.sample
+            state.last_output[position.stream] = result
+            if performed == "full":
+                state.has_full.add(position.stream)
+            if self._model_output_feature:
+                state.record_feature(result)
+            return output
+
+        return forward
+
+    def _start_generation(self, loop_length: int, device: Any) -> None:
+        state = self._state
+        if len(self.schedule) != loop_length:
+            if not self._resample:
+                raise ScheduleError(
+                    f"schedule has {len(self.schedule)} steps but this pipeline's denoising loop has {loop_length} "
+                    f"iterations (len(scheduler.timesteps)); use schedule.resample({loop_length}) or apply(..., resample=True)"
+                )
+            state.schedule = self.schedule.resample(loop_length)
+        else:
+            state.schedule = self.schedule
+        state.reset(device)
+
+    def _decide(self, cache: Cache, stream: int) -> tuple[Cache, bool]:
+        """What to do for a requested cache choice: it falls back to a full step when its cache does not exist yet."""
+        state = self._state
+        if cache == "reuse":
+            return ("reuse", False) if stream in state.last_output else ("full", True)
+        if isinstance(cache, int):
+            return (cache, False) if stream in state.has_full else ("full", True)
+        return "full", False

@@ -1,0 +1,39 @@
+"""Reversible changes to live objects, so that removing a patch restores the exact original behaviour."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+class Patcher:
+    """Records every method replacement and hook it makes, and undoes them in reverse order."""
+
+    def __init__(self) -> None:
+        self._undo: list[Callable[[], None]] = []
+
+    def replace_method(self, obj: Any, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+        """Shadow ``obj.name`` with ``make(current_method)`` as an instance attribute.
+
+        Whatever instance attribute was there before (an accelerate offload hook, say) is put
+        back on undo; otherwise the instance attribute is deleted and the class method shows again.
+        """
+        own = vars(obj)
+        had_own, previous = name in own, own.get(name)
+        setattr(obj, name, make(getattr(obj, name)))
+
+        def undo() -> None:
+            if had_own:
+                setattr(obj, name, previous)
+            else:
+                delattr(obj, name)
+
+        self._undo.append(undo)
+
+    def on_undo(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` when the patch is undone (e.g. a torch hook handle's ``remove``)."""
+        self._undo.append(fn)
+
+    def undo(self) -> None:
+        while self._undo:
+            self._undo.pop()()

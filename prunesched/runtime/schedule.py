@@ -1,0 +1,281 @@
+"""The Schedule: per denoising-loop iteration, how deep to recompute and how many tokens to prune.
+
+A schedule is the contract between the search and the runtime. It is stored as a versioned
+JSON document (never pickle); ``docs/schedule.schema.json`` is its JSON Schema.
+
+``steps[i]`` governs iteration ``i`` of the pipeline's denoising loop, i.e. position ``i`` of the
+scheduler's ``timesteps`` after ``set_timesteps`` (PNDM at 50 steps has 51 positions; img2img
+starts part-way in).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Union
+
+from prunesched.errors import ScheduleError
+from prunesched.runtime.methods import METHODS, TokenMethod, method_from_dict
+
+FORMAT = "prunesched.schedule"
+VERSION = 1
+
+Cache = Union[str, int]
+"""``"full"``, ``"reuse"``, or a DeepCache branch id (an int >= 0; 0 is the shallowest, cheapest)."""
+
+SLOT_KEYWORDS = ("highest-resolution", "all")
+"""``"highest-resolution"``: self-attention of every transformer block at the highest-resolution
+level that has any (the default; on SDXL that is not the first level). ``"all"``: every
+transformer block's self-attention."""
+
+Slots = Union[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What one iteration of the denoising loop does.
+
+    Attributes:
+        cache: ``"full"`` computes the whole network and refreshes the cache; an int b recomputes
+            only the shallow part of the UNet (DeepCache's ``cache_branch_id``) and takes the rest
+            from the cache; ``"reuse"`` skips the network and reuses the previous output.
+        prune: fraction of *all* N tokens of each pruning slot that is removed before
+            self-attention in this iteration (``N - int(prune * N)`` tokens are attended).
+    """
+
+    cache: Cache = "full"
+    prune: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cache": self.cache, "prune": self.prune}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A per-iteration acceleration plan for one pipeline configuration.
+
+    Build one with :meth:`uniform`, :meth:`deepcache`, :meth:`from_dato` or :meth:`load`;
+    apply it with :func:`prunesched.apply`.
+    """
+
+    steps: tuple[StepPlan, ...]
+    method: TokenMethod = field(default_factory=lambda: METHODS["sito"]())
+    slots: Slots = "highest-resolution"
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", tuple(self.steps))
+        object.__setattr__(self, "provenance", MappingProxyType(dict(self.provenance)))
+        if not isinstance(self.slots, str):
+            object.__setattr__(self, "slots", tuple(self.slots))
+        _validate(self)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    # -- constructors --------------------------------------------------------------------------
+
+    @classmethod
+    def uniform(
+        cls, steps: int, cache: Cache = "full", prune: float = 0.0, method: str | TokenMethod = "sito"
+    ) -> Schedule:
+        """The same plan at every iteration (the first iteration is always computed in full at run time)."""
+        _check_step_count(steps)
+        return cls(steps=(StepPlan(cache, prune),) * steps, method=_method(method))
+
+    @classmethod
+    def deepcache(
+        cls, steps: int, interval: int = 3, branch: int = 0, prune: float = 0.0, method: str | TokenMethod = "sito"
+    ) -> Schedule:
+        """DeepCache's uniform schedule: a full iteration every ``interval`` iterations, branch ``branch`` between."""
+        _check_step_count(steps)
+        if not isinstance(interval, int) or interval < 1:
+            raise ScheduleError(f"interval must be an integer >= 1, got {interval!r}")
+        plans = tuple(StepPlan("full" if i % interval == 0 else branch, prune) for i in range(steps))
+        return cls(steps=plans, method=_method(method))
+
+    @classmethod
+    def from_dato(
+        cls,
+        cache_ids: Sequence[int],
+        ratios: Sequence[float],
+        method: str | TokenMethod = "dato",
+        leading_full: bool = True,
+    ) -> Schedule:
+        """Import a DaTo table: cache ids ``{0, 1, 12}`` and one prune ratio per entry.
+
+        Cache id 0 skips the UNet and reuses the previous output (``"reuse"``), 1 is DeepCache's
+        shallowest branch (branch 0) and 12 (any id >= 2, as in the released code) is a full
+        step. The released code always computes UNet call 0 in full and lets entry k govern
+        call k + 1, so a 50-entry PLMS table covers the 51 iterations of diffusers' PNDM loop:
+        ``leading_full=True`` (default) prepends that full, unpruned iteration. Pass
+        ``leading_full=False`` for samplers whose loop has exactly one iteration per entry.
+        """
+        if len(cache_ids) != len(ratios):
+            raise ScheduleError(
+                f"DaTo table has {len(cache_ids)} cache ids but {len(ratios)} prune ratios; they must have the same length"
+            )
+        plans = [StepPlan("full", 0.0)] if leading_full else []
+        for i, (cache_id, ratio) in enumerate(zip(cache_ids, ratios)):
+            if not isinstance(cache_id, int) or isinstance(cache_id, bool) or cache_id < 0:
+                raise ScheduleError(f"DaTo cache id at entry {i} is {cache_id!r}; valid ids are 0 (reuse), 1 (branch 0), 12 (full)")
+            plans.append(StepPlan({0: "reuse", 1: 0}.get(cache_id, "full"), ratio))
+        return cls(steps=tuple(plans), method=_method(method))
+
+    def to_dato(self, leading_full: bool = True) -> tuple[list[int], list[float]]:
+        """Export to DaTo's numeric table (inverse of :meth:`from_dato`); only reuse/branch 0/full steps exist there."""
+        steps = self.steps[1:] if leading_full else self.steps
+        ids = []
+        for i, step in enumerate(steps):
+            if step.cache not in ("reuse", 0, "full"):
+                raise ScheduleError(f"step {i} uses cache {step.cache!r}, which a DaTo table cannot express; valid: reuse, 0, full")
+            ids.append({"reuse": 0, 0: 1, "full": 12}[step.cache])
+        return ids, [s.prune for s in steps]
+
+    # -- transformations ------------------------------------------------------------------------
+
+    def resample(self, steps: int) -> Schedule:
+        """The same schedule stretched or squeezed to ``steps`` iterations.
+
+        Iteration j takes the plan of the original iteration nearest to the same relative
+        position of the loop, so the first and last plans are kept. This is an explicit choice
+        of the caller: applying a schedule of the wrong length is otherwise an error.
+        """
+        _check_step_count(steps)
+        old = len(self.steps)
+        if steps == 1 or old == 1:
+            index = [0] * steps
+        else:
+            index = [math.floor(j * (old - 1) / (steps - 1) + 0.5) for j in range(steps)]
+        provenance = {**self.provenance, "resampled_from": old}
+        return replace(self, steps=tuple(self.steps[i] for i in index), provenance=provenance)
+
+    def with_provenance(self, **info: Any) -> Schedule:
+        """A copy whose provenance is extended with ``info``."""
+        return replace(self, provenance={**self.provenance, **info})
+
+    # -- serialization --------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The schedule document as plain JSON-compatible data."""
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "method": self.method.to_dict(),
+            "slots": self.slots if isinstance(self.slots, str) else list(self.slots),
+            "steps": [s.to_dict() for s in self.steps],
+            "provenance": dict(self.provenance),
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 of the canonical document without provenance: equal for schedules that act the same."""
+        body = self.to_dict()
+        del body["provenance"]
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Schedule:
+        """Validate a parsed schedule document and build the Schedule it describes."""
+        if not isinstance(data, dict):
+            raise ScheduleError(f"a schedule document must be a JSON object, got {type(data).__name__}")
+        if data.get("format") != FORMAT:
+            raise ScheduleError(f"'format' must be {FORMAT!r}, got {data.get('format')!r}")
+        version = data.get("version")
+        if version != VERSION:
+            raise ScheduleError(f"schedule version {version!r} is not supported; this prunesched reads version {VERSION}")
+        unknown = sorted(set(data) - {"format", "version", "method", "slots", "steps", "provenance"})
+        if unknown:
+            raise ScheduleError(f"unknown schedule field {unknown[0]!r}; valid fields: format, version, method, slots, steps, provenance")
+        if "steps" not in data:
+            raise ScheduleError("schedule has no 'steps'; it needs a list of {\"cache\": ..., \"prune\": ...} objects")
+        steps = data["steps"]
+        if not isinstance(steps, list):
+            raise ScheduleError(f"'steps' must be a list of step objects, got {type(steps).__name__}")
+        provenance = data.get("provenance", {})
+        if not isinstance(provenance, dict):
+            raise ScheduleError(f"'provenance' must be an object, got {type(provenance).__name__}")
+        slots = data.get("slots", "highest-resolution")
+        return cls(
+            steps=tuple(_step_from_dict(i, s) for i, s in enumerate(steps)),
+            method=method_from_dict(data.get("method", "sito")),
+            slots=slots if isinstance(slots, str) else _slot_list(slots),
+            provenance=provenance,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Schedule:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ScheduleError(f"schedule is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Schedule:
+        """Read a schedule document from a JSON file."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ScheduleError(f"cannot read schedule file {str(path)!r}: {exc}") from None
+        return cls.from_json(text)
+
+    def save(self, path: str | Path) -> None:
+        """Write the schedule document as JSON."""
+        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+
+
+def _method(method: str | TokenMethod) -> TokenMethod:
+    return method if isinstance(method, TokenMethod) else method_from_dict(method)
+
+
+def _check_step_count(steps: Any) -> None:
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ScheduleError(f"step count must be an integer >= 1, got {steps!r}")
+
+
+def _step_from_dict(i: int, data: Any) -> StepPlan:
+    if not isinstance(data, dict):
+        raise ScheduleError(f"step {i} must be an object like {{\"cache\": \"full\", \"prune\": 0.5}}, got {data!r}")
+    unknown = sorted(set(data) - {"cache", "prune"})
+    if unknown:
+        raise ScheduleError(f"step {i} has unknown field {unknown[0]!r}; valid fields: cache, prune")
+    return StepPlan(cache=data.get("cache", "full"), prune=data.get("prune", 0.0))
+
+
+def _slot_list(slots: Any) -> tuple[str, ...]:
+    if not isinstance(slots, list) or not slots or not all(isinstance(s, str) for s in slots):
+        raise ScheduleError(f"'slots' must be one of {list(SLOT_KEYWORDS)} or a non-empty list of module names, got {slots!r}")
+    return tuple(slots)
+
+
+def _validate(schedule: Schedule) -> None:
+    if not schedule.steps:
+        raise ScheduleError("schedule has no steps; it needs one step per iteration of the denoising loop")
+    if not isinstance(schedule.method, TokenMethod):
+        raise ScheduleError(f"method must be one of {sorted(METHODS)}, got {schedule.method!r}")
+    if isinstance(schedule.slots, str) and schedule.slots not in SLOT_KEYWORDS:
+        raise ScheduleError(f"unknown slots {schedule.slots!r}; valid: {', '.join(SLOT_KEYWORDS)} or a list of module names")
+    limit = schedule.method.max_prune
+    for i, step in enumerate(schedule.steps):
+        if not isinstance(step, StepPlan):
+            raise ScheduleError(f"step {i} must be a StepPlan, got {step!r}")
+        cache = step.cache
+        valid_int = isinstance(cache, int) and not isinstance(cache, bool) and cache >= 0
+        if not (valid_int or cache in ("full", "reuse")):
+            raise ScheduleError(f"step {i}: unknown cache value {cache!r}; valid: 'full', 'reuse' or a branch id >= 0")
+        prune = step.prune
+        if isinstance(prune, bool) or not isinstance(prune, (int, float)) or not 0.0 <= prune <= limit:
+            raise ScheduleError(
+                f"step {i}: prune ratio {prune!r} is out of range; method {schedule.method.name!r} "
+                f"with patch {schedule.method.patch} accepts 0 to {limit:g}"
+            )

@@ -1,0 +1,95 @@
+"""The state a patched pipeline carries through one generation, and the record it leaves behind."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from prunesched.runtime.schedule import Cache, Schedule
+from prunesched.runtime.tokens import diff_score
+
+
+@dataclass
+class StepRecord:
+    """What one iteration of the denoising loop actually did.
+
+    Attributes:
+        index: the iteration, i.e. the position in the scheduler's timesteps.
+        requested: the cache choice the schedule asked for.
+        performed: what was done: ``"full"``, a branch id, or ``"reuse"``.
+        cache_missing: the requested cache did not exist yet, so the step was computed in full.
+        prune: the prune ratio in force.
+        tokens: per pruned slot, ``(tokens that entered self-attention, all tokens)``.
+        unet_calls: UNet calls in this iteration that did work or reused (2 for non-batched CFG).
+    """
+
+    index: int
+    requested: Cache
+    performed: Cache
+    cache_missing: bool
+    prune: float
+    tokens: dict[str, tuple[int, int]] = field(default_factory=dict)
+    unet_calls: int = 1
+
+
+class RunState:
+    """Per-generation state shared by the UNet wrapper, the cache wrappers and the pruning wrappers.
+
+    Caches, DiffScore history and previous outputs are kept per *stream* (the n-th UNet call of
+    an iteration), so pipelines that run CFG as two calls keep their halves apart.
+    """
+
+    def __init__(self, schedule: Schedule, feature_history: int) -> None:
+        self.schedule = schedule
+        self.records: list[StepRecord] = []
+        self.stream = 0
+        self.branch: int | None = None
+        self.prune = 0.0
+        self.latent_hw: tuple[int, int] = (0, 0)
+        self.cfg = False
+        self.generator: torch.Generator | None = None
+        self._feature_history = feature_history
+        self.caches: dict[int, dict[str, Any]] = {}
+        self.has_full: set[int] = set()
+        self.last_output: dict[int, Tensor] = {}
+        self.features: dict[int, deque[Tensor]] = {}
+        self._diffs: dict[tuple[int, int], Tensor | None] = {}
+
+    def reset(self, device: torch.device) -> None:
+        """Forget everything from the previous generation and reseed the method's generator."""
+        self.records.clear()
+        self.caches.clear()
+        self.has_full.clear()
+        self.last_output.clear()
+        self.features.clear()
+        if self.generator is None or self.generator.device != device:
+            self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(self.schedule.method.seed)
+
+    def begin_call(self, stream: int, branch: int | None, prune: float, latent_hw: tuple[int, int], cfg: bool) -> None:
+        self.stream, self.branch, self.prune, self.latent_hw, self.cfg = stream, branch, prune, latent_hw, cfg
+        self._diffs.clear()
+
+    def cache(self) -> dict[str, Any]:
+        """The cached module outputs of the current stream."""
+        return self.caches.setdefault(self.stream, {})
+
+    def record_feature(self, feature: Tensor) -> None:
+        """Remember a computed feature of the current stream for the DiffScore (the last two are kept)."""
+        if self._feature_history:
+            self.features.setdefault(self.stream, deque(maxlen=self._feature_history)).append(feature.detach())
+
+    def diff(self, grid: tuple[int, int]) -> Tensor | None:
+        """The DiffScore of the current call on ``grid``, or ``None`` before two computed steps exist."""
+        if grid not in self._diffs:
+            history = self.features.get(self.stream, ())
+            self._diffs[grid] = diff_score(history[0], history[1], grid) if len(history) == 2 else None
+        return self._diffs[grid]
+
+    def record_tokens(self, slot: str, kept: int, total: int) -> None:
+        if self.records:
+            self.records[-1].tokens[slot] = (kept, total)
