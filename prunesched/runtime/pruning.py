@@ -26,7 +26,7 @@ def plan_tokens(method: TokenMethod, x: Tensor, grid: tuple[int, int], num_prune
     common: dict[str, Any] = {
         "patch": method.patch,
         "recover_from": method.recover_from,
-        "align_cfg": method.align_cfg and state.cfg and x.shape[0] % 2 == 0,
+        "align_cfg": method.align_cfg and state.cfg,
         "generator": state.generator,
     }
     if isinstance(method, SitoConfig):

@@ -145,8 +145,12 @@ def plan_from_score(
     align_cfg: bool,
     rank: Tensor | None = None,
 ) -> TokenPlan:
-    """Base tokens = per-cell argmax of ``score`` (optionally CFG-aligned), then similarity pruning."""
+    """Base tokens = per-cell argmax of ``score``, then similarity pruning.
+
+    ``align_cfg`` shares the first half's base tokens with the second half; an odd batch has no
+    CFG halves, so it is left as is.
+    """
     base = cell_argmax(score, grid, patch)
-    if align_cfg:
+    if align_cfg and base.shape[0] % 2 == 0:
         base = align_halves(base)
     return prune_by_similarity(xn, base, num_prune, recover_from, rank)

@@ -1,0 +1,118 @@
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from prunesched import Schedule, ScheduleError, StepPlan
+from prunesched.runtime.methods import DatoConfig, SitoConfig
+from prunesched.runtime.paper_tables import DATO_OURS_B1_CACHE_IDS, DATO_OURS_B1_RATIOS, dato_ours_b1
+
+SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "schedule.schema.json").read_text())
+
+
+def test_save_load_round_trip(tmp_path):
+    schedule = Schedule(
+        steps=(StepPlan("full", 0.0), StepPlan(0, 0.5), StepPlan("reuse", 0.0)),
+        method=DatoConfig(noise=0.2, diff_source="model_output"),
+        slots=("down_blocks.0.attentions.0.transformer_blocks.0",),
+        provenance={"fid": 25.4},
+    )
+    schedule.save(tmp_path / "s.json")
+    loaded = Schedule.load(tmp_path / "s.json")
+    assert loaded == schedule
+    assert loaded.method.diff_source == "model_output"
+    jsonschema.validate(json.loads((tmp_path / "s.json").read_text()), SCHEMA)
+
+
+def test_hash_ignores_provenance_but_not_plans():
+    a = Schedule.uniform(4, prune=0.5)
+    assert a.hash == a.with_provenance(fid=1.0).hash
+    assert a.hash != Schedule.uniform(4, prune=0.4).hash
+    assert a.hash != Schedule.uniform(4, prune=0.5, method="dato").hash
+
+
+def test_dato_table6_imports_losslessly():
+    schedule = dato_ours_b1()
+    assert len(schedule) == 51  # PNDM at 50 steps has 51 loop iterations
+    assert schedule.steps[0] == StepPlan("full", 0.0)
+    assert [s.cache for s in schedule.steps[1:4]] == [0, 0, 0]
+    assert schedule.steps[9] == StepPlan("full", 0.6)  # table entry 8: cache id 12, ratio 0.6
+    assert schedule.steps[18] == StepPlan("reuse", 0.3)  # table entry 17: cache id 0
+    assert schedule.to_dato() == (list(DATO_OURS_B1_CACHE_IDS), list(DATO_OURS_B1_RATIOS))
+    assert len(dato_ours_b1(leading_full=False)) == 50
+
+
+def test_uniform_and_deepcache_constructors():
+    assert Schedule.uniform(3, cache=0, prune=0.3).steps == (StepPlan(0, 0.3),) * 3
+    assert [s.cache for s in Schedule.deepcache(7, interval=3, branch=1).steps] == ["full", 1, 1, "full", 1, 1, "full"]
+
+
+def test_resample_keeps_ends_and_maps_nearest():
+    steps = tuple(StepPlan("full" if i % 2 else 0, round(0.1 * (i % 7), 1)) for i in range(10))
+    schedule = Schedule(steps=steps)
+    longer = schedule.resample(19)
+    assert len(longer) == 19
+    assert longer.steps[0] == steps[0] and longer.steps[-1] == steps[-1]
+    assert longer.steps[2] == steps[1]
+    assert longer.provenance["resampled_from"] == 10
+    assert schedule.resample(10).steps == steps
+
+
+BAD_DOCUMENTS = [
+    ("{not json", "not valid JSON"),
+    ('{"format": "prunesched.schedule", "version": 1, "steps": [', "not valid JSON"),
+    ("[1, 2]", "must be a JSON object"),
+    ('{"format": "other", "version": 1, "steps": []}', "'format' must be"),
+    ('{"format": "prunesched.schedule", "version": 9, "steps": []}', "version 9 is not supported"),
+    ('{"format": "prunesched.schedule", "version": 1}', "has no 'steps'"),
+    ('{"format": "prunesched.schedule", "version": 1, "steps": []}', "has no steps"),
+    ('{"format": "prunesched.schedule", "version": 1, "steps": [{"cache": "half"}]}', "unknown cache value 'half'"),
+    ('{"format": "prunesched.schedule", "version": 1, "steps": [{"cache": -1}]}', "unknown cache value -1"),
+    ('{"format": "prunesched.schedule", "version": 1, "steps": [{"cache": true}]}', "unknown cache value True"),
+    ('{"format": "prunesched.schedule", "version": 1, "steps": [{"prune": -0.1}]}', "out of range"),
+    ('{"format": "prunesched.schedule", "version": 1, "steps": [{"prune": "0.5"}]}', "out of range"),
+    ('{"format": "prunesched.schedule", "version": 1, "steps": [{"ratio": 0.5}]}', "unknown field 'ratio'"),
+    ('{"format": "prunesched.schedule", "version": 1, "method": "tome", "steps": [{}]}', "unknown method 'tome'"),
+    ('{"format": "prunesched.schedule", "version": 1, "method": {"name": "sito", "sigma": 1}, "steps": [{}]}', "no parameter 'sigma'"),
+    ('{"format": "prunesched.schedule", "version": 1, "method": {"name": "sito", "patch": "2"}, "steps": [{}]}', "patch"),
+    ('{"format": "prunesched.schedule", "version": 1, "method": {"name": "dato", "diff_source": "x"}, "steps": [{}]}', "diff_source"),
+    ('{"format": "prunesched.schedule", "version": 1, "slots": "lowest", "steps": [{}]}', "unknown slots 'lowest'"),
+    ('{"format": "prunesched.schedule", "version": 1, "slots": [], "steps": [{}]}', "'slots' must be"),
+    ('{"format": "prunesched.schedule", "version": 1, "steps": [{}], "extra": 1}', "unknown schedule field 'extra'"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_DOCUMENTS)
+def test_bad_documents_name_the_problem(text, message):
+    with pytest.raises(ScheduleError, match=message.replace("(", r"\(")) as info:
+        Schedule.from_json(text)
+    assert "\n" not in str(info.value)
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        return
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(document, SCHEMA)
+
+
+def test_prune_limit_follows_patch_size():
+    with pytest.raises(ScheduleError, match="method 'sito' with patch 2 accepts 0 to 0.75"):
+        Schedule.from_json('{"format": "prunesched.schedule", "version": 1, "steps": [{"prune": 0.8}]}')
+    Schedule.uniform(2, prune=0.85, method=SitoConfig(patch=3))
+    with pytest.raises(ScheduleError, match="accepts 0 to 0.888889"):
+        Schedule.uniform(2, prune=0.9, method=SitoConfig(patch=3))
+
+
+@pytest.mark.parametrize(
+    ("ids", "ratios", "message"),
+    [([1, 1], [0.3], "2 cache ids but 1 prune ratios"), ([1, -2], [0.3, 0.3], "entry 1 is -2"), ([1], [0.9], "out of range")],
+)
+def test_bad_dato_tables(ids, ratios, message):
+    with pytest.raises(ScheduleError, match=message):
+        Schedule.from_dato(ids, ratios)
+
+
+def test_missing_file_is_a_schedule_error(tmp_path):
+    with pytest.raises(ScheduleError, match="cannot read schedule file"):
+        Schedule.load(tmp_path / "missing.json")

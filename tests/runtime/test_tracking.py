@@ -1,0 +1,123 @@
+"""Step tracking: every UNet call gets the plan of its denoising-loop iteration, whatever the scheduler."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    PNDMScheduler,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
+)
+from PIL import Image
+
+import prunesched
+from prunesched import Schedule, StepPlan
+from tests.runtime.helpers import PROMPT, loop_iterations
+
+SCHEDULERS = {
+    "pndm": PNDMScheduler.from_config,
+    "ddim": DDIMScheduler.from_config,
+    "euler": EulerDiscreteScheduler.from_config,
+    "dpm++": lambda config: DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++"),
+    "heun": HeunDiscreteScheduler.from_config,
+}
+STEPS = 10
+
+
+def _distinct_schedule(length: int) -> Schedule:
+    """Each iteration gets a recognisable plan: prune (i mod 8) * 0.05 and a cache pattern."""
+    return Schedule(steps=tuple(StepPlan("full" if i % 3 == 0 else 0, (i % 8) * 0.05) for i in range(length)))
+
+
+def _check_records(pipe, handle, seen):
+    timesteps = pipe.scheduler.timesteps
+    offset = len(timesteps) - len(seen)
+    assert len(handle.records) == len(seen), "one record per loop iteration"
+    for (i, t), record in zip(seen, handle.records):
+        assert record.index == offset + i
+        assert float(timesteps[record.index]) == t, "the record's iteration is the one the pipeline was at"
+        assert record.prune == handle.schedule.steps[record.index].prune
+        assert record.unet_calls == 1
+
+
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_txt2img_iterations_for_each_scheduler(sd_pipe, name):
+    sd_pipe.scheduler = SCHEDULERS[name](sd_pipe.scheduler.config)
+    sd_pipe.scheduler.set_timesteps(STEPS)
+    length = len(sd_pipe.scheduler.timesteps)
+    assert length == {"pndm": STEPS + 1, "heun": 2 * STEPS - 1}.get(name, STEPS)
+    handle = prunesched.apply(sd_pipe, _distinct_schedule(length))
+    seen = loop_iterations(sd_pipe, steps=STEPS)
+    assert [r.index for r in handle.records] == list(range(length))
+    _check_records(sd_pipe, handle, seen)
+
+
+@pytest.mark.parametrize("name", ["pndm", "ddim", "euler", "dpm++"])
+def test_img2img_at_strength_0_6_starts_part_way(sd_pipe, name):
+    scheduler = SCHEDULERS[name](sd_pipe.scheduler.config)
+    pipe = StableDiffusionImg2ImgPipeline(**{**sd_pipe.components, "scheduler": scheduler})
+    pipe.set_progress_bar_config(disable=True)
+    image = Image.fromarray(np.full((32, 32, 3), 128, dtype=np.uint8))
+    pipe.scheduler.set_timesteps(STEPS)
+    handle = prunesched.apply(pipe, _distinct_schedule(len(pipe.scheduler.timesteps)))
+    seen = loop_iterations(pipe, steps=STEPS, image=image, strength=0.6, height=None, width=None)
+    assert 0 < len(seen) < len(pipe.scheduler.timesteps)
+    assert handle.records[0].index == len(pipe.scheduler.timesteps) - len(seen)
+    assert handle.records[0].performed == "full"
+    _check_records(pipe, handle, seen)
+    prunesched.remove(pipe)
+
+
+def test_inpaint_variant(sd_pipe):
+    pipe = StableDiffusionInpaintPipeline(**sd_pipe.components)
+    pipe.set_progress_bar_config(disable=True)
+    image = Image.fromarray(np.full((32, 32, 3), 128, dtype=np.uint8))
+    mask = Image.fromarray(np.pad(np.full((16, 16), 255, dtype=np.uint8), 8))
+    pipe.scheduler.set_timesteps(STEPS)
+    handle = prunesched.apply(pipe, _distinct_schedule(len(pipe.scheduler.timesteps)))
+    seen = loop_iterations(pipe, steps=STEPS, image=image, mask_image=mask, strength=1.0)
+    _check_records(pipe, handle, seen)
+    prunesched.remove(pipe)
+
+
+def test_scheduler_swapped_after_apply_is_followed(sd_pipe):
+    handle = prunesched.apply(sd_pipe, _distinct_schedule(STEPS))
+    sd_pipe.scheduler = DDIMScheduler.from_config(sd_pipe.scheduler.config)
+    seen = loop_iterations(sd_pipe, steps=STEPS)
+    _check_records(sd_pipe, handle, seen)
+    prunesched.remove(sd_pipe)
+    assert "step" not in vars(sd_pipe.scheduler)
+
+
+def test_non_batched_cfg_two_calls_per_iteration_share_the_plan_and_keep_separate_caches(sd_pipe):
+    """A loop that calls the UNet twice per iteration (uncond, then cond), as some pipelines do."""
+    unet, scheduler = sd_pipe.unet, DDIMScheduler.from_config(sd_pipe.scheduler.config)
+    pipe = SimpleNamespace(unet=unet, scheduler=scheduler)
+    steps = (StepPlan("full", 0.5), StepPlan("reuse", 0.0), StepPlan(0, 0.5), StepPlan("full", 0.0))
+
+    def run():
+        torch.manual_seed(0)
+        latents = torch.randn(1, 4, 16, 16)
+        context = {"uncond": torch.zeros(1, 5, 32), "cond": torch.ones(1, 5, 32)}
+        outputs = []
+        scheduler.set_timesteps(4)
+        for t in scheduler.timesteps:
+            uncond = unet(latents, t, encoder_hidden_states=context["uncond"]).sample
+            cond = unet(latents, t, encoder_hidden_states=context["cond"]).sample
+            outputs.append((uncond, cond))
+            latents = scheduler.step(uncond + 2.0 * (cond - uncond), t, latents).prev_sample
+        return outputs
+
+    handle = prunesched.apply(pipe, Schedule(steps=steps))
+    outputs = run()
+    assert [r.unet_calls for r in handle.records] == [2, 2, 2, 2]
+    assert [r.performed for r in handle.records] == ["full", "reuse", 0, "full"]
+    assert torch.equal(outputs[1][0], outputs[0][0]) and torch.equal(outputs[1][1], outputs[0][1])
+    assert not torch.equal(outputs[1][0], outputs[1][1]), "each call reuses its own previous output"
+    prunesched.remove(pipe)
