@@ -7,6 +7,7 @@ from DeepCache import DeepCacheSDHelper
 
 import prunesched
 from prunesched import Schedule, StepPlan
+from prunesched.models.tiny import tiny_sd_pipeline
 from tests.runtime.helpers import generate
 
 
@@ -60,10 +61,18 @@ def test_pruning_in_partial_steps_only_touches_recomputed_slots(sd_pipe):
     assert len(handle.records[0].tokens) == 5
 
 
+@pytest.fixture(scope="module")
+def deepcache_pipe():
+    """A pipeline of its own: DeepCache's ``disable`` leaves instance ``forward`` attributes behind."""
+    pipe = tiny_sd_pipeline()
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    return pipe
+
+
 @pytest.mark.parametrize("branch", range(9))
-def test_matches_the_deepcache_package_bit_for_bit(sd_pipe, branch):
+def test_matches_the_deepcache_package_bit_for_bit(deepcache_pipe, branch):
     """Our branch ids mean what DeepCache's ``cache_branch_id`` means (DDIM: DeepCache's step lookup needs unique timesteps)."""
-    sd_pipe.scheduler = DDIMScheduler.from_config(sd_pipe.scheduler.config)
+    sd_pipe = deepcache_pipe
     helper = DeepCacheSDHelper(pipe=sd_pipe)
     helper.set_params(cache_interval=3, cache_branch_id=branch)
     helper.enable()
