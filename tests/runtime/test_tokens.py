@@ -175,3 +175,19 @@ def test_plans_at_sd_resolution_keep_the_upstream_count():
     x = _tokens(2, grid, c=64)
     for plan in (sito_plan(x, grid, int(0.5 * 4096)), dato_plan(x, grid, int(0.3 * 4096), torch.rand(2, 4096))):
         assert plan.num_kept in (2048, 4096 - 1228)
+
+
+@pytest.mark.parametrize("method", ["sito", "dato", "dato_random_sign", "random"])
+def test_plans_never_read_tensor_values_on_the_host(method):
+    """On the meta device any host sync (``.item()``, ``nonzero``, Python ``if tensor``) raises: plans stay on the device."""
+    grid = (64, 96)
+    x = torch.empty(2, 64 * 96, 320, device="meta")
+    k = int(0.5 * x.shape[1])
+    plan = {
+        "sito": lambda: sito_plan(x, grid, k, align_cfg=True),
+        "dato": lambda: dato_plan(x, grid, k, torch.empty(2, 64 * 96, device="meta")),
+        "dato_random_sign": lambda: dato_plan(x, grid, k, torch.empty(2, 64 * 96, device="meta"), random_sign=True),
+        "random": lambda: random_plan(x, grid, k),
+    }[method]()
+    assert plan.kept.shape == (2, 64 * 96 - k) and plan.source.shape == (2, 64 * 96)
+    assert plan.recover(plan.gather(x)).shape == x.shape

@@ -1,0 +1,308 @@
+"""``prunesched bench step``: per-step latency of every cache choice and prune ratio on the SD 1.5 UNet.
+
+The UNet is built from SD 1.5's config with random weights (cost does not depend on the
+weights). Each configuration is timed inside a real denoising loop driven like a pipeline drives
+it (DDIM, one UNet call and one ``scheduler.step`` per iteration), so the runtime's own step
+tracking and cache logic are part of every number. The real peers, tomesd and DeepCache, are
+timed in the same loop. Text encoding and VAE decoding are not part of a step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import platform
+import statistics
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import diffusers
+import torch
+from diffusers import DDIMScheduler, PNDMScheduler, UNet2DConditionModel
+
+import prunesched
+from prunesched import Schedule, StepPlan
+from prunesched.bench.timing import Stopwatch, Timing
+from prunesched.models.configs import SD15_UNET
+from prunesched.models.tiny import SD_SCHEDULER
+from prunesched.runtime import pruning
+from prunesched.runtime.paper_tables import dato_ours_b1
+from prunesched.runtime.schedule import Cache
+
+SETTLE = 2
+"""Untimed iterations before timing: the first fills the caches, the second warms up (DaTo's DiffScore needs two)."""
+
+
+@dataclass(frozen=True)
+class StepBenchConfig:
+    """What ``prunesched bench step`` measures.
+
+    Attributes:
+        latent: latent side (64 = 512x512 images on SD 1.5).
+        batch: UNet batch (2 = one image with classifier-free guidance).
+        repeats: timed UNet calls per configuration; the median is reported.
+        ratios: prune ratios to measure for each method and for tomesd.
+        branches: DeepCache branch ids to measure, ours and DeepCache's.
+        methods: token methods to measure at each ratio.
+        e2e_latent: latent side of the end-to-end check of the DaTo Table 6 schedule (0 skips it).
+        device: ``"auto"`` picks CUDA when available (then fp16), else the CPU (fp32).
+    """
+
+    latent: int = 64
+    batch: int = 2
+    repeats: int = 3
+    ratios: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
+    branches: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = ("sito", "dato", "random")
+    e2e_latent: int = 32
+    device: str = "auto"
+
+
+class UNetLoop:
+    """A denoising loop over one UNet, driven like a diffusers pipeline, timing each UNet call."""
+
+    def __init__(self, unet: UNet2DConditionModel, latent: int, batch: int, watch: Stopwatch) -> None:
+        scheduler = DDIMScheduler.from_config(PNDMScheduler(**SD_SCHEDULER).config)
+        self.pipe = SimpleNamespace(unet=unet, scheduler=scheduler)
+        generator = torch.Generator().manual_seed(0)
+        param = next(unet.parameters())
+        self.sample = torch.randn(batch, 4, latent, latent, generator=generator).to(param.device, param.dtype)
+        self.context = torch.randn(batch, 77, unet.config.cross_attention_dim, generator=generator).to(param.device, param.dtype)
+        self.watch = watch
+
+    def run(self, iterations: int) -> list[float]:
+        """Seconds of the UNet call of each iteration. The input stays fixed: only the cost matters here."""
+        scheduler, seconds = self.pipe.scheduler, []
+        scheduler.set_timesteps(iterations)
+        with torch.inference_mode():
+            for t in scheduler.timesteps:
+                with self.watch.region(seconds):
+                    out = self.pipe.unet(self.sample, t, encoder_hidden_states=self.context).sample
+                scheduler.step(out, t, self.sample)
+        return seconds
+
+    def time_schedule(self, schedule: Schedule) -> list[float]:
+        with prunesched.apply(self.pipe, schedule):
+            return self.run(len(schedule))
+
+
+def _step_schedule(cache: Cache, prune: float, method: str, timed: int) -> Schedule:
+    """A first full step that fills the caches, then the step under test repeated."""
+    first = StepPlan("full", prune if cache == "full" else 0.0)
+    return Schedule(steps=(first,) + (StepPlan(cache, prune),) * (SETTLE - 1 + timed), method=prunesched.runtime.METHODS[method]())
+
+
+@contextlib.contextmanager
+def _selection_timer(watch: Stopwatch) -> Iterator[list[float]]:
+    """Time every token-selection call of the runtime (the part a method adds besides the gathers)."""
+    seconds: list[float] = []
+    original = pruning.plan_tokens
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        with watch.region(seconds):
+            return original(*args, **kwargs)
+
+    pruning.plan_tokens = timed
+    try:
+        yield seconds
+    finally:
+        pruning.plan_tokens = original
+
+
+def _entry(times: list[float], full: float | None, selection: list[float] | None = None, calls_per_step: int = 1) -> dict[str, Any]:
+    timing = Timing(tuple(times[SETTLE:]))
+    entry = timing.to_dict()
+    if full:
+        entry["relative_to_full"] = timing.median / full
+    if selection:
+        per_step = [sum(selection[i : i + calls_per_step]) for i in range(0, len(selection), calls_per_step)]
+        selected = statistics.median(per_step[SETTLE:])
+        entry["selection_median_s"] = selected
+        entry["selection_share_of_step"] = selected / timing.median
+    return entry
+
+
+def measure_steps(loop: UNetLoop, config: StepBenchConfig, slots: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Median seconds of each of our step kinds, keyed like ``full``, ``branch0``, ``reuse``, ``sito@0.5``, ``dato@0.5/branch0``."""
+    timed = config.repeats
+    results: dict[str, Any] = {}
+    full = statistics.median(loop.time_schedule(_step_schedule("full", 0.0, "sito", timed))[SETTLE:])
+    results["full"] = {"median_s": full, "relative_to_full": 1.0}
+    log(f"full step: {full:.3f} s")
+    for name, cache in [(f"branch{b}", b) for b in config.branches] + [("reuse", "reuse")]:
+        results[name] = _entry(loop.time_schedule(_step_schedule(cache, 0.0, "sito", timed)), full)
+        log(f"{name}: {results[name]['median_s']:.3f} s")
+    for method in config.methods:
+        for ratio in config.ratios:
+            with _selection_timer(loop.watch) as selection:
+                times = loop.time_schedule(_step_schedule("full", ratio, method, timed))
+            results[f"{method}@{ratio}"] = _entry(times, full, selection, slots)
+            log(f"{method}@{ratio}: {results[f'{method}@{ratio}']['median_s']:.3f} s")
+    for ratio in config.ratios:  # DaTo's cache steps prune too: the cost model of Table 6 needs them
+        key = f"dato@{ratio}/branch0"
+        results[key] = _entry(loop.time_schedule(_step_schedule(0, ratio, "dato", timed)), full)
+        log(f"{key}: {results[key]['median_s']:.3f} s")
+    return results
+
+
+def measure_peers(loop: UNetLoop, config: StepBenchConfig, full: float, log: Callable[[str], None]) -> dict[str, Any]:
+    """tomesd at each ratio and DeepCache at each branch, in the same loop and the same way."""
+    import tomesd
+    from DeepCache import DeepCacheSDHelper
+
+    iterations = SETTLE + config.repeats
+    results: dict[str, Any] = {}
+    for ratio in config.ratios:
+        tomesd.apply_patch(loop.pipe.unet, ratio=ratio)
+        try:
+            results[f"tomesd@{ratio}"] = _entry(loop.run(iterations), full)
+        finally:
+            tomesd.remove_patch(loop.pipe.unet)
+        log(f"tomesd@{ratio}: {results[f'tomesd@{ratio}']['median_s']:.3f} s")
+    for branch in config.branches:
+        helper = DeepCacheSDHelper(pipe=loop.pipe)
+        helper.set_params(cache_interval=10**6, cache_branch_id=branch)  # step 0 full, every later step partial
+        helper.enable()
+        try:
+            results[f"deepcache/branch{branch}"] = _entry(loop.run(iterations), full)
+        finally:
+            helper.disable()
+            vars(loop.pipe.unet).pop("forward", None)  # DeepCache re-sets forward on the instance
+        log(f"deepcache/branch{branch}: {results[f'deepcache/branch{branch}']['median_s']:.3f} s")
+    return results
+
+
+def compose(schedule: Schedule, steps: dict[str, Any]) -> float:
+    """Predicted seconds of a schedule's UNet calls from measured step costs (first step full, as at run time)."""
+    total = 0.0
+    for i, step in enumerate(schedule.steps):
+        cache = "full" if i == 0 else step.cache
+        if cache == "reuse":
+            key = "reuse"
+        elif cache == "full":
+            key = f"dato@{step.prune}" if step.prune else "full"
+        else:
+            key = f"dato@{step.prune}/branch{cache}" if step.prune else f"branch{cache}"
+        total += steps[key]["median_s"]
+    return total
+
+
+def table6_check(loop: UNetLoop, steps: dict[str, Any]) -> dict[str, Any]:
+    """DaTo Table 6 "Ours-b1": composed from step costs, and measured end to end in one real run."""
+    schedule = dato_ours_b1()
+    n = len(schedule)
+    predicted = compose(schedule, steps)
+    all_full = n * steps["full"]["median_s"]
+    result: dict[str, Any] = {"steps": n, "predicted_s": predicted, "all_full_s": all_full, "predicted_speedup": all_full / predicted}
+    measured_full = sum(loop.time_schedule(Schedule.uniform(n)))
+    measured = sum(loop.time_schedule(schedule))
+    result.update(measured_s=measured, measured_all_full_s=measured_full, measured_speedup=measured_full / measured)
+    result["prediction_error"] = predicted / measured - 1
+    return result
+
+
+def run_step_bench(
+    config: StepBenchConfig, log: Callable[[str], None] = print, unet: UNet2DConditionModel | None = None
+) -> dict[str, Any]:
+    """Run the whole benchmark and return the JSON-ready result, goals included.
+
+    ``unet`` replaces the SD 1.5 UNet (tests pass a tiny one); it is used on its own device and dtype.
+    """
+    model = "a UNet given by the caller"
+    if unet is None:
+        model = "SD 1.5 UNet architecture from its config, random weights"
+        device = torch.device(_pick_device(config.device))
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel(**SD15_UNET).to(device, dtype).eval()
+    param = next(unet.parameters())
+    device, dtype = param.device, param.dtype
+    watch = Stopwatch(device)
+    loop = UNetLoop(unet, config.latent, config.batch, watch)
+    slots = len(prunesched.apply(loop.pipe, Schedule.uniform(1)).slots)
+    prunesched.remove(loop.pipe)
+    loop.run(SETTLE)  # the first calls in a process pay one-off allocation costs
+    log(f"{model}: latent {config.latent}x{config.latent}, batch {config.batch}, {dtype} on {device}")
+
+    steps = measure_steps(loop, config, slots, log)
+    peers = measure_peers(loop, config, steps["full"]["median_s"], log)
+    result: dict[str, Any] = {
+        "benchmark": "prunesched bench step",
+        "meta": _meta(config, model, device, dtype, unet),
+        "steps": steps,
+        "peers": peers,
+    }
+    needed = sorted({s.prune for s in dato_ours_b1().steps if s.prune} - set(config.ratios))
+    if needed:
+        result["dato_table6"] = {"skipped": f"needs step costs at ratios {needed}; pass them in --ratios"}
+    elif config.e2e_latent:
+        small = UNetLoop(unet, config.e2e_latent, config.batch, watch)
+        log(f"cost table at latent {config.e2e_latent} for the DaTo Table 6 check")
+        small_config = StepBenchConfig(**{**asdict(config), "branches": (0,), "methods": ("dato",), "latent": config.e2e_latent})
+        small_steps = measure_steps(small, small_config, slots, log)
+        result["dato_table6"] = {
+            "composed_at_latent": {"latent": config.latent, **_composed_only(dato_ours_b1(), steps)},
+            "end_to_end_at_latent": {"latent": config.e2e_latent, **table6_check(small, small_steps)},
+        }
+    result["goals"] = goals(result)
+    return result
+
+
+def _pick_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _composed_only(schedule: Schedule, steps: dict[str, Any]) -> dict[str, Any]:
+    predicted = compose(schedule, steps)
+    all_full = len(schedule) * steps["full"]["median_s"]
+    return {"predicted_s": predicted, "all_full_s": all_full, "predicted_speedup": all_full / predicted}
+
+
+def goals(result: dict[str, Any]) -> dict[str, Any]:
+    """The issue's goals, each with the measured value and whether it is met."""
+    steps, peers = result["steps"], result["peers"]
+    out: dict[str, Any] = {}
+    at_half = [m for m in ("sito", "dato", "random") if f"{m}@0.5" in steps]
+    for method in at_half:
+        share = steps[f"{method}@0.5"]["selection_share_of_step"]
+        out[f"{method}_selection_share_at_0.5"] = {"value": share, "goal": "<= 0.05", "met": share <= 0.05}
+    for key, value in steps.items():
+        if "@" in key and "/" not in key and f"tomesd@{key.split('@')[1]}" in peers:
+            theirs = peers[f"tomesd@{key.split('@')[1]}"]["median_s"]
+            out[f"{key}_vs_tomesd"] = {"value": value["median_s"] / theirs, "goal": "<= 1", "met": value["median_s"] <= theirs}
+    if "branch0" in steps:
+        share = steps["branch0"]["relative_to_full"]
+        out["branch0_share_of_full"] = {"value": share, "goal": "<= 0.15", "met": share <= 0.15}
+        for branch in (k.removeprefix("deepcache/branch") for k in peers if k.startswith("deepcache/")):
+            ratio = steps[f"branch{branch}"]["median_s"] / peers[f"deepcache/branch{branch}"]["median_s"]
+            out[f"branch{branch}_vs_deepcache"] = {"value": ratio, "goal": "<= 1", "met": ratio <= 1}
+    if "composed_at_latent" in result.get("dato_table6", {}):
+        composed = result["dato_table6"]["composed_at_latent"]["predicted_speedup"]
+        measured = result["dato_table6"]["end_to_end_at_latent"]["measured_speedup"]
+        out["dato_table6_composed_speedup"] = {"value": composed, "goal": ">= 5", "met": composed >= 5}
+        out["dato_table6_end_to_end_speedup"] = {"value": measured, "goal": ">= 5", "met": measured >= 5}
+    return out
+
+
+def _meta(config: StepBenchConfig, model: str, device: torch.device, dtype: torch.dtype, unet: UNet2DConditionModel) -> dict[str, Any]:
+    processors = sorted({type(p).__name__ for p in unet.attn_processors.values()})
+    return {
+        "config": asdict(config),
+        "model": model,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "dtype": str(dtype).removeprefix("torch."),
+        "attention_processors": processors,
+        "timer": "CUDA events" if device.type == "cuda" else "time.perf_counter",
+        "scope": "one UNet call per denoising iteration; warm-up and cache-filling steps excluded; median of repeats",
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "prunesched": prunesched.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
