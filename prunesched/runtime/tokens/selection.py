@@ -105,25 +105,25 @@ def prune_by_similarity(
     bsz, n, c = xn.shape
     device = xn.device
     is_base = torch.zeros(bsz, n, dtype=torch.bool, device=device).scatter_(1, base, True)
-    best_base = None
-    if rank is None or recover_from == "base":
-        base_x = xn.gather(1, base.unsqueeze(-1).expand(-1, -1, c))
-        best_sim, best_base = (xn @ base_x.transpose(1, 2)).max(dim=-1)
-        if rank is None:
-            rank = best_sim
-    order = rank.masked_fill(is_base, float("-inf")).argsort(dim=1, descending=True)
+    base_x = xn.gather(1, base.unsqueeze(-1).expand(-1, -1, c))
+    best_sim, best_base = (xn @ base_x.transpose(1, 2)).max(dim=-1)
+    # Base tokens rank last (-inf), so order = [pruned | unpruned non-base | base].
+    order = (best_sim if rank is None else rank).masked_fill(is_base, float("-inf")).argsort(dim=1, descending=True)
     pruned = order[:, :num_prune]
     kept = order[:, num_prune:].sort(dim=1).values
     positions = torch.arange(n - num_prune, device=device).expand(bsz, -1)
     source = torch.empty(bsz, n, dtype=torch.long, device=device).scatter_(1, kept, positions)
-    if recover_from == "base":
-        base_token = base.gather(1, best_base.gather(1, pruned))
-        pruned_source = source.gather(1, base_token)
-    else:
+    target = base.gather(1, best_base.gather(1, pruned))
+    others = order[:, num_prune : n - base.shape[1]]
+    if recover_from == "kept" and others.shape[1]:
+        # The best kept token is the best base token (known) or the best unpruned non-base token:
+        # only the latter needs new similarities, which saves the pruned x base part of the product.
         pruned_x = xn.gather(1, pruned.unsqueeze(-1).expand(-1, -1, c))
-        kept_x = xn.gather(1, kept.unsqueeze(-1).expand(-1, -1, c))
-        pruned_source = (pruned_x @ kept_x.transpose(1, 2)).argmax(dim=-1)
-    source.scatter_(1, pruned, pruned_source)
+        others_x = xn.gather(1, others.unsqueeze(-1).expand(-1, -1, c))
+        other_sim, other_arg = (pruned_x @ others_x.transpose(1, 2)).max(dim=-1)
+        better = other_sim > best_sim.gather(1, pruned)
+        target = torch.where(better, others.gather(1, other_arg), target)
+    source.scatter_(1, pruned, source.gather(1, target))
     return TokenPlan(kept=kept, source=source)
 
 
