@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 from prunesched.errors import ScheduleError
 
 Recovery = Literal["kept", "base"]
+AlignSource = Literal["cond", "uncond"]
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,11 @@ class TokenMethod:
             takes the most similar token among all tokens that went through attention, as the
             public SiTo/DaTo code does: it is a superset of the base tokens, so the copy is never
             less similar. ``"base"`` takes the most similar base token, as the papers' text says.
-        align_cfg: give the second half of a classifier-free-guidance batch the base tokens of
-            the first half (DaTo Eq. 8). Only used when the pipeline runs batched CFG.
+        align_cfg: give both halves of a classifier-free-guidance batch the same base tokens
+            (DaTo Eq. 8). Only used when the pipeline runs batched CFG with two halves.
+        align_source: which half's base tokens both halves use. ``"cond"`` (default) as the
+            paper says (Fig. 3b: the unconditional half follows the guided one); the released
+            code copies the unconditional half instead (``"uncond"``).
         seed: seed of the method's private random generator, reset at the start of every
             generation, so pruning never consumes the pipeline's own random stream.
     """
@@ -38,7 +42,11 @@ class TokenMethod:
     patch: int = 2
     recover_from: Recovery = "kept"
     align_cfg: bool = False
+    align_source: AlignSource = "cond"
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._check()
 
     @property
     def max_prune(self) -> float:
@@ -52,10 +60,9 @@ class TokenMethod:
     def _check(self) -> None:
         if not isinstance(self.patch, int) or isinstance(self.patch, bool) or self.patch < 2:
             raise ScheduleError(f"method {self.name!r}: patch must be an integer >= 2, got {self.patch!r}")
-        if self.recover_from not in ("kept", "base"):
-            raise ScheduleError(
-                f"method {self.name!r}: recover_from must be 'kept' or 'base', got {self.recover_from!r}"
-            )
+        for key, valid in (("recover_from", ("kept", "base")), ("align_source", ("cond", "uncond"))):
+            if getattr(self, key) not in valid:
+                raise ScheduleError(f"method {self.name!r}: {key} must be one of {', '.join(valid)}, got {getattr(self, key)!r}")
 
 
 @dataclass(frozen=True)
@@ -101,8 +108,13 @@ class DatoConfig(TokenMethod):
 
     @classmethod
     def upstream(cls) -> DatoConfig:
-        """The scoring of the released DaTo code: model-output DiffScore scaled to noise level with a random sign."""
-        return cls(diff_source="model_output", diff_weight=0.1, random_sign=True, noise=0.1)
+        """The base-token scoring of the released DaTo code.
+
+        Model-output DiffScore scaled to noise level with a random sign, CFG alignment copied from
+        the unconditional half. It does not reproduce the release's accidents (zero DiffScore
+        after a reuse step, pure noise before two computed steps).
+        """
+        return cls(diff_source="model_output", diff_weight=0.1, random_sign=True, noise=0.1, align_source="uncond")
 
     def _check(self) -> None:
         super()._check()
@@ -140,9 +152,9 @@ def method_from_dict(data: Any) -> TokenMethod:
         raise ScheduleError(f"method {name!r} has no parameter {unknown[0]!r}; valid parameters: {', '.join(sorted(fields))}")
     for key, value in params.items():
         _check_type(name, key, value, fields[key].default)
-    config = cls(**params)
-    config._check()
-    return config
+        if isinstance(fields[key].default, float):
+            params[key] = float(value)  # 1 and 1.0 are the same parameter, and hash the same
+    return cls(**params)
 
 
 def _check_type(method: str, key: str, value: Any, default: Any) -> None:

@@ -12,13 +12,15 @@ from prunesched.errors import ScheduleError, UnsupportedModelError
 from prunesched.runtime.caching import install_caching
 from prunesched.runtime.methods import DatoConfig
 from prunesched.runtime.patcher import Patcher
-from prunesched.runtime.pruning import install_pruning
+from prunesched.runtime.pruning import check_prune_limits, install_pruning
 from prunesched.runtime.schedule import Cache, Schedule
 from prunesched.runtime.state import RunState, StepRecord
 from prunesched.runtime.tracking import StepTracker
-from prunesched.runtime.unet_layout import Slot, cache_units, select_slots
+from prunesched.runtime.unet_layout import CacheUnit, Slot, cache_units, select_slots
 
 _ATTRIBUTE = "_prunesched_handle"
+_MULTI_CHUNK_CFG = ("PAG", "InstructPix2Pix")
+"""Pipelines whose guidance batch is not two halves [uncond, cond] (perturbed-attention guidance, image guidance)."""
 
 
 def apply(pipe: Any, schedule: Schedule, *, resample: bool = False) -> PatchHandle:
@@ -26,9 +28,10 @@ def apply(pipe: Any, schedule: Schedule, *, resample: bool = False) -> PatchHand
 
     Works with diffusers pipelines whose denoiser is a ``UNet2DConditionModel`` (SD 1.x/2.x,
     SDXL, and their img2img and inpaint variants). Applying again replaces the previous
-    schedule; nothing stacks. The schedule must have one step per position of the scheduler's
-    timesteps; with ``resample=True`` a schedule of another length is stretched to fit
-    (see :meth:`Schedule.resample`) instead of raising.
+    schedule; nothing stacks, and a schedule that fails validation leaves the previous one in
+    place. The schedule must have one step per position of the scheduler's timesteps; with
+    ``resample=True`` a schedule of another length is stretched to fit (see
+    :meth:`Schedule.resample`) instead of raising.
 
     The handle is also a context manager: ``with prunesched.apply(pipe, s) as h: pipe(...)``
     removes the patch on exit; ``h.records`` tells what each step of the last generation did.
@@ -42,8 +45,15 @@ def apply(pipe: Any, schedule: Schedule, *, resample: bool = False) -> PatchHand
         raise UnsupportedModelError("prunesched.apply needs a pipeline with a scheduler at pipe.scheduler")
     if not isinstance(schedule, Schedule):
         raise ScheduleError(f"expected a prunesched.Schedule, got {type(schedule).__name__}; use Schedule.load(path)")
+    if schedule.prunes and schedule.method.align_cfg and any(k in type(pipe).__name__ for k in _MULTI_CHUNK_CFG):
+        raise UnsupportedModelError(
+            f"{type(pipe).__name__} batches guidance in more than two chunks, so CFG alignment would mix samples; "
+            "use a method with align_cfg=false"
+        )
+    slots = select_slots(unet, schedule)
+    units = cache_units(unet, {s.cache for s in schedule.steps if isinstance(s.cache, int)})
     remove(pipe)
-    return PatchHandle(pipe, schedule, resample)
+    return PatchHandle(pipe, schedule, slots, units, resample)
 
 
 def remove(pipe: Any) -> None:
@@ -56,27 +66,25 @@ def remove(pipe: Any) -> None:
 class PatchHandle:
     """A schedule applied to a pipeline: what it did last generation, and how to take it off."""
 
-    def __init__(self, pipe: Any, schedule: Schedule, resample: bool) -> None:
+    def __init__(self, pipe: Any, schedule: Schedule, slots: list[Slot], units: list[CacheUnit], resample: bool) -> None:
         unet = pipe.unet
         self.pipe = pipe
         self.schedule = schedule
-        self.slots: list[Slot] = select_slots(unet, schedule)
+        self.slots = slots
+        """The transformer blocks the schedule prunes (see :func:`~prunesched.runtime.unet_layout.select_slots`)."""
         self._resample = resample
-        branches = {s.cache for s in schedule.steps if isinstance(s.cache, int)}
-        units = cache_units(unet, branches)
-        method = schedule.method
-        dato_source = method.diff_source if isinstance(method, DatoConfig) else None
-        self._state = RunState(schedule, feature_history=2 if dato_source else 0)
+        self._state = RunState(schedule)
         self._tracker = StepTracker(pipe)
         self._patcher = Patcher()
-        self._model_output_feature = dato_source == "model_output"
 
         install_caching(self._patcher, units, self._state)
-        if any(s.prune > 0 for s in schedule.steps):
-            install_pruning(self._patcher, self.slots, self._state)
-        if dato_source == "up_block":
-            hook = unet.up_blocks[-1].register_forward_hook(lambda _m, _i, out: self._state.record_feature(out))
-            self._patcher.on_undo(hook.remove)
+        method = schedule.method
+        if schedule.prunes:
+            install_pruning(self._patcher, slots, self._state)
+            if isinstance(method, DatoConfig):
+                feature = unet.up_blocks[-1] if method.diff_source == "up_block" else unet.conv_out
+                hook = feature.register_forward_hook(lambda _m, _i, out: self._state.record_feature(out))
+                self._patcher.on_undo(hook.remove)
         self._patcher.replace_method(unet, "forward", self._wrap_unet)
         setattr(unet, _ATTRIBUTE, self)
         self._patcher.on_undo(lambda: delattr(unet, _ATTRIBUTE))
@@ -105,7 +113,7 @@ class PatchHandle:
             timestep = args[1] if len(args) > 1 else kwargs["timestep"]
             position = self._tracker.locate(timestep)
             if position.new_generation:
-                self._start_generation(position.loop_length, sample.device)
+                self._start_generation(position.loop_length, sample)
             step = state.schedule.steps[position.iteration]
             performed, missing = self._decide(step.cache, position.stream)
             if position.stream == 0:
@@ -117,19 +125,21 @@ class PatchHandle:
                 return UNet2DConditionOutput(sample=reused) if kwargs.get("return_dict", True) else (reused,)
             cfg = bool(getattr(self.pipe, "do_classifier_free_guidance", False))
             branch = performed if isinstance(performed, int) else None
+            if branch is not None and kwargs.get("down_intrablock_additional_residuals") is not None:
+                raise UnsupportedModelError(
+                    "cache steps cannot be combined with T2I-Adapter residuals (the UNet adds them in place to cached features)"
+                )
             state.begin_call(position.stream, branch, step.prune, tuple(sample.shape[-2:]), cfg)
             output = original(*args, **kwargs)
             result = output[0] if isinstance(output, tuple) else output.sample
             state.last_output[position.stream] = result
             if performed == "full":
                 state.has_full.add(position.stream)
-            if self._model_output_feature:
-                state.record_feature(result)
             return output
 
         return forward
 
-    def _start_generation(self, loop_length: int, device: Any) -> None:
+    def _start_generation(self, loop_length: int, sample: Any) -> None:
         state = self._state
         if len(self.schedule) != loop_length:
             if not self._resample:
@@ -140,7 +150,8 @@ class PatchHandle:
             state.schedule = self.schedule.resample(loop_length)
         else:
             state.schedule = self.schedule
-        state.reset(device)
+        check_prune_limits(self.slots, state.schedule, tuple(sample.shape[-2:]))
+        state.reset(sample.device)
 
     def _decide(self, cache: Cache, stream: int) -> tuple[Cache, bool]:
         """What to do for a requested cache choice: it falls back to a full step when its cache does not exist yet."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -17,10 +18,13 @@ class Patcher:
 
         Whatever instance attribute was there before (an accelerate offload hook, say) is put
         back on undo; otherwise the instance attribute is deleted and the class method shows again.
+        The replacement carries the original's name, docstring and signature (``__wrapped__``),
+        because diffusers inspects them, e.g. ``scheduler.step`` for ``eta`` and ``generator``.
         """
         own = vars(obj)
         had_own, previous = name in own, own.get(name)
-        setattr(obj, name, make(getattr(obj, name)))
+        original = getattr(obj, name)
+        setattr(obj, name, functools.wraps(original)(make(original)))
 
         def undo() -> None:
             if had_own:

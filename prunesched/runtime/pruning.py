@@ -10,6 +10,7 @@ from torch import Tensor
 from prunesched.errors import ScheduleError, UnsupportedModelError
 from prunesched.runtime.methods import DatoConfig, RandomConfig, SitoConfig, TokenMethod
 from prunesched.runtime.patcher import Patcher
+from prunesched.runtime.schedule import Schedule
 from prunesched.runtime.state import RunState
 from prunesched.runtime.tokens import TokenPlan, dato_plan, num_cells, random_plan, sito_plan
 from prunesched.runtime.unet_layout import Slot, token_grid
@@ -26,7 +27,8 @@ def plan_tokens(method: TokenMethod, x: Tensor, grid: tuple[int, int], num_prune
     common: dict[str, Any] = {
         "patch": method.patch,
         "recover_from": method.recover_from,
-        "align_cfg": method.align_cfg and state.cfg,
+        # diffusers batches CFG as [uncond, cond]: the conditional half is the second one
+        "align_from": ({"cond": "second", "uncond": "first"}[method.align_source] if method.align_cfg and state.cfg else None),
         "generator": state.generator,
     }
     if isinstance(method, SitoConfig):
@@ -39,6 +41,20 @@ def plan_tokens(method: TokenMethod, x: Tensor, grid: tuple[int, int], num_prune
     if isinstance(method, RandomConfig):
         return random_plan(x, grid, num_prune, **common)
     raise ScheduleError(f"method {method.name!r} cannot prune UNet self-attention; valid: sito, dato, random")
+
+
+def check_prune_limits(slots: list[Slot], schedule: Schedule, latent_hw: tuple[int, int]) -> None:
+    """Refuse, before any work, a ratio that would prune base tokens on this latent's grids."""
+    ratio, patch = max(s.prune for s in schedule.steps), schedule.method.patch
+    for slot in slots:
+        grid = token_grid(latent_hw, slot.level)
+        n = grid[0] * grid[1]
+        limit = n - num_cells(grid, patch)
+        if int(ratio * n) > limit:
+            raise ScheduleError(
+                f"prune ratio {ratio} removes {int(ratio * n)} of {n} tokens in {slot.name}, but with patch {patch} "
+                f"at most {limit} can be pruned on a {grid[0]}x{grid[1]} grid"
+            )
 
 
 def _pruned_attention(original: Callable[..., Tensor], slot: Slot, state: RunState) -> Callable[..., Tensor]:
@@ -54,14 +70,7 @@ def _pruned_attention(original: Callable[..., Tensor], slot: Slot, state: RunSta
         grid = token_grid(state.latent_hw, slot.level)
         if grid[0] * grid[1] != n:
             raise UnsupportedModelError(f"cannot prune {slot.name}: {n} tokens do not form the expected {grid[0]}x{grid[1]} grid")
-        num_prune = int(ratio * n)
-        limit = n - num_cells(grid, method.patch)
-        if num_prune > limit:
-            raise ScheduleError(
-                f"prune ratio {ratio} removes {num_prune} of {n} tokens in {slot.name}, but with patch {method.patch} "
-                f"at most {limit} can be pruned on a {grid[0]}x{grid[1]} grid"
-            )
-        plan = plan_tokens(method, hidden_states, grid, num_prune, state)
+        plan = plan_tokens(method, hidden_states, grid, int(ratio * n), state)
         state.record_tokens(slot.name, plan.num_kept, n)
         return plan.recover(original(plan.gather(hidden_states), *args, **kwargs))
 

@@ -51,6 +51,10 @@ class StepPlan:
     cache: Cache = "full"
     prune: float = 0.0
 
+    def __post_init__(self) -> None:
+        if type(self.prune) is int:  # canonical: a JSON 0 and 0.0 are the same ratio and hash the same
+            object.__setattr__(self, "prune", float(self.prune))
+
     def to_dict(self) -> dict[str, Any]:
         return {"cache": self.cache, "prune": self.prune}
 
@@ -77,6 +81,14 @@ class Schedule:
 
     def __len__(self) -> int:
         return len(self.steps)
+
+    def __hash__(self) -> int:
+        return hash(self.hash)
+
+    @property
+    def prunes(self) -> bool:
+        """Whether any step prunes tokens."""
+        return any(s.prune > 0 for s in self.steps)
 
     # -- constructors --------------------------------------------------------------------------
 
@@ -129,6 +141,8 @@ class Schedule:
 
     def to_dato(self, leading_full: bool = True) -> tuple[list[int], list[float]]:
         """Export to DaTo's numeric table (inverse of :meth:`from_dato`); only reuse/branch 0/full steps exist there."""
+        if leading_full and self.steps[0] != StepPlan("full", 0.0):
+            raise ScheduleError(f"leading_full expects step 0 to be a full unpruned step, got {self.steps[0]}; pass leading_full=False")
         steps = self.steps[1:] if leading_full else self.steps
         ids = []
         for i, step in enumerate(steps):

@@ -43,7 +43,7 @@ class RunState:
     an iteration), so pipelines that run CFG as two calls keep their halves apart.
     """
 
-    def __init__(self, schedule: Schedule, feature_history: int) -> None:
+    def __init__(self, schedule: Schedule) -> None:
         self.schedule = schedule
         self.records: list[StepRecord] = []
         self.stream = 0
@@ -51,8 +51,8 @@ class RunState:
         self.prune = 0.0
         self.latent_hw: tuple[int, int] = (0, 0)
         self.cfg = False
-        self.generator: torch.Generator | None = None
-        self._feature_history = feature_history
+        self._device = torch.device("cpu")
+        self._generators: dict[int, torch.Generator] = {}
         self.caches: dict[int, dict[str, Any]] = {}
         self.has_full: set[int] = set()
         self.last_output: dict[int, Tensor] = {}
@@ -60,15 +60,21 @@ class RunState:
         self._diffs: dict[tuple[int, int], Tensor | None] = {}
 
     def reset(self, device: torch.device) -> None:
-        """Forget everything from the previous generation and reseed the method's generator."""
+        """Forget everything from the previous generation; the method's generators restart from its seed."""
         self.records.clear()
         self.caches.clear()
         self.has_full.clear()
         self.last_output.clear()
         self.features.clear()
-        if self.generator is None or self.generator.device != device:
-            self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(self.schedule.method.seed)
+        self._generators.clear()
+        self._device = device
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The method's random generator for the current stream, so one stream's draws never shift another's."""
+        if self.stream not in self._generators:
+            self._generators[self.stream] = torch.Generator(device=self._device).manual_seed(self.schedule.method.seed)
+        return self._generators[self.stream]
 
     def begin_call(self, stream: int, branch: int | None, prune: float, latent_hw: tuple[int, int], cfg: bool) -> None:
         self.stream, self.branch, self.prune, self.latent_hw, self.cfg = stream, branch, prune, latent_hw, cfg
@@ -80,8 +86,7 @@ class RunState:
 
     def record_feature(self, feature: Tensor) -> None:
         """Remember a computed feature of the current stream for the DiffScore (the last two are kept)."""
-        if self._feature_history:
-            self.features.setdefault(self.stream, deque(maxlen=self._feature_history)).append(feature.detach())
+        self.features.setdefault(self.stream, deque(maxlen=2)).append(feature.detach())
 
     def diff(self, grid: tuple[int, int]) -> Tensor | None:
         """The DiffScore of the current call on ``grid``, or ``None`` before two computed steps exist."""

@@ -2,8 +2,8 @@
 
 The iteration index is the number of ``scheduler.step`` calls since the last
 ``scheduler.set_timesteps``, plus the position where the loop started in the scheduler's
-timesteps (img2img starts part-way). It is not ``timesteps.index(t)`` (wrong for PNDM's and
-Heun's repeated timesteps) and not a count of UNet calls (wrong when CFG runs as two calls).
+timesteps (img2img starts part-way). It is not ``timesteps.index(t)`` per call (wrong for PNDM's
+and Heun's repeated timesteps) and not a count of UNet calls (wrong when CFG runs as two calls).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class StepTracker:
         new = self._fresh
         if new:
             self._fresh, self._steps_done, self._calls = False, 0, 0
-            self._offset = _start_offset(scheduler, timestep)
+            self._offset = _start_offset(self._pipe, scheduler, timestep)
         position = Position(self._offset + self._steps_done, self._calls, new, len(scheduler.timesteps))
         self._calls += 1
         return position
@@ -86,15 +86,24 @@ def _after(original: Any, callback: Any) -> Any:
     return wrapper
 
 
-def _start_offset(scheduler: Any, timestep: Any) -> int:
-    """Where the loop starts: the scheduler's ``begin_index`` if the pipeline set one, else the first position of ``t``.
+def _start_offset(pipe: Any, scheduler: Any, timestep: Any) -> int:
+    """Where the loop starts in the scheduler's timesteps, from the first call of a generation.
 
-    Only the first call of a generation needs this, so the one host sync it costs is paid once.
+    The scheduler's ``begin_index`` when the pipeline set one (diffusers' img2img does, for
+    schedulers that have it). Otherwise the position of the first timestep ``t``; when ``t``
+    occurs twice (PNDM repeats its second timestep, Heun every one), the position that leaves
+    ``pipe.num_timesteps`` iterations to run, which diffusers pipelines set before the loop.
+    This costs one host sync per generation.
     """
     begin = getattr(scheduler, "begin_index", None)
     if begin is not None:
         return int(begin)
     timesteps = scheduler.timesteps
     t = torch.as_tensor(timestep).flatten()[0].to(timesteps.device, timesteps.dtype)
-    matches = (timesteps == t).nonzero()
-    return int(matches[0]) if len(matches) else 0
+    matches = (timesteps == t).nonzero().flatten().tolist()
+    if not matches:
+        return 0
+    loop_length = getattr(pipe, "num_timesteps", None)
+    if isinstance(loop_length, int) and len(timesteps) - loop_length in matches:
+        return len(timesteps) - loop_length
+    return matches[0]

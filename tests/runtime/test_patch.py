@@ -60,11 +60,11 @@ def test_apply_twice_replaces_and_never_stacks(sd_pipe):
 def test_exactly_n_minus_int_rn_tokens_enter_self_attention(sd_pipe, method, height, width, ratio):
     n_loop = _loop_length(sd_pipe)
     handle = prunesched.apply(sd_pipe, Schedule.uniform(n_loop, prune=ratio, method=method))
-    shapes = {}
-    hooks = [
-        s.block.attn1.register_forward_hook(lambda m, i, out, name=s.name: shapes.setdefault(name, []).append(out.shape))
-        for s in handle.slots
-    ]
+    queries, outputs = {}, {}
+    hooks = []
+    for s in handle.slots:  # what the projections inside attention see, and what the block gets back
+        hooks.append(s.block.attn1.to_q.register_forward_pre_hook(lambda m, a, name=s.name: queries.setdefault(name, []).append(a[0].shape[1])))
+        hooks.append(s.block.attn1.register_forward_hook(lambda m, i, out, name=s.name: outputs.setdefault(name, []).append(out.shape[1])))
     generate(sd_pipe, height=height, width=width)
     for hook in hooks:
         hook.remove()
@@ -72,8 +72,10 @@ def test_exactly_n_minus_int_rn_tokens_enter_self_attention(sd_pipe, method, hei
     assert len(handle.slots) == 5
     for record in handle.records:
         assert record.tokens == {s.name: (n - int(ratio * n), n) for s in handle.slots}
-    for name, out in shapes.items():
-        assert all(shape[1] == n for shape in out), f"{name}: the recovered sequence has N tokens"
+    assert set(queries) == set(outputs) == {s.name for s in handle.slots}
+    for name in queries:
+        assert len(queries[name]) == n_loop and set(queries[name]) == {n - int(ratio * n)}, f"{name}: tokens attended"
+        assert set(outputs[name]) == {n}, f"{name}: the recovered sequence has N tokens"
 
 
 def test_sdxl_prunes_the_first_level_that_has_attention(sdxl_pipe):
@@ -108,13 +110,17 @@ def test_no_cfg_and_odd_batches_work(sd_pipe):
 def test_cfg_alignment_follows_the_pipeline(sd_pipe, monkeypatch):
     seen = []
     original = pruning.dato_plan
-    monkeypatch.setattr(pruning, "dato_plan", lambda *a, **k: seen.append(k["align_cfg"]) or original(*a, **k))
+    monkeypatch.setattr(pruning, "dato_plan", lambda *a, **k: seen.append(k["align_from"]) or original(*a, **k))
     prunesched.apply(sd_pipe, Schedule.uniform(_loop_length(sd_pipe), prune=0.5, method="dato"))
     generate(sd_pipe, guidance_scale=7.5)
-    assert seen and all(seen)
+    assert seen and set(seen) == {"second"}, "diffusers batches [uncond, cond]; the paper aligns to the conditional half"
     seen.clear()
     generate(sd_pipe, guidance_scale=1.0)
-    assert seen and not any(seen)
+    assert seen and set(seen) == {None}
+    seen.clear()
+    prunesched.apply(sd_pipe, Schedule.uniform(_loop_length(sd_pipe), prune=0.5, method=DatoConfig.upstream()))
+    generate(sd_pipe, guidance_scale=7.5)
+    assert set(seen) == {"first"}
 
 
 @pytest.mark.parametrize("source", ["up_block", "model_output"])
@@ -168,6 +174,52 @@ def test_bad_schedules_for_this_model_fail_at_apply(sd_pipe):
     with pytest.raises(ScheduleError, match="expected a prunesched.Schedule"):
         prunesched.apply(sd_pipe, {"steps": []})
     assert "forward" not in vars(sd_pipe.unet), "a failed apply leaves the pipeline untouched"
+
+
+def test_a_failed_apply_keeps_the_previous_schedule(sd_pipe):
+    handle = prunesched.apply(sd_pipe, Schedule.uniform(7, prune=0.3))
+    with pytest.raises(ScheduleError, match="cache branch 9"):
+        prunesched.apply(sd_pipe, Schedule.uniform(7, cache=9))
+    generate(sd_pipe)
+    assert [r.prune for r in handle.records] == [0.3] * 7
+
+
+def test_stochastic_schedulers_keep_their_generator_and_eta(sd_pipe):
+    """diffusers inspects scheduler.step's signature to pass ``generator``; our wrapper must keep it."""
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    sd_pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(sd_pipe.scheduler.config)
+    reference = generate(sd_pipe)
+    with prunesched.apply(sd_pipe, Schedule.uniform(STEPS)):
+        first, second = generate(sd_pipe), generate(sd_pipe)
+    assert np.array_equal(reference, first) and np.array_equal(reference, second)
+
+
+def test_guidance_in_more_than_two_chunks_refuses_alignment(sd_pipe):
+    from diffusers import StableDiffusionPAGPipeline
+
+    pag = StableDiffusionPAGPipeline(**sd_pipe.components, pag_applied_layers=["mid"])
+    with pytest.raises(UnsupportedModelError, match="StableDiffusionPAGPipeline batches guidance in more than two chunks"):
+        prunesched.apply(pag, Schedule.uniform(7, prune=0.5, method="dato"))
+    prunesched.apply(pag, Schedule.uniform(7, prune=0.5, method=DatoConfig(align_cfg=False)))
+    prunesched.remove(pag)
+
+
+def test_cache_steps_refuse_t2i_adapter_residuals(sd_pipe):
+    from types import SimpleNamespace
+
+    from diffusers import DDIMScheduler
+
+    pipe = SimpleNamespace(unet=sd_pipe.unet, scheduler=DDIMScheduler.from_config(sd_pipe.scheduler.config))
+    prunesched.apply(pipe, Schedule(steps=(StepPlan("full"), StepPlan(0))))
+    pipe.scheduler.set_timesteps(2)
+    sample, context = torch.randn(1, 4, 16, 16), torch.randn(1, 5, 32)
+    residuals = [torch.zeros(1, 32, 16, 16), torch.zeros(1, 32, 8, 8), torch.zeros(1, 64, 4, 4)]  # one per down block
+    out = pipe.unet(sample, pipe.scheduler.timesteps[0], encoder_hidden_states=context, down_intrablock_additional_residuals=list(residuals)).sample
+    pipe.scheduler.step(out, pipe.scheduler.timesteps[0], sample)
+    with pytest.raises(UnsupportedModelError, match="T2I-Adapter"):
+        pipe.unet(sample, pipe.scheduler.timesteps[1], encoder_hidden_states=context, down_intrablock_additional_residuals=list(residuals))
+    prunesched.remove(pipe)
 
 
 def test_prune_ratio_beyond_the_grid_limit_is_refused(sd_pipe):

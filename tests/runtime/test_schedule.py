@@ -43,6 +43,33 @@ def test_dato_table6_imports_losslessly():
     assert len(dato_ours_b1(leading_full=False)) == 50
 
 
+def test_equal_schedules_hash_equal_whatever_the_number_spelling():
+    a = Schedule.from_json('{"format": "prunesched.schedule", "version": 1, "method": {"name": "sito", "noise": 1}, "steps": [{"prune": 0}]}')
+    b = Schedule.from_json('{"format": "prunesched.schedule", "version": 1, "method": {"name": "sito", "noise": 1.0}, "steps": [{"prune": 0.0}]}')
+    assert a == b and a.hash == b.hash and hash(a) == hash(b)
+    assert len({a, b, Schedule.uniform(1, prune=0.5)}) == 2
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: DatoConfig(diff_source="x"), "diff_source must be"),
+        (lambda: SitoConfig(patch=0), "patch must be an integer >= 2"),
+        (lambda: SitoConfig(recover_from="foo"), "recover_from must be one of kept, base"),
+        (lambda: DatoConfig(align_source="both"), "align_source must be one of cond, uncond"),
+    ],
+)
+def test_method_configs_are_validated_when_built_directly(build, message):
+    with pytest.raises(ScheduleError, match=message):
+        build()
+
+
+def test_to_dato_refuses_a_schedule_without_the_leading_full_step():
+    with pytest.raises(ScheduleError, match="leading_full expects step 0 to be a full unpruned step"):
+        Schedule.uniform(3, cache=0, prune=0.3).to_dato()
+    assert Schedule.uniform(3, cache=0, prune=0.3).to_dato(leading_full=False) == ([1, 1, 1], [0.3, 0.3, 0.3])
+
+
 def test_uniform_and_deepcache_constructors():
     assert Schedule.uniform(3, cache=0, prune=0.3).steps == (StepPlan(0, 0.3),) * 3
     assert [s.cache for s in Schedule.deepcache(7, interval=3, branch=1).steps] == ["full", 1, 1, "full", 1, 1, "full"]

@@ -58,15 +58,17 @@ def test_txt2img_iterations_for_each_scheduler(sd_pipe, name):
     _check_records(sd_pipe, handle, seen)
 
 
+@pytest.mark.parametrize("strength", [0.6, 0.8])
 @pytest.mark.parametrize("name", ["pndm", "ddim", "euler", "dpm++"])
-def test_img2img_at_strength_0_6_starts_part_way(sd_pipe, name):
+def test_img2img_starts_part_way(sd_pipe, name, strength):
+    """At 10 steps and strength 0.8 PNDM starts at position 2, whose timestep equals position 1's."""
     scheduler = SCHEDULERS[name](sd_pipe.scheduler.config)
     pipe = StableDiffusionImg2ImgPipeline(**{**sd_pipe.components, "scheduler": scheduler})
     pipe.set_progress_bar_config(disable=True)
     image = Image.fromarray(np.full((32, 32, 3), 128, dtype=np.uint8))
     pipe.scheduler.set_timesteps(STEPS)
     handle = prunesched.apply(pipe, _distinct_schedule(len(pipe.scheduler.timesteps)))
-    seen = loop_iterations(pipe, steps=STEPS, image=image, strength=0.6, height=None, width=None)
+    seen = loop_iterations(pipe, steps=STEPS, image=image, strength=strength, height=None, width=None)
     assert 0 < len(seen) < len(pipe.scheduler.timesteps)
     assert handle.records[0].index == len(pipe.scheduler.timesteps) - len(seen)
     assert handle.records[0].performed == "full"
@@ -120,4 +122,18 @@ def test_non_batched_cfg_two_calls_per_iteration_share_the_plan_and_keep_separat
     assert [r.performed for r in handle.records] == ["full", "reuse", 0, "full"]
     assert torch.equal(outputs[1][0], outputs[0][0]) and torch.equal(outputs[1][1], outputs[0][1])
     assert not torch.equal(outputs[1][0], outputs[1][1]), "each call reuses its own previous output"
+
+    def run_uncond_only():
+        torch.manual_seed(0)
+        latents, outputs = torch.randn(1, 4, 16, 16), []
+        scheduler.set_timesteps(4)
+        for t in scheduler.timesteps:
+            outputs.append(unet(latents, t, encoder_hidden_states=torch.zeros(1, 5, 32)).sample)
+            latents = scheduler.step(outputs[-1] + 2.0 * (two_call[len(outputs) - 1][1] - outputs[-1]), t, latents).prev_sample
+        return outputs
+
+    two_call = outputs
+    alone = run_uncond_only()
+    for step, (uncond, _cond) in enumerate(two_call):
+        assert torch.equal(uncond, alone[step]), f"iteration {step}: the uncond stream's caches never see the cond call"
     prunesched.remove(pipe)

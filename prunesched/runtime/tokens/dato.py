@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from prunesched.runtime.tokens.selection import TokenPlan, noisy, normalize, plan_from_score, similarity_score
+from prunesched.runtime.tokens.selection import Half, TokenPlan, noisy, normalize, plan_from_score, similarity_score
 
 
 def diff_score(previous: Tensor, current: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -34,7 +34,7 @@ def dato_plan(
     diff_weight: float = 1.0,
     random_sign: bool = False,
     recover_from: Literal["kept", "base"] = "kept",
-    align_cfg: bool = True,
+    align_from: Half | None = None,
     generator: torch.Generator | None = None,
 ) -> TokenPlan:
     """Plan DaTo pruning of ``num_prune`` tokens of ``x`` ``(B, N, C)``.
@@ -46,9 +46,9 @@ def dato_plan(
     if diff is None:
         score = similarity_score(xn)
     else:
-        score = diff_weight * diff.to(x.dtype)
+        score = diff_weight * diff.float()
         if random_sign:
             flip = torch.rand((), generator=generator, device=x.device) < 0.5
             score = torch.where(flip, -score, score)
     score = noisy(score, noise, generator)
-    return plan_from_score(xn, score, grid, num_prune, patch=patch, recover_from=recover_from, align_cfg=align_cfg)
+    return plan_from_score(xn, score, grid, num_prune, patch=patch, recover_from=recover_from, align_from=align_from)

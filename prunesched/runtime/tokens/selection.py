@@ -50,8 +50,10 @@ def similarity_score(xn: Tensor) -> Tensor:
     """SiTo's SimScore: for each token, the sum of its cosine similarities to all tokens.
 
     ``sum_j cos(x_i, x_j) = x̂_i · sum_j x̂_j``, so this costs O(N C) instead of building the
-    N x N cosine graph the public code materialises; the values are the same.
+    N x N cosine graph the public code materialises; the values are the same. Computed in float32
+    (see :func:`noisy`).
     """
+    xn = xn.float()
     return (xn @ xn.sum(dim=1, keepdim=True).transpose(1, 2)).squeeze(-1)
 
 
@@ -78,10 +80,14 @@ def num_cells(grid: tuple[int, int], patch: int) -> int:
     return -(-grid[0] // patch) * -(-grid[1] // patch)
 
 
-def align_halves(base: Tensor) -> Tensor:
-    """Give the second half of the batch the base tokens of the first half (DaTo's CFG alignment)."""
+Half = Literal["first", "second"]
+
+
+def align_halves(base: Tensor, source: Half) -> Tensor:
+    """Give both halves of the batch the base tokens of the ``source`` half (DaTo's CFG alignment)."""
     half = base.shape[0] // 2
-    return torch.cat([base[:half], base[:half]], dim=0)
+    chosen = base[:half] if source == "first" else base[half:]
+    return torch.cat([chosen, chosen], dim=0)
 
 
 def prune_by_similarity(
@@ -128,10 +134,15 @@ def prune_by_similarity(
 
 
 def noisy(score: Tensor, noise: float, generator: torch.Generator | None) -> Tensor:
-    """``score + noise * N(0, 1)``, drawn from the method's own generator."""
+    """``score + noise * N(0, 1)`` in float32, drawn from the method's own generator.
+
+    Scores are sums over thousands of cosines; in fp16 or bf16 their spacing would swallow a
+    noise of 0.1 and turn near-ties into the top-left token of every cell.
+    """
+    score = score.float()
     if noise == 0:
         return score
-    return score + noise * torch.randn(score.shape, generator=generator, device=score.device, dtype=score.dtype)
+    return score + noise * torch.randn(score.shape, generator=generator, device=score.device)
 
 
 def plan_from_score(
@@ -142,15 +153,15 @@ def plan_from_score(
     *,
     patch: int,
     recover_from: Literal["kept", "base"],
-    align_cfg: bool,
+    align_from: Half | None,
     rank: Tensor | None = None,
 ) -> TokenPlan:
     """Base tokens = per-cell argmax of ``score``, then similarity pruning.
 
-    ``align_cfg`` shares the first half's base tokens with the second half; an odd batch has no
-    CFG halves, so it is left as is.
+    ``align_from`` shares that half's base tokens with the other half; an odd batch has no CFG
+    halves, so it is left as is.
     """
     base = cell_argmax(score, grid, patch)
-    if align_cfg and base.shape[0] % 2 == 0:
-        base = align_halves(base)
+    if align_from is not None and base.shape[0] % 2 == 0:
+        base = align_halves(base, align_from)
     return prune_by_similarity(xn, base, num_prune, recover_from, rank)
