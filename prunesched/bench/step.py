@@ -32,8 +32,11 @@ from prunesched.runtime import pruning
 from prunesched.runtime.paper_tables import dato_ours_b1
 from prunesched.runtime.schedule import Cache
 
-SETTLE = 2
-"""Untimed iterations before timing: the first fills the caches, the second warms up (DaTo's DiffScore needs two)."""
+REFERENCE, FIRST_TIMED = 1, 3
+"""Layout of every measured loop: iteration 0 is a full warm-up step (it also fills the caches and the
+DiffScore history), iteration 1 a full reference step timed right next to the configuration, iteration 2
+the configuration's own warm-up, and iterations 3 onwards the timed repeats. The machine's speed drifts
+over minutes, so every configuration is reported relative to its neighbouring full step."""
 
 
 @dataclass(frozen=True)
@@ -90,84 +93,94 @@ class UNetLoop:
 
 
 def _step_schedule(cache: Cache, prune: float, method: str, timed: int) -> Schedule:
-    """A first full step that fills the caches, then the step under test repeated."""
-    first = StepPlan("full", prune if cache == "full" else 0.0)
-    return Schedule(steps=(first,) + (StepPlan(cache, prune),) * (SETTLE - 1 + timed), method=prunesched.runtime.METHODS[method]())
+    """Two full unpruned steps (warm-up, reference), then the step under test, once to warm up and ``timed`` times."""
+    steps = (StepPlan("full", 0.0),) * 2 + (StepPlan(cache, prune),) * (1 + timed)
+    return Schedule(steps=steps, method=prunesched.runtime.METHODS[method]())
 
 
 @contextlib.contextmanager
-def _selection_timer(watch: Stopwatch) -> Iterator[list[float]]:
-    """Time every token-selection call of the runtime (the part a method adds besides the gathers)."""
-    seconds: list[float] = []
+def _selection_timer(loop: UNetLoop) -> Iterator[list[float]]:
+    """Seconds of token selection in each UNet call of the loop (the part a method adds besides the gathers)."""
+    per_call: list[float] = []
     original = pruning.plan_tokens
 
     def timed(*args: Any, **kwargs: Any) -> Any:
-        with watch.region(seconds):
-            return original(*args, **kwargs)
+        seconds: list[float] = []
+        with loop.watch.region(seconds):
+            plan = original(*args, **kwargs)
+        per_call[-1] += seconds[0]
+        return plan
 
+    hook = loop.pipe.unet.register_forward_pre_hook(lambda *_: per_call.append(0.0))
     pruning.plan_tokens = timed
     try:
-        yield seconds
+        yield per_call
     finally:
         pruning.plan_tokens = original
+        hook.remove()
 
 
-def _entry(times: list[float], full: float | None, selection: list[float] | None = None, calls_per_step: int = 1) -> dict[str, Any]:
-    timing = Timing(tuple(times[SETTLE:]))
-    entry = timing.to_dict()
-    if full:
-        entry["relative_to_full"] = timing.median / full
-    if selection:
-        per_step = [sum(selection[i : i + calls_per_step]) for i in range(0, len(selection), calls_per_step)]
-        selected = statistics.median(per_step[SETTLE:])
-        entry["selection_median_s"] = selected
-        entry["selection_share_of_step"] = selected / timing.median
+def _entry(reference: float, timed: list[float], selection: list[float] | None = None) -> dict[str, Any]:
+    """One configuration's timings; ``selection`` holds the selection seconds of each timed step."""
+    entry = {**Timing(tuple(timed)).to_dict(), "reference_full_s": reference}
+    entry["relative_to_full"] = entry["median_s"] / reference
+    if selection and any(selection):
+        entry["selection_median_s"] = statistics.median(selection)
+        entry["selection_share_of_step"] = entry["selection_median_s"] / entry["median_s"]
     return entry
 
 
-def measure_steps(loop: UNetLoop, config: StepBenchConfig, slots: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """Median seconds of each of our step kinds, keyed like ``full``, ``branch0``, ``reuse``, ``sito@0.5``, ``dato@0.5/branch0``."""
-    timed = config.repeats
+def _ours(loop: UNetLoop, cache: Cache, prune: float, method: str, repeats: int) -> dict[str, Any]:
+    with _selection_timer(loop) as selection:
+        times = loop.time_schedule(_step_schedule(cache, prune, method, repeats))
+    return _entry(times[REFERENCE], times[FIRST_TIMED:], selection[FIRST_TIMED:])
+
+
+def _unpatched_reference(loop: UNetLoop) -> float:
+    return loop.run(REFERENCE + 1)[REFERENCE]
+
+
+def measure_steps(loop: UNetLoop, config: StepBenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
+    """Our step kinds, keyed like ``branch0``, ``reuse``, ``sito@0.5``, ``dato@0.5/branch0``, plus ``full``.
+
+    ``full`` gathers the reference full steps of every configuration.
+    """
+    kinds: list[tuple[str, Cache, float, str]] = [(f"branch{b}", b, 0.0, "sito") for b in config.branches]
+    kinds.append(("reuse", "reuse", 0.0, "sito"))
+    kinds += [(f"{m}@{r}", "full", r, m) for m in config.methods for r in config.ratios]
+    # DaTo's cache steps prune too: composing Table 6 needs them
+    kinds += [(f"dato@{r}/branch0", 0, r, "dato") for r in config.ratios if "dato" in config.methods]
     results: dict[str, Any] = {}
-    full = statistics.median(loop.time_schedule(_step_schedule("full", 0.0, "sito", timed))[SETTLE:])
-    results["full"] = {"median_s": full, "relative_to_full": 1.0}
-    log(f"full step: {full:.3f} s")
-    for name, cache in [(f"branch{b}", b) for b in config.branches] + [("reuse", "reuse")]:
-        results[name] = _entry(loop.time_schedule(_step_schedule(cache, 0.0, "sito", timed)), full)
-        log(f"{name}: {results[name]['median_s']:.3f} s")
-    for method in config.methods:
-        for ratio in config.ratios:
-            with _selection_timer(loop.watch) as selection:
-                times = loop.time_schedule(_step_schedule("full", ratio, method, timed))
-            results[f"{method}@{ratio}"] = _entry(times, full, selection, slots)
-            log(f"{method}@{ratio}: {results[f'{method}@{ratio}']['median_s']:.3f} s")
-    for ratio in config.ratios:  # DaTo's cache steps prune too: the cost model of Table 6 needs them
-        key = f"dato@{ratio}/branch0"
-        results[key] = _entry(loop.time_schedule(_step_schedule(0, ratio, "dato", timed)), full)
-        log(f"{key}: {results[key]['median_s']:.3f} s")
+    for name, cache, prune, method in kinds:
+        results[name] = _ours(loop, cache, prune, method, config.repeats)
+        log(f"{name}: {results[name]['median_s']:.3f} s = {results[name]['relative_to_full']:.3f} x full")
+    references = tuple(entry["reference_full_s"] for entry in results.values())
+    results["full"] = {**Timing(references).to_dict(), "relative_to_full": 1.0}
     return results
 
 
-def measure_peers(loop: UNetLoop, config: StepBenchConfig, full: float, log: Callable[[str], None]) -> dict[str, Any]:
+def measure_peers(loop: UNetLoop, config: StepBenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
     """tomesd at each ratio and DeepCache at each branch, in the same loop and the same way."""
     import tomesd
     from DeepCache import DeepCacheSDHelper
 
-    iterations = SETTLE + config.repeats
+    iterations = 1 + config.repeats
     results: dict[str, Any] = {}
     for ratio in config.ratios:
+        reference = _unpatched_reference(loop)
         tomesd.apply_patch(loop.pipe.unet, ratio=ratio)
         try:
-            results[f"tomesd@{ratio}"] = _entry(loop.run(iterations), full)
+            results[f"tomesd@{ratio}"] = _entry(reference, loop.run(iterations)[1:])
         finally:
             tomesd.remove_patch(loop.pipe.unet)
         log(f"tomesd@{ratio}: {results[f'tomesd@{ratio}']['median_s']:.3f} s")
     for branch in config.branches:
+        reference = _unpatched_reference(loop)
         helper = DeepCacheSDHelper(pipe=loop.pipe)
         helper.set_params(cache_interval=10**6, cache_branch_id=branch)  # step 0 full, every later step partial
         helper.enable()
         try:
-            results[f"deepcache/branch{branch}"] = _entry(loop.run(iterations), full)
+            results[f"deepcache/branch{branch}"] = _entry(reference, loop.run(1 + iterations)[2:])
         finally:
             helper.disable()
             vars(loop.pipe.unet).pop("forward", None)  # DeepCache re-sets forward on the instance
@@ -176,7 +189,10 @@ def measure_peers(loop: UNetLoop, config: StepBenchConfig, full: float, log: Cal
 
 
 def compose(schedule: Schedule, steps: dict[str, Any]) -> float:
-    """Predicted seconds of a schedule's UNet calls from measured step costs (first step full, as at run time)."""
+    """Predicted cost of a schedule's UNet calls, in full steps, from measured relative step costs.
+
+    The first step is full, as at run time; reuse steps cost what ``reuse`` measured.
+    """
     total = 0.0
     for i, step in enumerate(schedule.steps):
         cache = "full" if i == 0 else step.cache
@@ -186,21 +202,18 @@ def compose(schedule: Schedule, steps: dict[str, Any]) -> float:
             key = f"dato@{step.prune}" if step.prune else "full"
         else:
             key = f"dato@{step.prune}/branch{cache}" if step.prune else f"branch{cache}"
-        total += steps[key]["median_s"]
+        total += steps[key]["relative_to_full"]
     return total
 
 
 def table6_check(loop: UNetLoop, steps: dict[str, Any]) -> dict[str, Any]:
     """DaTo Table 6 "Ours-b1": composed from step costs, and measured end to end in one real run."""
     schedule = dato_ours_b1()
-    n = len(schedule)
-    predicted = compose(schedule, steps)
-    all_full = n * steps["full"]["median_s"]
-    result: dict[str, Any] = {"steps": n, "predicted_s": predicted, "all_full_s": all_full, "predicted_speedup": all_full / predicted}
-    measured_full = sum(loop.time_schedule(Schedule.uniform(n)))
+    result = _composed(schedule, steps)
     measured = sum(loop.time_schedule(schedule))
+    measured_full = sum(loop.time_schedule(Schedule.uniform(len(schedule))))
     result.update(measured_s=measured, measured_all_full_s=measured_full, measured_speedup=measured_full / measured)
-    result["prediction_error"] = predicted / measured - 1
+    result["prediction_error"] = result["predicted_speedup"] / result["measured_speedup"] - 1
     return result
 
 
@@ -222,13 +235,11 @@ def run_step_bench(
     device, dtype = param.device, param.dtype
     watch = Stopwatch(device)
     loop = UNetLoop(unet, config.latent, config.batch, watch)
-    slots = len(prunesched.apply(loop.pipe, Schedule.uniform(1)).slots)
-    prunesched.remove(loop.pipe)
-    loop.run(SETTLE)  # the first calls in a process pay one-off allocation costs
+    loop.run(2)  # the first calls in a process pay one-off allocation costs
     log(f"{model}: latent {config.latent}x{config.latent}, batch {config.batch}, {dtype} on {device}")
 
-    steps = measure_steps(loop, config, slots, log)
-    peers = measure_peers(loop, config, steps["full"]["median_s"], log)
+    steps = measure_steps(loop, config, log)
+    peers = measure_peers(loop, config, log)
     result: dict[str, Any] = {
         "benchmark": "prunesched bench step",
         "meta": _meta(config, model, device, dtype, unet),
@@ -238,15 +249,14 @@ def run_step_bench(
     needed = sorted({s.prune for s in dato_ours_b1().steps if s.prune} - set(config.ratios))
     if needed:
         result["dato_table6"] = {"skipped": f"needs step costs at ratios {needed}; pass them in --ratios"}
-    elif config.e2e_latent:
-        small = UNetLoop(unet, config.e2e_latent, config.batch, watch)
-        log(f"cost table at latent {config.e2e_latent} for the DaTo Table 6 check")
-        small_config = StepBenchConfig(**{**asdict(config), "branches": (0,), "methods": ("dato",), "latent": config.e2e_latent})
-        small_steps = measure_steps(small, small_config, slots, log)
-        result["dato_table6"] = {
-            "composed_at_latent": {"latent": config.latent, **_composed_only(dato_ours_b1(), steps)},
-            "end_to_end_at_latent": {"latent": config.e2e_latent, **table6_check(small, small_steps)},
-        }
+    else:
+        result["dato_table6"] = {"composed_at_latent": {"latent": config.latent, **_composed(dato_ours_b1(), steps)}}
+        if config.e2e_latent:
+            small = UNetLoop(unet, config.e2e_latent, config.batch, watch)
+            log(f"cost table at latent {config.e2e_latent} for the DaTo Table 6 end-to-end check")
+            small_config = StepBenchConfig(**{**asdict(config), "branches": (0,), "methods": ("dato",), "latent": config.e2e_latent})
+            small_steps = measure_steps(small, small_config, log)
+            result["dato_table6"]["end_to_end_at_latent"] = {"latent": config.e2e_latent, **table6_check(small, small_steps)}
     result["goals"] = goals(result)
     return result
 
@@ -257,10 +267,9 @@ def _pick_device(name: str) -> str:
     return name
 
 
-def _composed_only(schedule: Schedule, steps: dict[str, Any]) -> dict[str, Any]:
+def _composed(schedule: Schedule, steps: dict[str, Any]) -> dict[str, Any]:
     predicted = compose(schedule, steps)
-    all_full = len(schedule) * steps["full"]["median_s"]
-    return {"predicted_s": predicted, "all_full_s": all_full, "predicted_speedup": all_full / predicted}
+    return {"steps": len(schedule), "predicted_full_steps": predicted, "predicted_speedup": len(schedule) / predicted}
 
 
 def goals(result: dict[str, Any]) -> dict[str, Any]:
@@ -273,18 +282,20 @@ def goals(result: dict[str, Any]) -> dict[str, Any]:
         out[f"{method}_selection_share_at_0.5"] = {"value": share, "goal": "<= 0.05", "met": share <= 0.05}
     for key, value in steps.items():
         if "@" in key and "/" not in key and f"tomesd@{key.split('@')[1]}" in peers:
-            theirs = peers[f"tomesd@{key.split('@')[1]}"]["median_s"]
-            out[f"{key}_vs_tomesd"] = {"value": value["median_s"] / theirs, "goal": "<= 1", "met": value["median_s"] <= theirs}
+            ratio = value["relative_to_full"] / peers[f"tomesd@{key.split('@')[1]}"]["relative_to_full"]
+            out[f"{key}_vs_tomesd"] = {"value": ratio, "goal": "<= 1", "met": ratio <= 1}
     if "branch0" in steps:
         share = steps["branch0"]["relative_to_full"]
         out["branch0_share_of_full"] = {"value": share, "goal": "<= 0.15", "met": share <= 0.15}
         for branch in (k.removeprefix("deepcache/branch") for k in peers if k.startswith("deepcache/")):
-            ratio = steps[f"branch{branch}"]["median_s"] / peers[f"deepcache/branch{branch}"]["median_s"]
+            ratio = steps[f"branch{branch}"]["relative_to_full"] / peers[f"deepcache/branch{branch}"]["relative_to_full"]
             out[f"branch{branch}_vs_deepcache"] = {"value": ratio, "goal": "<= 1", "met": ratio <= 1}
-    if "composed_at_latent" in result.get("dato_table6", {}):
-        composed = result["dato_table6"]["composed_at_latent"]["predicted_speedup"]
-        measured = result["dato_table6"]["end_to_end_at_latent"]["measured_speedup"]
+    table6 = result.get("dato_table6", {})
+    if "composed_at_latent" in table6:
+        composed = table6["composed_at_latent"]["predicted_speedup"]
         out["dato_table6_composed_speedup"] = {"value": composed, "goal": ">= 5", "met": composed >= 5}
+    if "end_to_end_at_latent" in table6:
+        measured = table6["end_to_end_at_latent"]["measured_speedup"]
         out["dato_table6_end_to_end_speedup"] = {"value": measured, "goal": ">= 5", "met": measured >= 5}
     return out
 
@@ -300,7 +311,8 @@ def _meta(config: StepBenchConfig, model: str, device: torch.device, dtype: torc
         "dtype": str(dtype).removeprefix("torch."),
         "attention_processors": processors,
         "timer": "CUDA events" if device.type == "cuda" else "time.perf_counter",
-        "scope": "one UNet call per denoising iteration; warm-up and cache-filling steps excluded; median of repeats",
+        "scope": "one UNet call per denoising iteration; warm-up and cache-filling steps excluded; median of repeats; "
+        "ratios and goals use each configuration's cost relative to a full step timed next to it",
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
         "prunesched": prunesched.__version__,

@@ -17,6 +17,8 @@ def test_bench_measures_every_configuration_and_its_peers():
     json.dumps(result)  # JSON-ready
     steps, peers = result["steps"], result["peers"]
     assert {"full", "branch0", "branch1", "reuse"} <= set(steps)
+    assert all(entry["relative_to_full"] > 0 for entry in steps.values() if entry is not steps["reuse"])
+    assert 0 < steps["dato@0.5/branch0"]["selection_share_of_step"] < 1, "partial steps prune their live slot"
     for method in ("sito", "dato", "random"):
         for ratio in config.ratios:
             entry = steps[f"{method}@{ratio}"]
@@ -31,11 +33,11 @@ def test_bench_measures_every_configuration_and_its_peers():
 
 def test_compose_sums_the_cost_of_each_performed_step():
     schedule = dato_ours_b1()
-    costs = {"full": {"median_s": 10.0}, "reuse": {"median_s": 0.0}}
-    costs |= {f"dato@{r}": {"median_s": 9.0} for r in (0.3, 0.4, 0.5, 0.6, 0.7)}
-    costs |= {f"dato@{r}/branch0": {"median_s": 1.0} for r in (0.3, 0.4, 0.5, 0.6, 0.7)}
+    costs = {"full": {"relative_to_full": 1.0}, "reuse": {"relative_to_full": 0.0}}
+    costs |= {f"dato@{r}": {"relative_to_full": 0.75} for r in (0.3, 0.4, 0.5, 0.6, 0.7)}
+    costs |= {f"dato@{r}/branch0": {"relative_to_full": 0.125} for r in (0.3, 0.4, 0.5, 0.6, 0.7)}
     full, partial, reuse = (sum(1 for s in schedule.steps[1:] if s.cache == c) for c in ("full", 0, "reuse"))
-    assert compose(schedule, costs) == 10.0 + 9.0 * full + 1.0 * partial
+    assert compose(schedule, costs) == 1.0 + 0.75 * full + 0.125 * partial
     assert (1 + full + partial + reuse) == 51
 
 
