@@ -1,58 +1,75 @@
-"""Honest timing: warm-up excluded, median of repeats, CUDA events on a GPU, host clock on a CPU."""
+"""Honest timing: warm-up excluded, median of repeats, CUDA events on a GPU, host clocks on a CPU.
+
+On a CPU each region is measured twice: wall-clock time, which is what a user waits for, and the
+process's CPU time, which does not advance while a shared virtual machine's hypervisor steals
+the CPU. On the 2-core CI machines steal time was a third of the CPU, which moved wall-clock step
+times by tens of percent within minutes; CPU time is the reproducible cost there.
+"""
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 
 @dataclass(frozen=True)
-class Timing:
-    """Seconds of each timed repeat and their median."""
+class Sample:
+    """One timed region: wall-clock seconds and CPU seconds (equal to wall on a GPU, where the host clock says little)."""
 
-    seconds: tuple[float, ...]
+    wall: float
+    cpu: float
+
+    def __add__(self, other: Sample) -> Sample:
+        return Sample(self.wall + other.wall, self.cpu + other.cpu)
+
+
+ZERO = Sample(0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Timed repeats of one configuration and their medians."""
+
+    samples: tuple[Sample, ...]
 
     @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
+    def median(self) -> Sample:
+        return Sample(statistics.median(s.wall for s in self.samples), statistics.median(s.cpu for s in self.samples))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"median_s": self.median, "repeats_s": list(self.seconds)}
+        median = self.median
+        return {
+            "median_s": median.wall,
+            "repeats_s": [s.wall for s in self.samples],
+            "cpu_median_s": median.cpu,
+            "cpu_repeats_s": [s.cpu for s in self.samples],
+        }
 
 
 class Stopwatch:
-    """Times regions on one device: CUDA events there (no host sync inside the region), ``perf_counter`` on CPU."""
+    """Times regions on one device: CUDA events there (no host sync inside the region), host clocks on a CPU."""
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
 
     @contextmanager
-    def region(self, out: list[float]) -> Iterator[None]:
-        """Append the seconds spent in the ``with`` block to ``out``."""
+    def region(self, out: list[Sample]) -> Iterator[None]:
+        """Append the time spent in the ``with`` block to ``out``."""
         if self.cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             yield
             end.record()
             end.synchronize()
-            out.append(start.elapsed_time(end) / 1000)
+            seconds = start.elapsed_time(end) / 1000
+            out.append(Sample(seconds, seconds))
         else:
-            start_s = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             yield
-            out.append(time.perf_counter() - start_s)
-
-    def measure(self, fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Timing:
-        """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed."""
-        for _ in range(warmup):
-            fn()
-        seconds: list[float] = []
-        for _ in range(repeats):
-            with self.region(seconds):
-                fn()
-        return Timing(tuple(seconds))
+            out.append(Sample(time.perf_counter() - wall, time.process_time() - cpu))

@@ -1,0 +1,54 @@
+"""Render experiments/results/bench_step_cpu.json as the Markdown tables of docs/benchmarks.md.
+
+Usage: python experiments/bench_step_table.py experiments/results/bench_step_cpu.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def main(path: str) -> None:
+    result = json.load(open(path, encoding="utf-8"))
+    steps, peers, meta = result["steps"], result["peers"], result["meta"]
+    print(f"Measured {meta['date']} on {meta['device']} ({meta['cpu_threads']} threads), {meta['dtype']}, "
+          f"latent {meta['config']['latent']}x{meta['config']['latent']}, batch {meta['config']['batch']}, "
+          f"attention {', '.join(meta['attention_processors'])}, timer {meta['timer']}, "
+          f"median of {meta['config']['repeats']} repeats; torch {meta['torch']}, diffusers {meta['diffusers']}.\n")
+    print(f"Full step: median {steps['full']['median_s']:.2f} s over {len(steps['full']['repeats_s'])} reference steps.\n")
+    print("| step | ours: wall s | ours: CPU time x full | token selection, share of CPU time | peer | peer: CPU time x full |")
+    print("|---|---|---|---|---|---|")
+    for b in meta["config"]["branches"]:
+        ours, theirs = steps[f"branch{b}"], peers.get(f"deepcache/branch{b}")
+        peer = f"DeepCache | {theirs['cpu_relative_to_full']:.3f}" if theirs else " | "
+        print(f"| cache branch {b} | {ours['median_s']:.3f} | {ours['cpu_relative_to_full']:.3f} | | {peer} |")
+    print(f"| reuse | {steps['reuse']['median_s'] * 1000:.1f} ms | {steps['reuse']['cpu_relative_to_full']:.4f} | | | |")
+    for ratio in meta["config"]["ratios"]:
+        tome = peers.get(f"tomesd@{ratio}")
+        for method in meta["config"]["methods"]:
+            ours = steps[f"{method}@{ratio}"]
+            peer = f"tomesd | {tome['cpu_relative_to_full']:.3f}" if tome and method == meta["config"]["methods"][0] else " | "
+            print(f"| {method} {ratio} | {ours['median_s']:.2f} | {ours['cpu_relative_to_full']:.3f} | "
+                  f"{ours['cpu_selection_share_of_step']:.1%} | {peer} |")
+    for ratio in meta["config"]["ratios"]:
+        key = f"dato@{ratio}/branch0"
+        if key in steps:
+            print(f"| dato {ratio}, branch 0 | {steps[key]['median_s']:.3f} | {steps[key]['cpu_relative_to_full']:.3f} | "
+                  f"{steps[key].get('cpu_selection_share_of_step', 0):.1%} | | |")
+    print("\n| goal | measured | target | met |")
+    print("|---|---|---|---|")
+    for name, goal in result["goals"].items():
+        print(f"| {name} | {goal['value']:.3f} | {goal['goal']} | {'yes' if goal['met'] else '**no**'} |")
+    table6 = result.get("dato_table6", {})
+    if "end_to_end_at_latent" in table6:
+        e2e = table6["end_to_end_at_latent"]
+        print(f"\nDaTo Table 6 \"Ours-b1\" (51 PNDM iterations): composed from the step costs above, "
+              f"{table6['composed_at_latent']['predicted_speedup']:.2f}x over all-full steps at latent "
+              f"{table6['composed_at_latent']['latent']}; at latent {e2e['latent']}, composed {e2e['predicted_speedup']:.2f}x "
+              f"and measured end to end {e2e['measured_speedup']:.2f}x ({e2e['measured_s']:.1f} s vs "
+              f"{e2e['measured_all_full_s']:.1f} s of UNet time).")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
