@@ -16,26 +16,28 @@ def main(path: str) -> None:
           f"latent {meta['config']['latent']}x{meta['config']['latent']}, batch {meta['config']['batch']}, "
           f"attention {', '.join(meta['attention_processors'])}, timer {meta['timer']}, "
           f"median of {meta['config']['repeats']} repeats; torch {meta['torch']}, diffusers {meta['diffusers']}.\n")
-    print(f"Full step: median {steps['full']['median_s']:.2f} s over {len(steps['full']['repeats_s'])} reference steps.\n")
-    print("| step | ours: wall s | ours: CPU time x full | token selection, share of CPU time | peer | peer: CPU time x full |")
+    print(f"Full step: median {steps['full']['median_s']:.2f} s over {len(steps['full']['repeats_s'])} reference steps "
+          f"(range {min(steps['full']['repeats_s']):.2f}-{max(steps['full']['repeats_s']):.2f} s). "
+          "'x full' is the median over pairs of (step / the full step timed just before it).\n")
+    print("| step | ours: s | ours: x full | token selection, share of step | peer | peer: x full |")
     print("|---|---|---|---|---|---|")
     for b in meta["config"]["branches"]:
         ours, theirs = steps[f"branch{b}"], peers.get(f"deepcache/branch{b}")
-        peer = f"DeepCache | {theirs['cpu_relative_to_full']:.3f}" if theirs else " | "
-        print(f"| cache branch {b} | {ours['median_s']:.3f} | {ours['cpu_relative_to_full']:.3f} | | {peer} |")
-    print(f"| reuse | {steps['reuse']['median_s'] * 1000:.1f} ms | {steps['reuse']['cpu_relative_to_full']:.4f} | | | |")
+        peer = f"DeepCache | {theirs['relative_to_full']:.3f}" if theirs else " | "
+        print(f"| cache branch {b} | {ours['median_s']:.3f} | {ours['relative_to_full']:.3f} | | {peer} |")
+    print(f"| reuse | {steps['reuse']['median_s'] * 1000:.1f} ms | {steps['reuse']['relative_to_full']:.4f} | | | |")
     for ratio in meta["config"]["ratios"]:
         tome = peers.get(f"tomesd@{ratio}")
         for method in meta["config"]["methods"]:
             ours = steps[f"{method}@{ratio}"]
-            peer = f"tomesd | {tome['cpu_relative_to_full']:.3f}" if tome and method == meta["config"]["methods"][0] else " | "
-            print(f"| {method} {ratio} | {ours['median_s']:.2f} | {ours['cpu_relative_to_full']:.3f} | "
-                  f"{ours['cpu_selection_share_of_step']:.1%} | {peer} |")
+            peer = f"tomesd | {tome['relative_to_full']:.3f}" if tome and method == meta["config"]["methods"][0] else " | "
+            print(f"| {method} {ratio} | {ours['median_s']:.2f} | {ours['relative_to_full']:.3f} | "
+                  f"{ours['selection_share_of_step']:.1%} | {peer} |")
     for ratio in meta["config"]["ratios"]:
         key = f"dato@{ratio}/branch0"
         if key in steps:
-            print(f"| dato {ratio}, branch 0 | {steps[key]['median_s']:.3f} | {steps[key]['cpu_relative_to_full']:.3f} | "
-                  f"{steps[key].get('cpu_selection_share_of_step', 0):.1%} | | |")
+            print(f"| dato {ratio}, branch 0 | {steps[key]['median_s']:.3f} | {steps[key]['relative_to_full']:.3f} | "
+                  f"{steps[key].get('selection_share_of_step', 0):.1%} | | |")
     print("\n| goal | measured | target | met |")
     print("|---|---|---|---|")
     for name, goal in result["goals"].items():

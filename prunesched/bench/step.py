@@ -32,14 +32,11 @@ from prunesched.runtime import pruning
 from prunesched.runtime.paper_tables import dato_ours_b1
 from prunesched.runtime.schedule import Cache
 
-REFERENCE, FIRST_TIMED = 1, 3
-RELATIVE = "cpu_relative_to_full"
-"""The cost every ratio, composition and goal uses: CPU time relative to the neighbouring full step (see
-:mod:`prunesched.bench.timing`); on a GPU CPU time equals the CUDA-event time."""
-"""Layout of every measured loop: iteration 0 is a full warm-up step (it also fills the caches and the
-DiffScore history), iteration 1 a full reference step timed right next to the configuration, iteration 2
-the configuration's own warm-up, and iterations 3 onwards the timed repeats. The machine's speed drifts
-over minutes, so every configuration is reported relative to its neighbouring full step."""
+RELATIVE = "relative_to_full"
+"""The cost every ratio, composition and goal uses: the median over timed pairs of (step time / the full step
+timed just before it). Every measured loop is [full, X] + [full, X] * repeats: the first pair warms up (and
+fills the caches and the DiffScore history). On shared virtual machines the CPU's speed drifts by tens of
+percent within a minute (hypervisor steal time), so only neighbours are compared."""
 
 
 @dataclass(frozen=True)
@@ -79,12 +76,17 @@ class UNetLoop:
         self.context = torch.randn(batch, 77, unet.config.cross_attention_dim, generator=generator).to(param.device, param.dtype)
         self.watch = watch
 
-    def run(self, iterations: int) -> list[Sample]:
-        """The time of the UNet call of each iteration. The input stays fixed: only the cost matters here."""
+    def run(self, iterations: int, before: Callable[[int], None] | None = None) -> list[Sample]:
+        """The time of the UNet call of each iteration; ``before(i)`` runs untimed ahead of iteration i.
+
+        The input stays fixed: only the cost matters here.
+        """
         scheduler, seconds = self.pipe.scheduler, []
         scheduler.set_timesteps(iterations)
         with torch.inference_mode():
-            for t in scheduler.timesteps:
+            for i, t in enumerate(scheduler.timesteps):
+                if before is not None:
+                    before(i)
                 with self.watch.region(seconds):
                     out = self.pipe.unet(self.sample, t, encoder_hidden_states=self.context).sample
                 scheduler.step(out, t, self.sample)
@@ -95,10 +97,10 @@ class UNetLoop:
             return self.run(len(schedule))
 
 
-def _step_schedule(cache: Cache, prune: float, method: str, timed: int) -> Schedule:
-    """Two full unpruned steps (warm-up, reference), then the step under test, once to warm up and ``timed`` times."""
-    steps = (StepPlan("full", 0.0),) * 2 + (StepPlan(cache, prune),) * (1 + timed)
-    return Schedule(steps=steps, method=prunesched.runtime.METHODS[method]())
+def _step_schedule(cache: Cache, prune: float, method: str, repeats: int) -> Schedule:
+    """Full unpruned reference steps alternating with the step under test: one warm-up pair, then ``repeats`` pairs."""
+    pair = (StepPlan("full", 0.0), StepPlan(cache, prune))
+    return Schedule(steps=pair * (1 + repeats), method=prunesched.runtime.METHODS[method]())
 
 
 @contextlib.contextmanager
@@ -123,27 +125,26 @@ def _selection_timer(loop: UNetLoop) -> Iterator[list[Sample]]:
         hook.remove()
 
 
-def _entry(reference: Sample, timed: list[Sample], selection: list[Sample] | None = None) -> dict[str, Any]:
-    """One configuration's timings next to its reference full step; ``selection`` holds each timed step's selection time."""
-    entry = {**Timing(tuple(timed)).to_dict(), "reference_full_s": reference.wall, "cpu_reference_full_s": reference.cpu}
-    entry["relative_to_full"] = entry["median_s"] / reference.wall
-    entry["cpu_relative_to_full"] = entry["cpu_median_s"] / reference.cpu
+def _entry(times: list[Sample], selection: list[Sample] | None = None) -> dict[str, Any]:
+    """One configuration from a loop of alternating [full, X] pairs (the first pair is a warm-up).
+
+    ``selection`` holds the token-selection time of every UNet call of the loop.
+    """
+    references, steps = times[2::2], times[3::2]
+    entry = {**Timing(tuple(steps)).to_dict(), "reference_full_s": [r.wall for r in references]}
+    entry[RELATIVE] = statistics.median(x.wall / r.wall for r, x in zip(references, steps))
+    entry["cpu_relative_to_full"] = statistics.median(x.cpu / r.cpu for r, x in zip(references, steps))
     if selection and any(s.cpu for s in selection):
-        chosen = Timing(tuple(selection)).median
-        entry["selection_median_s"], entry["cpu_selection_median_s"] = chosen.wall, chosen.cpu
+        chosen = Timing(tuple(selection[3::2])).median
+        entry["selection_median_s"] = chosen.wall
         entry["selection_share_of_step"] = chosen.wall / entry["median_s"]
-        entry["cpu_selection_share_of_step"] = chosen.cpu / entry["cpu_median_s"]
     return entry
 
 
 def _ours(loop: UNetLoop, cache: Cache, prune: float, method: str, repeats: int) -> dict[str, Any]:
     with _selection_timer(loop) as selection:
         times = loop.time_schedule(_step_schedule(cache, prune, method, repeats))
-    return _entry(times[REFERENCE], times[FIRST_TIMED:], selection[FIRST_TIMED:])
-
-
-def _unpatched_reference(loop: UNetLoop) -> Sample:
-    return loop.run(REFERENCE + 1)[REFERENCE]
+    return _entry(times, selection)
 
 
 def measure_steps(loop: UNetLoop, config: StepBenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
@@ -159,34 +160,37 @@ def measure_steps(loop: UNetLoop, config: StepBenchConfig, log: Callable[[str], 
     results: dict[str, Any] = {}
     for name, cache, prune, method in kinds:
         results[name] = _ours(loop, cache, prune, method, config.repeats)
-        log(f"{name}: {results[name]['median_s']:.3f} s = {results[name]['cpu_relative_to_full']:.3f} x full (CPU time)")
-    references = tuple(Sample(e["reference_full_s"], e["cpu_reference_full_s"]) for e in results.values())
-    results["full"] = {**Timing(references).to_dict(), "relative_to_full": 1.0, "cpu_relative_to_full": 1.0}
+        log(f"{name}: {results[name]['median_s']:.3f} s = {results[name][RELATIVE]:.3f} x full")
+    references = [r for entry in results.values() for r in entry["reference_full_s"]]
+    results["full"] = {"median_s": statistics.median(references), "repeats_s": references, RELATIVE: 1.0}
     return results
 
 
 def measure_peers(loop: UNetLoop, config: StepBenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
-    """tomesd at each ratio and DeepCache at each branch, in the same loop and the same way."""
+    """tomesd at each ratio and DeepCache at each branch, alternating with full steps in the same loop."""
     import tomesd
     from DeepCache import DeepCacheSDHelper
 
-    iterations = 1 + config.repeats
+    iterations = 2 * (1 + config.repeats)
     results: dict[str, Any] = {}
     for ratio in config.ratios:
-        reference = _unpatched_reference(loop)
-        tomesd.apply_patch(loop.pipe.unet, ratio=ratio)
+
+        def toggle(i: int, ratio: float = ratio) -> None:  # odd iterations merge tokens, even ones are full
+            tomesd.remove_patch(loop.pipe.unet)
+            if i % 2:
+                tomesd.apply_patch(loop.pipe.unet, ratio=ratio)
+
         try:
-            results[f"tomesd@{ratio}"] = _entry(reference, loop.run(iterations)[1:])
+            results[f"tomesd@{ratio}"] = _entry(loop.run(iterations, before=toggle))
         finally:
             tomesd.remove_patch(loop.pipe.unet)
         log(f"tomesd@{ratio}: {results[f'tomesd@{ratio}']['median_s']:.3f} s = {results[f'tomesd@{ratio}'][RELATIVE]:.3f} x full")
     for branch in config.branches:
-        reference = _unpatched_reference(loop)
         helper = DeepCacheSDHelper(pipe=loop.pipe)
-        helper.set_params(cache_interval=10**6, cache_branch_id=branch)  # step 0 full, every later step partial
+        helper.set_params(cache_interval=2, cache_branch_id=branch)  # even iterations full, odd ones partial
         helper.enable()
         try:
-            results[f"deepcache/branch{branch}"] = _entry(reference, loop.run(1 + iterations)[2:])
+            results[f"deepcache/branch{branch}"] = _entry(loop.run(iterations))
         finally:
             helper.disable()
             vars(loop.pipe.unet).pop("forward", None)  # DeepCache re-sets forward on the instance
@@ -216,11 +220,13 @@ def table6_check(loop: UNetLoop, steps: dict[str, Any]) -> dict[str, Any]:
     """DaTo Table 6 "Ours-b1": composed from step costs, and measured end to end in one real run."""
     schedule = dato_ours_b1()
     result = _composed(schedule, steps)
+    all_full = Schedule.uniform(len(schedule))
+    before = sum(loop.time_schedule(all_full), ZERO)  # all-full runs on both sides cancel slow drift
     measured = sum(loop.time_schedule(schedule), ZERO)
-    measured_full = sum(loop.time_schedule(Schedule.uniform(len(schedule))), ZERO)
-    result.update(measured_s=measured.wall, measured_all_full_s=measured_full.wall, wall_speedup=measured_full.wall / measured.wall)
+    after = sum(loop.time_schedule(all_full), ZERO)
+    measured_full = Sample((before.wall + after.wall) / 2, (before.cpu + after.cpu) / 2)
+    result.update(measured_s=measured.wall, measured_all_full_s=measured_full.wall, measured_speedup=measured_full.wall / measured.wall)
     result.update(cpu_measured_s=measured.cpu, cpu_measured_all_full_s=measured_full.cpu, cpu_speedup=measured_full.cpu / measured.cpu)
-    result["measured_speedup"] = result["cpu_speedup"]
     result["prediction_error"] = result["predicted_speedup"] / result["measured_speedup"] - 1
     return result
 
@@ -281,12 +287,12 @@ def _composed(schedule: Schedule, steps: dict[str, Any]) -> dict[str, Any]:
 
 
 def goals(result: dict[str, Any]) -> dict[str, Any]:
-    """The issue's goals, each with the measured value and whether it is met (on CPU time, see ``RELATIVE``)."""
+    """The issue's goals, each with the measured value and whether it is met (on paired costs, see ``RELATIVE``)."""
     steps, peers = result["steps"], result["peers"]
     out: dict[str, Any] = {}
     at_half = [m for m in ("sito", "dato", "random") if f"{m}@0.5" in steps]
     for method in at_half:
-        share = steps[f"{method}@0.5"]["cpu_selection_share_of_step"]
+        share = steps[f"{method}@0.5"]["selection_share_of_step"]
         out[f"{method}_selection_share_at_0.5"] = {"value": share, "goal": "<= 0.05", "met": share <= 0.05}
     for key, value in steps.items():
         if "@" in key and "/" not in key and f"tomesd@{key.split('@')[1]}" in peers:
@@ -320,8 +326,7 @@ def _meta(config: StepBenchConfig, model: str, device: torch.device, dtype: torc
         "attention_processors": processors,
         "timer": "CUDA events" if device.type == "cuda" else "time.perf_counter",
         "scope": "one UNet call per denoising iteration; warm-up and cache-filling steps excluded; median of repeats; "
-        "ratios and goals use each configuration's CPU time relative to a full step timed next to it",
-        "cpu_steal_note": "on shared VMs wall-clock times include time stolen by the hypervisor; cpu_* fields exclude it",
+        "ratios and goals are medians of (step / the full step timed just before it) over alternating pairs",
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
         "prunesched": prunesched.__version__,
