@@ -66,7 +66,7 @@ def _floats(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[f
 @bench.command("step")
 @click.option("--latent", default=64, show_default=True, help="Latent side (64 = 512x512 images on SD 1.5).")
 @click.option("--batch", default=2, show_default=True, help="UNet batch (2 = one image with CFG).")
-@click.option("--repeats", default=3, show_default=True, help="Timed UNet calls per configuration (median reported).")
+@click.option("--repeats", default=3, show_default=True, help="Timed [full, step] pairs per configuration (medians reported).")
 @click.option("--ratios", default="0.3,0.4,0.5,0.6,0.7", show_default=True, callback=_floats, help="Prune ratios.")
 @click.option("--e2e-latent", default=32, show_default=True, help="Latent side of the end-to-end DaTo Table 6 run (0 skips it).")
 @click.option("--device", default="auto", show_default=True, help="auto: CUDA (fp16) when available, else CPU (fp32).")

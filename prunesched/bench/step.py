@@ -46,7 +46,7 @@ class StepBenchConfig:
     Attributes:
         latent: latent side (64 = 512x512 images on SD 1.5).
         batch: UNet batch (2 = one image with classifier-free guidance).
-        repeats: timed UNet calls per configuration; the median is reported.
+        repeats: timed [full, step] pairs per configuration; medians are reported.
         ratios: prune ratios to measure for each method and for tomesd.
         branches: DeepCache branch ids to measure, ours and DeepCache's.
         methods: token methods to measure at each ratio.
