@@ -18,7 +18,7 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from prunesched.models.tokenizer import clip_tokenizer
 
@@ -41,6 +41,12 @@ def _text_config(hidden: int = 32, projection: int = 32) -> CLIPTextConfig:
     )  # fmt: skip
 
 
+def _tokenizer() -> CLIPTokenizer:
+    """A byte-level CLIP tokenizer; its files are read at load time, so their folder is removed after."""
+    with tempfile.TemporaryDirectory() as directory:
+        return clip_tokenizer(directory)
+
+
 def _vae() -> AutoencoderKL:
     return AutoencoderKL(
         block_out_channels=[16, 32], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
@@ -58,7 +64,7 @@ def tiny_sd_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
     )  # fmt: skip
     pipe = StableDiffusionPipeline(
-        vae=_vae(), text_encoder=CLIPTextModel(_text_config()), tokenizer=clip_tokenizer(tempfile.mkdtemp()),
+        vae=_vae(), text_encoder=CLIPTextModel(_text_config()), tokenizer=_tokenizer(),
         unet=unet.eval(), scheduler=PNDMScheduler(**SD_SCHEDULER), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )  # fmt: skip
@@ -80,10 +86,9 @@ def tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"
     )
-    tokenizer_dir = tempfile.mkdtemp()
     pipe = StableDiffusionXLPipeline(
         vae=_vae(), text_encoder=CLIPTextModel(_text_config()), text_encoder_2=CLIPTextModelWithProjection(_text_config()),
-        tokenizer=clip_tokenizer(tokenizer_dir), tokenizer_2=clip_tokenizer(tokenizer_dir), unet=unet.eval(),
+        tokenizer=_tokenizer(), tokenizer_2=_tokenizer(), unet=unet.eval(),
         scheduler=scheduler,
     )  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
