@@ -1,9 +1,10 @@
 """Honest timing: warm-up excluded, median of repeats, CUDA events on a GPU, host clocks on a CPU.
 
 On a CPU each region is measured twice: wall-clock time, which is what a user waits for, and the
-process's CPU time, which does not advance while a shared virtual machine's hypervisor steals
-the CPU. On the 2-core CI machines steal time was a third of the CPU, which moved wall-clock step
-times by tens of percent within minutes; CPU time is the reproducible cost there.
+process's CPU time, kept for information. Neither is steady on a shared virtual machine: steal
+time moved wall-clock step times by tens of percent within minutes, and CPU time is no cure,
+because OpenMP threads spin while their sibling is descheduled and spinning counts. Callers
+compare neighbouring regions instead (see ``prunesched.bench.step.RELATIVE``).
 """
 
 from __future__ import annotations
