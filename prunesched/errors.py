@@ -15,3 +15,11 @@ class ScheduleError(PruneschedError, ValueError):
 
 class UnsupportedModelError(PruneschedError, TypeError):
     """The pipeline or one of its blocks is of a kind the runtime cannot patch correctly."""
+
+
+class StorageError(PruneschedError):
+    """A search database that cannot be used: missing, not ours, from a newer version, unknown ids."""
+
+
+class ConfigError(PruneschedError, ValueError):
+    """An invalid search configuration."""

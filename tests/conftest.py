@@ -34,3 +34,15 @@ def sdxl_pipe(_sdxl_pipe) -> Iterator:
     """The tiny SDXL pipeline, unpatched after the test."""
     yield _sdxl_pipe
     prunesched.remove(_sdxl_pipe)
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """One local Ray instance for the whole session (starting one costs seconds); actors use num_cpus=0."""
+    import ray
+
+    from prunesched.search.dispatch import ensure_ray
+
+    ensure_ray(None)
+    yield
+    ray.shutdown()

@@ -93,3 +93,7 @@ def tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
     )  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+PIPELINES = {"tiny-sd": tiny_sd_pipeline, "tiny-sdxl": tiny_sdxl_pipeline}
+"""The built-in pipelines an evaluator can name, until the embedded default model exists."""

@@ -1,0 +1,166 @@
+"""The coordinator: the loop that asks the proposer, evaluates on Ray workers, stores, tells and snapshots.
+
+Order of durability, per generation: every new candidate is stored (with a queued evaluation)
+before it is dispatched; every finished evaluation is committed as it arrives, before the
+proposer is told; the generation's front, hypervolume and the pickled proposer are committed in
+one transaction after ``tell``. A search killed at any point resumes from its last generation's
+snapshot: the proposer asks for the same genomes again (its random state is in the snapshot)
+and every schedule already evaluated is served from the database, never evaluated twice.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+from prunesched.errors import ConfigError
+from prunesched.search.config import SearchConfig
+from prunesched.search.dispatch import RayDispatcher, Task, ensure_ray
+from prunesched.search.evaluators import Evaluator, evaluator_factory
+from prunesched.search.pareto import front_indices, hypervolume
+from prunesched.search.proposers import Proposer, make_proposer
+from prunesched.storage.store import Outcome, Store, verified_snapshot
+
+REFERENCE_MARGIN = 1.1
+"""Without a configured reference point, the hypervolume's is this factor times the worst
+objectives of the first generation's successful evaluations, then fixed for the search."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a running search stands, reported after each evaluation and each generation."""
+
+    search_id: int
+    generation: int
+    generations: int
+    done: int
+    running: int
+    failed: int
+    front_size: int
+    hypervolume: float | None
+    generation_stored: bool  # True once, when this generation's front and snapshot are committed
+
+
+ProgressCallback = Callable[[Progress], None]
+EvaluatorFactory = Callable[[], Evaluator]
+
+
+def launch(
+    config: SearchConfig,
+    db: str | Path,
+    progress: ProgressCallback | None = None,
+    factory: EvaluatorFactory | None = None,
+) -> int:
+    """Create a search in ``db`` and run it to the end; returns its id.
+
+    ``factory`` overrides the evaluator the config names (for evaluators defined in code).
+    """
+    store = Store(db, create=True)
+    search_id = store.create_search(config.name, config.to_dict(), config.seed, config.objectives, version("prunesched"))
+    if config.reference_point is not None:
+        store.set_reference_point(search_id, config.reference_point)
+    _run(store, search_id, config, progress, factory)
+    return search_id
+
+
+def resume(search_id: int, db: str | Path, progress: ProgressCallback | None = None, factory: EvaluatorFactory | None = None) -> None:
+    """Continue a stopped or crashed search from its last stored generation."""
+    store = Store(db, create=True)
+    search = store.search(search_id)
+    if search.status == "finished":
+        raise ConfigError(f"search {search_id} has finished; there is nothing to resume")
+    _run(store, search_id, SearchConfig.from_dict(search.config), progress, factory)
+
+
+def _run(store: Store, search_id: int, config: SearchConfig, progress: ProgressCallback | None, factory: EvaluatorFactory | None) -> None:
+    proposer = _restore(store, search_id, config)
+    store.set_status(search_id, "running")
+    ensure_ray(config.dispatch.address)
+    dispatch = config.dispatch
+    dispatcher = RayDispatcher(
+        factory or evaluator_factory(config.evaluator), dispatch.workers, dispatch.timeout_s, dispatch.retries,
+        num_gpus=dispatch.gpus_per_worker, num_cpus=dispatch.cpus_per_worker,
+    )  # fmt: skip
+    try:
+        _check_steps(dispatcher, config)
+        while not proposer.done():
+            _generation(store, search_id, config, proposer, dispatcher, progress)
+        store.set_status(search_id, "finished")
+    except BaseException:
+        store.set_status(search_id, "interrupted")
+        raise
+    finally:
+        dispatcher.close()
+
+
+def _restore(store: Store, search_id: int, config: SearchConfig) -> Proposer:
+    latest = store.generation(search_id)
+    if latest is None:
+        return make_proposer(config.space, config.proposer, config.seed)
+    return pickle.loads(verified_snapshot(latest))  # only our own database's checksummed snapshot
+
+
+def _check_steps(dispatcher: RayDispatcher, config: SearchConfig) -> None:
+    steps = {info["steps"] for info in dispatcher.infos} - {None}
+    if steps and steps != {config.space.steps}:
+        raise ConfigError(
+            f"[space] steps is {config.space.steps} but the evaluator's denoising loop has {steps.pop()} iterations; set steps to that"
+        )
+
+
+def _generation(
+    store: Store, search_id: int, config: SearchConfig, proposer: Proposer, dispatcher: RayDispatcher, progress: ProgressCallback | None
+) -> None:
+    number = proposer.generation
+    genomes = proposer.ask()
+    members = []
+    for genome in genomes:
+        schedule = config.space.decode(genome)
+        candidate = store.candidate(search_id, schedule.hash, schedule.to_dict(), config.space.canonical(genome), number)
+        members.append(candidate)
+    pending = {c.id: c for c in members if c.evaluation is not None and c.evaluation.status not in ("done", "failed")}
+    tasks = [Task(c.id, c.schedule, c.evaluation.attempts if c.evaluation else 0) for c in pending.values()]
+    report = _reporter(store, search_id, number, config, progress)
+    dispatcher.run(tasks, started=lambda task, worker, attempt: store.mark_running(task.candidate_id, worker, attempt),
+                   finished=lambda outcome: (store.record(outcome, config.objectives), report(False)))  # fmt: skip
+    rows = store.candidates_by_id([c.id for c in members])
+    objectives = np.array([[e.objective_0, e.objective_1] if e.status == "done" else [np.inf, np.inf] for _, e in rows], dtype=float)
+    ok = np.array([e.status == "done" for _, e in rows], dtype=bool)
+    proposer.tell(objectives.reshape(-1, 2), ok)
+    front, volume = _front(store, search_id, config, number)
+    store.save_generation(search_id, number, [c.id for c in members], front, volume, pickle.dumps(proposer))
+    report(True)
+
+
+def _front(store: Store, search_id: int, config: SearchConfig, number: int) -> tuple[list[int], float | None]:
+    done = store.evaluations(search_id, status="done")
+    points = [[e.objective_0, e.objective_1] for _, e in done]
+    front = [done[i][0].id for i in front_indices(points)]
+    reference = store.search(search_id).reference_point
+    if reference is None and points:
+        reference = list(REFERENCE_MARGIN * np.max(points, axis=0))
+        store.set_reference_point(search_id, reference)
+    return front, (hypervolume(points, reference) if reference is not None else None)
+
+
+def _reporter(store: Store, search_id: int, number: int, config: SearchConfig, progress: ProgressCallback | None) -> Callable[[bool], None]:
+    def report(stored: bool) -> None:
+        if progress is None:
+            return
+        counts = store.counts(search_id)
+        latest = store.generation(search_id)
+        progress(
+            Progress(
+                search_id=search_id, generation=number, generations=config.proposer.generations, done=counts.get("done", 0),
+                running=counts.get("running", 0) + counts.get("queued", 0), failed=counts.get("failed", 0),
+                front_size=len(latest.front) if latest else 0, hypervolume=latest.hypervolume if latest else None,
+                generation_stored=stored,
+            )  # fmt: skip
+        )
+
+    return report

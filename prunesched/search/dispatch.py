@@ -1,0 +1,171 @@
+"""Ray dispatch: long-lived evaluator actors, an own loop over ``ray.wait``, timeouts, retries, restarts.
+
+Each actor builds its evaluator once (loading the pipeline) and then evaluates many schedules;
+only metrics travel back. The loop runs in the coordinator, which alone writes the database:
+it is told of every start and every finished outcome through callbacks, in order. An actor that
+dies or overruns ``timeout_s`` is killed and replaced and its candidate is re-queued until the
+candidate's retry budget is spent; an evaluator that raises keeps its actor.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prunesched.errors import PruneschedError
+from prunesched.search.evaluators import Evaluator, worker_name
+from prunesched.storage.store import Outcome
+from prunesched.storage.models import utcnow
+
+READY_TIMEOUT_S = 600.0
+"""How long an actor may take to build its evaluator (load a pipeline) before it counts as dead."""
+
+
+class DispatchError(PruneschedError):
+    """Evaluation cannot go on: no worker could start."""
+
+
+@dataclass(frozen=True)
+class Task:
+    candidate_id: int
+    schedule: dict[str, Any]
+    attempts: int = 0  # attempts already spent (a resumed search carries them over)
+
+
+class EvaluatorActor:
+    """Body of a Ray actor: builds the evaluator once, then evaluates schedule documents."""
+
+    def __init__(self, factory: Callable[[], Evaluator]) -> None:
+        self.evaluator = factory()
+
+    def info(self) -> dict[str, Any]:
+        return {"worker": worker_name(), "device": self.evaluator.device, "steps": self.evaluator.steps}
+
+    def evaluate(self, schedule: dict[str, Any]) -> dict[str, Any]:
+        from prunesched.runtime.schedule import Schedule
+
+        try:
+            return {"ok": True, "metrics": self.evaluator.evaluate(Schedule.from_dict(schedule))}
+        except Exception as exc:  # the evaluator's failure is the candidate's, not the actor's
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)}
+
+
+def ensure_ray(address: str | None) -> None:
+    """Start a local Ray instance (``address`` None) or join a cluster, once per process."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if address is None:
+        ray.init(include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(address=address, log_to_driver=False)
+
+
+class RayDispatcher:
+    """Runs tasks on ``workers`` evaluator actors; see the module docstring for the failure rules."""
+
+    def __init__(
+        self,
+        factory: Callable[[], Evaluator],
+        workers: int,
+        timeout_s: float,
+        retries: int,
+        num_gpus: float = 0.0,
+        num_cpus: float = 0.0,
+    ) -> None:
+        import ray
+
+        self.factory, self.timeout_s, self.retries = factory, timeout_s, retries
+        self.actor_class = ray.remote(num_gpus=num_gpus, num_cpus=num_cpus, max_restarts=0)(EvaluatorActor)
+        self.actors = [self._start() for _ in range(workers)]
+        self.infos = [self._ready(actor) for actor in self.actors]
+        self.restarts = 0
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+
+    def run(
+        self,
+        tasks: Sequence[Task],
+        started: Callable[[Task, str, int], None],
+        finished: Callable[[Outcome], None],
+    ) -> None:
+        """Evaluate every task; ``started(task, worker, attempt)`` and ``finished(outcome)`` are called in the coordinator."""
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        queue = deque(tasks)
+        attempts = {t.candidate_id: t.attempts for t in tasks}
+        running: dict[Any, tuple[int, Task, float, Any]] = {}  # ref -> (slot, task, start, start datetime)
+        idle = list(range(len(self.actors)))
+        while queue or running:
+            while queue and idle:
+                slot, task = idle.pop(0), queue.popleft()
+                attempts[task.candidate_id] += 1
+                started(task, self.infos[slot]["worker"], attempts[task.candidate_id])
+                ref = self.actors[slot].evaluate.remote(task.schedule)
+                running[ref] = (slot, task, time.monotonic(), utcnow())
+            deadline = min(start for _, _, start, _ in running.values()) + self.timeout_s
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+            for ref in ready:
+                slot, task, start, start_at = running.pop(ref)
+                info = self.infos[slot]
+                try:
+                    reply = ray.get(ref, timeout=60)
+                except (RayActorError, GetTimeoutError) as exc:
+                    self._replace(slot)
+                    reply = {"ok": False, "error": f"worker {info['worker']} died: {type(exc).__name__}"}
+                idle.append(slot)
+                self._settle(queue, finished, task, attempts[task.candidate_id], reply, info, start_at, time.monotonic() - start)
+            now = time.monotonic()
+            for ref, (slot, task, start, start_at) in list(running.items()):
+                if now - start > self.timeout_s:
+                    del running[ref]
+                    self._replace(slot)
+                    idle.append(slot)
+                    reply = {"ok": False, "error": f"timed out after {self.timeout_s:g} s on {self.infos[slot]['worker']}"}
+                    self._settle(queue, finished, task, attempts[task.candidate_id], reply, self.infos[slot], start_at, now - start)
+
+    def _settle(self, queue: deque[Task], finished: Callable[[Outcome], None], task: Task, attempt: int,
+                reply: dict[str, Any], info: dict[str, Any], start_at: Any, duration: float) -> None:  # fmt: skip
+        if not reply["ok"] and attempt <= self.retries:
+            queue.append(task)
+            return
+        finished(
+            Outcome(
+                candidate_id=task.candidate_id, ok=reply["ok"], attempts=attempt, metrics=reply.get("metrics"),
+                error=reply.get("error"), worker=info["worker"], device=info["device"], started_at=start_at, duration_s=duration,
+            )  # fmt: skip
+        )
+
+    def _start(self) -> Any:
+        return self.actor_class.remote(self.factory)
+
+    def _ready(self, actor: Any) -> dict[str, Any]:
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        try:
+            return ray.get(actor.info.remote(), timeout=READY_TIMEOUT_S)
+        except (RayActorError, GetTimeoutError) as exc:
+            cause = getattr(exc, "cause", None) or exc
+            raise DispatchError(f"an evaluator worker failed to start: {str(cause).strip().splitlines()[-1]}") from None
+
+    def _replace(self, slot: int) -> None:
+        import ray
+
+        ray.kill(self.actors[slot])
+        self.restarts += 1
+        self.actors[slot] = self._start()
+        self.infos[slot] = self._ready(self.actors[slot])

@@ -1,0 +1,48 @@
+"""Two-objective Pareto fronts, hypervolume, and picking one point from a front.
+
+Both objectives are minimised (quality loss such as FID, and cost such as latency).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def front_indices(points: Sequence[Sequence[float]]) -> list[int]:
+    """Indices of the non-dominated points, sorted by the first objective; exact duplicates keep the first."""
+    array = np.asarray(points, dtype=float).reshape(-1, 2)
+    order = sorted(range(len(array)), key=lambda i: (array[i, 0], array[i, 1], i))
+    front, best = [], np.inf
+    for i in order:
+        if array[i, 1] < best:
+            front.append(i)
+            best = array[i, 1]
+    return front
+
+
+def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
+    """Area dominated by ``points`` and bounded by ``reference`` (points beyond it add nothing)."""
+    array = np.asarray(points, dtype=float).reshape(-1, 2)
+    ref = np.asarray(reference, dtype=float)
+    inside = array[np.all(array < ref, axis=1)]
+    area, previous_y = 0.0, ref[1]
+    for i in front_indices(inside):
+        x, y = inside[i]
+        area += (ref[0] - x) * (previous_y - y)
+        previous_y = y
+    return float(area)
+
+
+def pick_weighted(points: Sequence[Sequence[float]], weight: float) -> int:
+    """Index of the point with the smallest ``quality + weight * cost`` (the score of DaTo's Algorithm 1).
+
+    A decision on a finished front, not a search objective: the search keeps two objectives.
+    Ties go to the cheaper point.
+    """
+    array = np.asarray(points, dtype=float).reshape(-1, 2)
+    if not len(array):
+        raise ValueError("cannot pick from an empty front")
+    score = array[:, 0] + weight * array[:, 1]
+    return int(min(range(len(array)), key=lambda i: (score[i], array[i, 1])))

@@ -1,0 +1,216 @@
+"""Search spaces: integer genomes that map to Schedules and back.
+
+A space is built from the ``[space]`` table of a search config, so its value sets, step count
+and token method are data, not code. ``decode`` is many-to-one where a gene cannot matter (the
+prune ratio of a step that skips the network), and ``encode(decode(g))`` is the canonical
+genome, so the memo by schedule hash sees such genomes as the same candidate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from prunesched.errors import ConfigError, ScheduleError
+from prunesched.runtime.methods import TokenMethod, method_from_dict
+from prunesched.runtime.schedule import Cache, Schedule, Slots, StepPlan
+
+Genome = tuple[int, ...]
+
+PAPER_RATIOS = (0.3, 0.4, 0.5, 0.6, 0.7)
+"""DaTo §3.3's prune ratios."""
+
+SEED_INTERVALS = (1, 2, 3, 5)
+"""Refresh intervals of the uniform (not step-aware) schedules that seed the first generation."""
+
+
+@dataclass(frozen=True)
+class Space:
+    """What every space provides: genome bounds, decode/encode, and uniform seed genomes."""
+
+    kind: ClassVar[str] = ""
+    steps: int
+    method: TokenMethod = field(default_factory=lambda: method_from_dict("dato"))
+    slots: Slots = "highest-resolution"
+
+    @property
+    def upper(self) -> np.ndarray:
+        """Inclusive upper bound of each gene (lower bounds are 0)."""
+        raise NotImplementedError
+
+    def decode(self, genome: Sequence[int]) -> Schedule:
+        raise NotImplementedError
+
+    def encode(self, schedule: Schedule) -> Genome:
+        raise NotImplementedError
+
+    def seeds(self) -> list[Genome]:
+        """Uniform, not step-aware genomes the first generation starts from (paper §3.3)."""
+        raise NotImplementedError
+
+    def canonical(self, genome: Sequence[int]) -> Genome:
+        return self.encode(self.decode(genome))
+
+    def random(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        return rng.integers(0, self.upper + 1, size=(count, len(self.upper)))
+
+    def _check_genome(self, genome: Sequence[int]) -> list[int]:
+        values = [int(g) for g in genome]
+        if len(values) != len(self.upper) or any(not 0 <= g <= u for g, u in zip(values, self.upper)):
+            raise ScheduleError(f"genome {values} does not fit the {self.kind} space: {len(self.upper)} genes with bounds 0..{list(self.upper)}")
+        return values
+
+    def _schedule(self, plans: Sequence[StepPlan], slots: Slots | None = None) -> Schedule:
+        return Schedule(steps=tuple(plans), method=self.method, slots=self.slots if slots is None else slots)
+
+
+@dataclass(frozen=True)
+class DatoSpace(Space):
+    """DaTo's per-step space: each iteration picks a cache choice and a prune ratio; iteration 0 is full and unpruned.
+
+    The genome is the cache index of iterations 1..n-1 followed by their ratio index (DaTo's two
+    vectors). A ``"reuse"`` step never runs the network, so its ratio gene is canonically 0.
+    """
+
+    kind: ClassVar[str] = "dato"
+    caches: tuple[Cache, ...] = ("reuse", 0, "full")
+    ratios: tuple[float, ...] = PAPER_RATIOS
+
+    @property
+    def upper(self) -> np.ndarray:
+        n = self.steps - 1
+        return np.array([len(self.caches) - 1] * n + [len(self.ratios) - 1] * n)
+
+    def decode(self, genome: Sequence[int]) -> Schedule:
+        values = self._check_genome(genome)
+        n = self.steps - 1
+        plans = [StepPlan("full", 0.0)]
+        for c, r in zip(values[:n], values[n:]):
+            cache = self.caches[c]
+            plans.append(StepPlan(cache, 0.0 if cache == "reuse" else self.ratios[r]))
+        return self._schedule(plans)
+
+    def encode(self, schedule: Schedule) -> Genome:
+        if len(schedule) != self.steps or schedule.steps[0] != StepPlan("full", 0.0):
+            raise ScheduleError(f"the dato space holds {self.steps}-step schedules that start with a full unpruned step")
+        caches, ratios = [], []
+        for i, step in enumerate(schedule.steps[1:], start=1):
+            caches.append(_index(self.caches, step.cache, f"step {i} cache"))
+            ratios.append(0 if step.cache == "reuse" else _index(self.ratios, step.prune, f"step {i} prune ratio"))
+        return tuple(caches + ratios)
+
+    def seeds(self) -> list[Genome]:
+        partial = next((c for c in self.caches if c not in ("full",)), "full")
+        patterns = [
+            ["full" if "full" in self.caches and i % interval == 0 else partial for i in range(1, self.steps)]
+            for interval in SEED_INTERVALS
+        ]
+        genomes = []
+        for pattern in patterns:
+            for ratio in self.ratios:
+                plans = [StepPlan("full", 0.0)] + [StepPlan(c, 0.0 if c == "reuse" else ratio) for c in pattern]
+                genomes.append(self.encode(self._schedule(plans)))
+        return list(dict.fromkeys(genomes))
+
+
+@dataclass(frozen=True)
+class DsapSpace(Space):
+    """A small structured space: prune-less first steps, one prune ratio, the blocks that prune, DeepCache interval/branch.
+
+    Genes: ``[tau, rho, block set, interval, branch]``, each an index into its value list. Iteration
+    i is full when ``i % interval == 0`` (else it computes ``branch``), and prunes ``rho`` of the
+    chosen block set's tokens from iteration ``tau`` on. Until the runtime has per-step block
+    sets (DSAP proper, with AT-EDM), the block set is the schedule's ``slots``: the blocks outside
+    it stay prune-less for the whole loop.
+    """
+
+    kind: ClassVar[str] = "dsap"
+    taus: tuple[int, ...] = (0, 5, 10, 15, 20)
+    ratios: tuple[float, ...] = PAPER_RATIOS
+    block_sets: tuple[Slots, ...] = ("highest-resolution", "all")
+    intervals: tuple[int, ...] = (1, 2, 3, 5)
+    branches: tuple[int, ...] = (0,)
+
+    @property
+    def upper(self) -> np.ndarray:
+        return np.array([len(v) - 1 for v in (self.taus, self.ratios, self.block_sets, self.intervals, self.branches)])
+
+    def decode(self, genome: Sequence[int]) -> Schedule:
+        t, r, b, k, c = self._check_genome(genome)
+        tau, rho, interval, branch = self.taus[t], self.ratios[r], self.intervals[k], self.branches[c]
+        plans = [StepPlan("full" if i % interval == 0 else branch, 0.0 if i < tau else rho) for i in range(self.steps)]
+        return self._schedule(plans, slots=self.block_sets[b])
+
+    def encode(self, schedule: Schedule) -> Genome:
+        for genome in self._all_genomes():
+            if self.decode(genome) == schedule:
+                return genome
+        raise ScheduleError("the schedule is not in this dsap space")
+
+    def canonical(self, genome: Sequence[int]) -> Genome:
+        return tuple(self._check_genome(genome))
+
+    def seeds(self) -> list[Genome]:
+        return [(0, r, 0, k, 0) for k in range(len(self.intervals)) for r in range(len(self.ratios))]
+
+    def _all_genomes(self) -> list[Genome]:
+        grids = np.meshgrid(*[np.arange(u + 1) for u in self.upper], indexing="ij")
+        return [tuple(int(v) for v in row) for row in np.stack([g.ravel() for g in grids], 1)]
+
+
+SPACES: dict[str, type[Space]] = {cls.kind: cls for cls in (DatoSpace, DsapSpace)}
+
+
+def space_from_config(table: Mapping[str, Any]) -> Space:
+    """Build a space from the ``[space]`` table of a search config; errors name the valid keys and kinds."""
+    data = dict(table)
+    kind = data.pop("kind", "dato")
+    if kind not in SPACES:
+        raise ConfigError(f"unknown space kind {kind!r}; valid: {', '.join(SPACES)}")
+    cls = SPACES[kind]
+    valid = [f.name for f in cls.__dataclass_fields__.values()]
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in [space] of kind {kind!r}; valid: {', '.join(['kind'] + valid)}")
+    if "steps" not in data:
+        raise ConfigError("[space] needs 'steps': the number of denoising-loop iterations (PNDM at 50 steps has 51)")
+    steps = data["steps"]
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 2:
+        raise ConfigError(f"[space] steps must be an integer >= 2, got {steps!r}")
+    if "method" in data:
+        data["method"] = method_from_dict(data["method"])
+    for key, value in data.items():
+        if isinstance(value, list):
+            if not value:
+                raise ConfigError(f"[space] {key} must not be empty")
+            data[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    space = cls(**data)
+    try:
+        space.decode(np.zeros(len(space.upper), dtype=int))
+        space.decode(space.upper)
+    except ScheduleError as exc:
+        raise ConfigError(f"[space] describes invalid schedules: {exc}") from None
+    return space
+
+
+def space_to_config(space: Space) -> dict[str, Any]:
+    """The ``[space]`` table that rebuilds ``space`` (stored with the search)."""
+    table: dict[str, Any] = {"kind": space.kind}
+    for name in space.__dataclass_fields__:
+        value = getattr(space, name)
+        if isinstance(value, TokenMethod):
+            value = value.to_dict()
+        elif isinstance(value, tuple):
+            value = [list(v) if isinstance(v, tuple) else v for v in value]
+        table[name] = value
+    return table
+
+
+def _index(values: Sequence[Any], value: Any, what: str) -> int:
+    for i, v in enumerate(values):
+        if v == value and type(v) is not bool:
+            return i
+    raise ScheduleError(f"{what} {value!r} is not in this space; valid: {list(values)}")

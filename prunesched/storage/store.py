@@ -1,0 +1,207 @@
+"""Every read and write of a search database, one transaction per call.
+
+The coordinator is the only writer; the CLI's review commands only read. Each write commits
+before it returns, which is what makes "commit before tell" and "nothing lost on a crash" hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from prunesched.errors import StorageError
+from prunesched.storage.database import open_database
+from prunesched.storage.models import Candidate, Evaluation, Export, Generation, Search, utcnow
+
+FINISHED = ("done", "failed")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What came back for one candidate: metrics on success, the error text on failure."""
+
+    candidate_id: int
+    ok: bool
+    attempts: int
+    metrics: dict[str, Any] | None = None
+    error: str | None = None
+    worker: str | None = None
+    device: str | None = None
+    started_at: datetime | None = None
+    duration_s: float | None = None
+
+
+class Store:
+    """A search database opened at a path or SQLAlchemy URL (see :func:`open_database`)."""
+
+    def __init__(self, location: str | Path, create: bool = False) -> None:
+        self.sessions: sessionmaker[Session] = open_database(location, create=create)
+
+    # -- searches ---------------------------------------------------------------------------------
+
+    def create_search(self, name: str, config: dict[str, Any], seed: int, objectives: Sequence[str], code_version: str) -> int:
+        with self.sessions.begin() as session:
+            search = Search(name=name, config=config, seed=seed, objectives=list(objectives), code_version=code_version)
+            session.add(search)
+            session.flush()
+            return search.id
+
+    def search(self, search_id: int) -> Search:
+        with self.sessions() as session:
+            search = session.get(Search, search_id)
+            if search is None:
+                known = session.scalars(select(Search.id).order_by(Search.id)).all()
+                raise StorageError(f"no search with id {search_id}; known ids: {', '.join(map(str, known)) or 'none'}")
+            return search
+
+    def searches(self) -> list[Search]:
+        with self.sessions() as session:
+            return list(session.scalars(select(Search).order_by(Search.id)))
+
+    def set_status(self, search_id: int, status: str) -> None:
+        with self.sessions.begin() as session:
+            session.get_one(Search, search_id).status = status
+
+    def set_reference_point(self, search_id: int, point: Sequence[float]) -> None:
+        with self.sessions.begin() as session:
+            session.get_one(Search, search_id).reference_point = [float(v) for v in point]
+
+    # -- candidates and evaluations ----------------------------------------------------------------
+
+    def candidate(self, search_id: int, schedule_hash: str, schedule: dict[str, Any], genome: Sequence[int], generation: int) -> Candidate:
+        """The search's candidate for this schedule, created with a queued evaluation if it is new (the memo)."""
+        with self.sessions.begin() as session:
+            found = session.scalar(select(Candidate).where(Candidate.search_id == search_id, Candidate.schedule_hash == schedule_hash))
+            if found is None:
+                found = Candidate(search_id=search_id, schedule_hash=schedule_hash, schedule=schedule, genome=list(genome), generation_born=generation)
+                found.evaluation = Evaluation(status="queued")
+                session.add(found)
+                session.flush()
+            session.refresh(found, ["evaluation"])
+            return found
+
+    def mark_running(self, candidate_id: int, worker: str, attempts: int) -> None:
+        with self.sessions.begin() as session:
+            evaluation = self._evaluation(session, candidate_id)
+            evaluation.status, evaluation.worker, evaluation.attempts = "running", worker, attempts
+            evaluation.started_at = utcnow()
+
+    def record(self, outcome: Outcome, objectives: Sequence[str]) -> None:
+        """Commit a finished evaluation; a success whose objectives are missing or not finite is stored as failed."""
+        with self.sessions.begin() as session:
+            evaluation = self._evaluation(session, outcome.candidate_id)
+            ok, error = outcome.ok, outcome.error
+            values: list[float | None] = [None, None]
+            if ok:
+                try:
+                    values = [float(outcome.metrics[name]["value"]) for name in objectives]  # type: ignore[index]
+                    if not all(math.isfinite(v) for v in values):
+                        raise ValueError(f"objective values {values} are not finite")
+                except (KeyError, TypeError, ValueError) as exc:
+                    ok, error, values = False, f"invalid metrics: {exc}", [None, None]
+            evaluation.status = "done" if ok else "failed"
+            evaluation.metrics = outcome.metrics
+            evaluation.objective_0, evaluation.objective_1 = values
+            evaluation.error = error
+            evaluation.attempts = outcome.attempts
+            evaluation.worker = outcome.worker or evaluation.worker
+            evaluation.device = outcome.device
+            evaluation.started_at = outcome.started_at or evaluation.started_at
+            evaluation.finished_at = utcnow()
+            evaluation.duration_s = outcome.duration_s
+
+    def evaluations(
+        self,
+        search_id: int | None = None,
+        status: str | None = None,
+        generation: int | None = None,
+        limit: int | None = None,
+    ) -> list[tuple[Candidate, Evaluation]]:
+        """Candidates with their evaluations, oldest first, filtered as asked."""
+        query = select(Candidate, Evaluation).join(Evaluation).order_by(Candidate.id)
+        if search_id is not None:
+            query = query.where(Candidate.search_id == search_id)
+        if status is not None:
+            query = query.where(Evaluation.status == status)
+        if generation is not None:
+            query = query.where(Candidate.generation_born == generation)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.sessions() as session:
+            return [(c, e) for c, e in session.execute(query)]
+
+    def counts(self, search_id: int) -> dict[str, int]:
+        """Evaluations of a search by status."""
+        query = select(Evaluation.status, func.count()).join(Candidate).where(Candidate.search_id == search_id).group_by(Evaluation.status)
+        with self.sessions() as session:
+            return {status: n for status, n in session.execute(query)}
+
+    def candidates_by_id(self, ids: Sequence[int]) -> list[tuple[Candidate, Evaluation]]:
+        with self.sessions() as session:
+            rows = {c.id: (c, e) for c, e in session.execute(select(Candidate, Evaluation).join(Evaluation).where(Candidate.id.in_(ids)))}
+        return [rows[i] for i in ids]
+
+    # -- generations ----------------------------------------------------------------------------------
+
+    def save_generation(
+        self, search_id: int, number: int, members: Sequence[int], front: Sequence[int], hypervolume: float | None, snapshot: bytes
+    ) -> None:
+        """Store a told generation and the proposer snapshot in one transaction: all of it or none.
+
+        Older generations' snapshots are dropped in the same transaction.
+        """
+        with self.sessions.begin() as session:
+            session.execute(
+                update(Generation).where(Generation.search_id == search_id).values(snapshot=None, snapshot_sha256=None)
+            )
+            done = session.scalar(
+                select(func.count()).select_from(Evaluation).join(Candidate).where(Candidate.search_id == search_id, Evaluation.status.in_(FINISHED))
+            )
+            session.add(
+                Generation(
+                    search_id=search_id, number=number, members=list(members), front=list(front), hypervolume=hypervolume,
+                    evaluations=done or 0, snapshot=snapshot, snapshot_sha256=hashlib.sha256(snapshot).hexdigest(),
+                )  # fmt: skip
+            )
+
+    def generations(self, search_id: int) -> list[Generation]:
+        with self.sessions() as session:
+            return list(session.scalars(select(Generation).where(Generation.search_id == search_id).order_by(Generation.number)))
+
+    def generation(self, search_id: int, number: int | None = None) -> Generation | None:
+        """Generation ``number`` of a search, or its latest when ``number`` is None (None if it has none)."""
+        query = select(Generation).where(Generation.search_id == search_id)
+        query = query.where(Generation.number == number) if number is not None else query.order_by(Generation.number.desc()).limit(1)
+        with self.sessions() as session:
+            return session.scalar(query)
+
+    # -- exports ----------------------------------------------------------------------------------------
+
+    def record_export(self, search_id: int, candidate_id: int, pick: str, path: str) -> None:
+        with self.sessions.begin() as session:
+            session.add(Export(search_id=search_id, candidate_id=candidate_id, pick=pick, path=path))
+
+    def exports(self, search_id: int) -> list[Export]:
+        with self.sessions() as session:
+            return list(session.scalars(select(Export).where(Export.search_id == search_id).order_by(Export.id)))
+
+    @staticmethod
+    def _evaluation(session: Session, candidate_id: int) -> Evaluation:
+        return session.scalars(select(Evaluation).where(Evaluation.candidate_id == candidate_id)).one()
+
+
+def verified_snapshot(generation: Generation) -> bytes:
+    """The generation's snapshot bytes, after checking them against their stored SHA-256."""
+    if generation.snapshot is None or generation.snapshot_sha256 is None:
+        raise StorageError(f"generation {generation.number} keeps no algorithm snapshot; only a search's latest generation does")
+    if hashlib.sha256(generation.snapshot).hexdigest() != generation.snapshot_sha256:
+        raise StorageError(f"the algorithm snapshot of generation {generation.number} does not match its checksum; refusing to load it")
+    return generation.snapshot

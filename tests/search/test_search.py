@@ -1,0 +1,158 @@
+"""End-to-end searches on the shared local Ray instance with a real SQLite file.
+
+The pipeline test runs the tiny SD-1.x pipeline on two actors; the others use the synthetic
+problem (deterministic, instant) so that fronts can be compared exactly.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+from click.testing import CliRunner
+
+import prunesched
+from prunesched.cli import main
+from prunesched.runtime.schedule import Schedule
+from prunesched.search.config import SearchConfig
+from prunesched.search.coordinator import Progress, launch, resume
+from prunesched.storage import Store, verified_snapshot
+from tests.search.fakes import FailingEvaluator, RecordingEvaluator, evaluated_hashes
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def synthetic_config(**proposer) -> SearchConfig:
+    return SearchConfig.from_dict({
+        "name": "synthetic", "seed": 4, "space": {"kind": "dato", "steps": 8},
+        "evaluator": {"kind": "synthetic"}, "proposer": {"population": 8, "generations": 5, **proposer},
+        "dispatch": {"workers": 2, "timeout_s": 120, "retries": 1},
+    })  # fmt: skip
+
+
+def test_a_pipeline_search_on_two_actors_stores_everything_and_exports_a_schedule_that_applies(tmp_path, sd_pipe):
+    db = tmp_path / "search.db"
+    config = SearchConfig.from_dict({
+        "name": "tiny-sd", "seed": 0, "objectives": ["mse", "relative_latency"],
+        "space": {"kind": "dato", "steps": 5, "method": {"name": "dato"}},
+        "evaluator": {"kind": "pipeline", "model": "tiny-sd", "images": 2, "num_inference_steps": 4},
+        "proposer": {"population": 6, "generations": 2}, "dispatch": {"workers": 2, "timeout_s": 300},
+    })  # fmt: skip
+    updates: list[Progress] = []
+    search_id = launch(config, db, progress=updates.append)
+
+    store = Store(db)
+    assert store.search(search_id).status == "finished"
+    rows = store.evaluations(search_id)
+    assert rows and all(e.status == "done" and e.attempts == 1 for _, e in rows)
+    assert len({e.worker for _, e in rows}) == 2  # both actors evaluated
+    for _, evaluation in rows:
+        assert evaluation.metrics["mse"]["n"] == 2 and evaluation.metrics["mse"]["ci"] is not None
+        assert evaluation.objective_1 == evaluation.metrics["relative_latency"]["value"] > 0
+    generations = store.generations(search_id)
+    assert [g.number for g in generations] == [0, 1]
+    assert all(g.front and g.hypervolume is not None for g in generations)
+    assert pickle.loads(verified_snapshot(generations[-1])).generation == 2
+    assert updates[-1].generation_stored and updates[-1].done == len(rows)
+
+    runner = CliRunner()
+    shown = runner.invoke(main, ["front", str(search_id), "--db", str(db)])
+    assert shown.exit_code == 0, shown.output
+    assert f"front after generation 1: {len(generations[-1].front)} points" in shown.output
+    out = tmp_path / "schedule.json"
+    exported = runner.invoke(main, ["export", str(search_id), "--pick", "fastest", "-o", str(out), "--db", str(db)])
+    assert exported.exit_code == 0, exported.output
+
+    schedule = Schedule.load(out)
+    chosen = store.candidates_by_id([schedule.provenance["candidate"]])[0][0]
+    assert schedule.hash == chosen.schedule_hash
+    assert schedule.provenance["objectives"]["relative_latency"] == min(
+        e.objective_1 for c, e in rows if c.id in generations[-1].front
+    )
+    with prunesched.apply(sd_pipe, schedule) as handle:
+        sd_pipe("a red circle", num_inference_steps=4, output_type="latent")
+    assert [r.performed for r in handle.records] == [s.cache for s in schedule.steps]
+    assert [e.candidate_id for e in store.exports(search_id)] == [chosen.id]
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _interrupt_at(generation: int, after_evaluations: int | None):
+    """A progress callback that stops the search in ``generation``: after that many evaluations, or once it is stored."""
+    seen = []
+
+    def callback(p: Progress) -> None:
+        if p.generation == generation:
+            seen.append(p)
+            if (after_evaluations is None and p.generation_stored) or len(seen) == after_evaluations:
+                raise Interrupt
+
+    return callback
+
+
+@pytest.mark.parametrize("backend", ["pymoo", "optuna"])
+def test_an_interrupted_search_resumes_to_the_same_fronts_without_evaluating_a_stored_schedule_again(tmp_path, backend):
+    config = synthetic_config(backend=backend)
+    whole = launch(config, tmp_path / "whole.db", factory=lambda: RecordingEvaluator(tmp_path / "whole.log"))
+
+    db, log = tmp_path / "cut.db", tmp_path / "cut.log"
+    factory = lambda: RecordingEvaluator(log)  # noqa: E731
+    with pytest.raises(Interrupt):
+        launch(config, db, progress=_interrupt_at(1, None), factory=factory)  # between generations
+    store = Store(db)
+    (search_id,) = [s.id for s in store.searches()]
+    assert store.search(search_id).status == "interrupted"
+    stored = {c.schedule_hash for c, _ in store.evaluations(search_id, status="done")}
+    before = len(evaluated_hashes(log))
+    with pytest.raises(Interrupt):
+        resume(search_id, db, progress=_interrupt_at(3, 3), factory=factory)  # in the middle of a generation
+    assert not set(evaluated_hashes(log)[before:]) & stored
+    stored = {c.schedule_hash for c, _ in store.evaluations(search_id, status="done")}
+    before = len(evaluated_hashes(log))
+    resume(search_id, db, factory=factory)
+    assert not set(evaluated_hashes(log)[before:]) & stored
+
+    reference, resumed = Store(tmp_path / "whole.db"), store
+    assert resumed.search(search_id).status == "finished"
+
+    def fronts(s: Store, i: int):
+        return [(g.number, g.hypervolume, sorted(c.schedule_hash for c, _ in s.candidates_by_id(g.front))) for g in s.generations(i)]
+
+    assert fronts(resumed, search_id) == fronts(reference, whole)
+    assert len(fronts(reference, whole)) == 5
+    done = resumed.evaluations(search_id, status="done")
+    assert len(done) == len({c.schedule_hash for c, _ in done}) == len(reference.evaluations(whole, status="done"))
+
+
+def test_duplicates_across_generations_cost_no_evaluation(tmp_path):
+    config = SearchConfig.from_dict({
+        "space": {"kind": "dato", "steps": 3, "caches": ["reuse", "full"], "ratios": [0.5]},
+        "evaluator": {"kind": "synthetic"}, "proposer": {"backend": "random", "population": 6, "generations": 4},
+        "dispatch": {"workers": 2, "timeout_s": 120},
+    })  # fmt: skip
+    log = tmp_path / "memo.log"
+    search_id = launch(config, tmp_path / "memo.db", factory=lambda: RecordingEvaluator(log))
+    store = Store(tmp_path / "memo.db")
+    proposed = sum(len(g.members) for g in store.generations(search_id))
+    evaluated = evaluated_hashes(log)
+    assert proposed == 24
+    assert len(evaluated) == len(set(evaluated)) == len(store.evaluations(search_id)) <= 4
+
+
+def test_a_failing_evaluation_is_retried_then_recorded_as_failed_and_dominated(tmp_path):
+    log = tmp_path / "fail.log"
+    search_id = launch(synthetic_config(generations=3), tmp_path / "fail.db", factory=lambda: FailingEvaluator(log))
+    store = Store(tmp_path / "fail.db")
+    assert store.search(search_id).status == "finished"
+    failed = store.evaluations(search_id, status="failed")
+    done = store.evaluations(search_id, status="done")
+    assert failed and done
+    for candidate, evaluation in failed:
+        assert "injected failure: reuse at iteration 1" in evaluation.error
+        assert evaluation.attempts == 2  # the first attempt and one retry
+        assert evaluation.metrics is None and evaluation.objective_0 is None
+        assert evaluated_hashes(log).count(candidate.schedule_hash) == 2
+    failed_ids = {c.id for c, _ in failed}
+    assert all(not failed_ids & set(g.front) for g in store.generations(search_id))

@@ -1,0 +1,81 @@
+"""Search spaces: genomes decode to valid schedules and back, canonically; configs are checked."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from prunesched.errors import ConfigError, ScheduleError
+from prunesched.runtime.schedule import StepPlan
+from prunesched.search.spaces import DatoSpace, DsapSpace, space_from_config, space_to_config
+
+
+def test_dato_genomes_decode_to_their_steps_with_the_first_iteration_full():
+    space = space_from_config({"kind": "dato", "steps": 4, "ratios": [0.3, 0.5], "caches": ["reuse", 0, "full"]})
+    schedule = space.decode([2, 1, 0, 1, 0, 1])
+    assert schedule.steps == (StepPlan("full", 0.0), StepPlan("full", 0.5), StepPlan(0, 0.3), StepPlan("reuse", 0.0))
+    assert schedule.method.name == "dato"
+
+
+def test_every_dato_genome_round_trips_through_its_canonical_form():
+    space = DatoSpace(steps=3, ratios=(0.3, 0.7))
+    genomes = list(itertools.product(range(3), range(3), range(2), range(2)))
+    hashes = {}
+    for genome in genomes:
+        schedule = space.decode(genome)
+        canonical = space.canonical(genome)
+        assert space.decode(canonical) == schedule
+        assert space.canonical(canonical) == canonical
+        hashes.setdefault(schedule.hash, set()).add(canonical)
+    assert all(len(c) == 1 for c in hashes.values())
+    # the ratio gene of a reuse step cannot matter: 3 caches x 2 ratios, minus 1 per reuse step
+    assert len(hashes) == (2 * 2 + 1) ** 2
+
+
+def test_dato_seeds_are_uniform_schedules_inside_the_bounds():
+    space = DatoSpace(steps=11)
+    seeds = np.array(space.seeds())
+    assert len(seeds) == len(set(map(tuple, seeds))) > 0
+    assert (seeds >= 0).all() and (seeds <= space.upper).all()
+    for seed in seeds:
+        prunes = {s.prune for s in space.decode(seed).steps[1:] if s.cache != "reuse"}
+        assert len(prunes) <= 1  # one ratio for every computed step: not step-aware
+
+
+def test_dsap_decodes_tau_rho_blocks_and_deepcache_interval():
+    space = DsapSpace(steps=8, taus=(0, 3), ratios=(0.4, 0.6), block_sets=("highest-resolution", "all"), intervals=(1, 3), branches=(0, 1))
+    schedule = space.decode([1, 1, 1, 1, 1])
+    assert [s.cache for s in schedule.steps] == ["full", 1, 1, "full", 1, 1, "full", 1]
+    assert [s.prune for s in schedule.steps] == [0.0] * 3 + [0.6] * 5
+    assert schedule.slots == "all"
+    assert space.encode(schedule) == (1, 1, 1, 1, 1)
+
+
+def test_space_tables_round_trip_through_their_config():
+    for space in (DatoSpace(steps=5, ratios=(0.2, 0.4)), DsapSpace(steps=9, block_sets=("all", ("down_blocks.0.attentions.0",)))):
+        assert space_from_config(space_to_config(space)) == space
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"kind": "tome", "steps": 5}, "unknown space kind 'tome'; valid: dato, dsap"),
+        ({"kind": "dato"}, "needs 'steps'"),
+        ({"kind": "dato", "steps": 1}, "steps must be an integer >= 2"),
+        ({"kind": "dato", "steps": 5, "ratio": [0.3]}, "unknown key 'ratio' in \\[space\\]"),
+        ({"kind": "dato", "steps": 5, "ratios": []}, "ratios must not be empty"),
+        ({"kind": "dato", "steps": 5, "ratios": [0.9]}, "prune ratio 0.9 is out of range"),
+        ({"kind": "dato", "steps": 5, "caches": ["sometimes"]}, "unknown cache value 'sometimes'"),
+        ({"kind": "dato", "steps": 5, "method": {"name": "magic"}}, "magic"),
+    ],
+)
+def test_bad_space_tables_are_refused_with_the_valid_values(table, message):
+    with pytest.raises((ConfigError, ScheduleError), match=message):
+        space_from_config(table)
+
+
+def test_a_genome_outside_the_bounds_is_refused():
+    with pytest.raises(ScheduleError, match="does not fit the dato space"):
+        DatoSpace(steps=3).decode([3, 0, 0, 0])

@@ -1,0 +1,105 @@
+"""The database layer: migrations both ways, SQLite tuning on every connection, refusals that touch nothing."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from alembic import command
+from sqlalchemy import inspect, text
+
+from prunesched.errors import StorageError
+from prunesched.storage import Store, verified_snapshot
+from prunesched.storage.database import alembic_config, current_revision, head_revision, make_engine
+
+TABLES = {"searches", "candidates", "evaluations", "generations", "exports", "alembic_version"}
+
+
+def test_migrations_upgrade_an_empty_database_to_head_and_back(tmp_path):
+    engine = make_engine(tmp_path / "m.db")
+    config = alembic_config(engine)
+    command.upgrade(config, "head")
+    assert set(inspect(engine).get_table_names()) == TABLES
+    assert current_revision(engine) == head_revision()
+    command.downgrade(config, "base")
+    assert set(inspect(engine).get_table_names()) == {"alembic_version"}
+    assert current_revision(engine) is None
+    command.upgrade(config, "head")
+    assert current_revision(engine) == head_revision()
+
+
+def test_every_connection_uses_wal_and_a_busy_timeout(tmp_path):
+    store = Store(tmp_path / "w.db", create=True)
+    for _ in range(2):
+        with store.sessions() as session:
+            assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert session.execute(text("PRAGMA busy_timeout")).scalar() >= 10_000
+            assert session.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_a_missing_database_is_not_created_by_readers(tmp_path):
+    with pytest.raises(StorageError, match="no database at"):
+        Store(tmp_path / "absent.db")
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_a_file_that_is_not_a_database_is_refused_and_left_alone(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"these are not the tables you are looking for" * 100)
+    before = path.read_bytes()
+    with pytest.raises(StorageError, match="not a prunesched database"):
+        Store(path, create=True)
+    assert path.read_bytes() == before
+
+
+def test_a_foreign_sqlite_database_is_refused(tmp_path):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE things (id INTEGER)")
+    with pytest.raises(StorageError, match="no prunesched schema version"):
+        Store(path, create=True)
+
+
+def test_a_database_from_a_newer_prunesched_is_refused_and_left_alone(tmp_path):
+    path = tmp_path / "new.db"
+    Store(path, create=True)
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999'")
+    before = path.read_bytes()
+    with pytest.raises(StorageError, match="newer prunesched"):
+        Store(path, create=True)
+    assert path.read_bytes() == before
+
+
+def test_an_unknown_search_id_names_the_known_ones(tmp_path):
+    store = Store(tmp_path / "s.db", create=True)
+    store.create_search("a", {}, 0, ["x", "y"], "test")
+    with pytest.raises(StorageError, match=r"no search with id 7; known ids: 1"):
+        store.search(7)
+
+
+def test_the_memo_returns_the_same_candidate_for_the_same_schedule(tmp_path):
+    store = Store(tmp_path / "c.db", create=True)
+    search = store.create_search("a", {}, 0, ["x", "y"], "test")
+    first = store.candidate(search, "h1", {"steps": []}, [0, 1], 0)
+    again = store.candidate(search, "h1", {"steps": []}, [0, 1], 3)
+    other = store.candidate(search, "h2", {"steps": []}, [1, 1], 3)
+    assert first.id == again.id != other.id
+    assert again.generation_born == 0
+    assert store.counts(search) == {"queued": 2}
+
+
+def test_only_the_latest_snapshot_is_kept_and_a_tampered_one_is_never_unpickled(tmp_path):
+    path = tmp_path / "g.db"
+    store = Store(path, create=True)
+    search = store.create_search("a", {}, 0, ["x", "y"], "test")
+    store.save_generation(search, 0, [], [], None, b"first")
+    store.save_generation(search, 1, [], [], None, b"second")
+    old, latest = store.generations(search)
+    assert old.snapshot is None and verified_snapshot(latest) == b"second"
+    with pytest.raises(StorageError, match="keeps no algorithm snapshot"):
+        verified_snapshot(old)
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE generations SET snapshot = ? WHERE number = 1", (b"cos\nsystem\n(S'echo pwned'\ntR.",))
+    with pytest.raises(StorageError, match="does not match its checksum"):
+        verified_snapshot(store.generation(search))
