@@ -67,7 +67,11 @@ def search() -> None:
 @DB_OPTION
 @click.option("--address", default=None, help="Ray cluster to join ('auto' or ray://host:port); default: a local Ray instance.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Evaluator actors (overrides [dispatch] workers).")
-def search_launch(config: Path | None, db: str, address: str | None, workers: int | None) -> None:
+@click.option("--backend", type=click.Choice(["pymoo", "optuna", "random"]), default=None, help="Overrides [proposer] backend.")
+@click.option("--sampler", type=click.Choice(["nsga2", "tpe"]), default=None, help="Optuna sampler (overrides [proposer] sampler).")
+def search_launch(
+    config: Path | None, db: str, address: str | None, workers: int | None, backend: str | None, sampler: str | None
+) -> None:
     """Run the search CONFIG.toml describes (default: the embedded default search) and store it in --db."""
     from dataclasses import replace
 
@@ -75,9 +79,12 @@ def search_launch(config: Path | None, db: str, address: str | None, workers: in
     from prunesched.search.coordinator import launch
 
     loaded = SearchConfig.default() if config is None else SearchConfig.load(config)
-    dispatch = replace(loaded.dispatch, **{k: v for k, v in (("address", address), ("workers", workers)) if v is not None})
-    loaded = replace(loaded, dispatch=dispatch)
-    with _progress_view(loaded.proposer.generations) as view:
+    loaded = replace(
+        loaded,
+        dispatch=replace(loaded.dispatch, **_given(address=address, workers=workers)),
+        proposer=replace(loaded.proposer, **_given(backend=backend, sampler=sampler)),
+    )
+    with _progress_view(loaded.proposer.generations, db) as view:
         search_id = launch(loaded, db, progress=view)
     click.echo(f"search {search_id} finished; see 'prunesched front {search_id} --db {db}'")
 
@@ -85,14 +92,15 @@ def search_launch(config: Path | None, db: str, address: str | None, workers: in
 @search.command("resume")
 @click.argument("search_id", type=int)
 @DB_OPTION
-def search_resume(search_id: int, db: str) -> None:
+@click.option("--force", is_flag=True, help="Take over a search another host's coordinator marked running (only when it is gone).")
+def search_resume(search_id: int, db: str, force: bool) -> None:
     """Continue a stopped or crashed search from its last stored generation."""
     from prunesched.search.coordinator import resume
     from prunesched.storage import Store
 
     generations = Store(db).search(search_id).config["proposer"]["generations"]
-    with _progress_view(generations) as view:
-        resume(search_id, db, progress=view)
+    with _progress_view(generations, db) as view:
+        resume(search_id, db, progress=view, force=force)
     click.echo(f"search {search_id} finished")
 
 
@@ -111,8 +119,8 @@ def search_status(search_id: int | None, db: str) -> None:
         latest = store.generation(item.id)
         rows.append([
             item.id, item.name, item.status, f"{latest.number + 1 if latest else 0}/{item.config['proposer']['generations']}",
-            counts.get("done", 0), counts.get("running", 0) + counts.get("queued", 0), counts.get("failed", 0),
-            len(latest.front) if latest else 0, _number(latest.hypervolume if latest else None),
+            counts.done, counts.active, counts.failed, len(latest.front) if latest else 0,
+            _number(latest.hypervolume if latest else None),
         ])  # fmt: skip
     _table(["id", "name", "status", "generations", "done", "running", "failed", "front", "hypervolume"], rows)
 
@@ -180,7 +188,7 @@ def history_command(search_id: int | None, status: str | None, generation: int |
                                     "config": s.config} for s in searches], indent=2))  # fmt: skip
             return
         _table(["id", "name", "status", "created", "evaluations"],
-               [[s.id, s.name, s.status, f"{s.created_at:%Y-%m-%d %H:%M}", sum(store.counts(s.id).values())] for s in searches])  # fmt: skip
+               [[s.id, s.name, s.status, f"{s.created_at:%Y-%m-%d %H:%M}", len(store.evaluations(s.id))] for s in searches])  # fmt: skip
         return
     names = store.search(search_id).objectives
     rows = store.evaluations(search_id, status=status, generation=generation, limit=limit)
@@ -206,12 +214,15 @@ def db_upgrade(db: str) -> None:
     from prunesched.storage import Store
     from prunesched.storage.database import head_revision
 
-    Store(db, create=True)
+    Store(db, mode="write")
     click.echo(f"{db} is at schema {head_revision()}")
 
 
-def _progress_view(generations: int):  # type: ignore[no-untyped-def]
-    """A live progress line (generation, evaluations done/running/failed, front size, hypervolume)."""
+def _progress_view(generations: int, db: str):  # type: ignore[no-untyped-def]
+    """A live progress line (generation, evaluations done/running/failed, front size, hypervolume).
+
+    Ctrl-C stops the search (its finished evaluations are stored) and says how to resume it.
+    """
     from contextlib import contextmanager
 
     from rich.console import Console
@@ -220,19 +231,33 @@ def _progress_view(generations: int):  # type: ignore[no-untyped-def]
     @contextmanager
     def view():  # type: ignore[no-untyped-def]
         console = Console(stderr=True)
-        with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
+        search_id = []
+        columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
             task = bar.add_task("starting workers", total=generations)
 
             def update(p):  # type: ignore[no-untyped-def]
+                search_id[:] = [p.search_id]
                 line = (f"generation {p.generation + 1}/{p.generations}  done {p.done}  running {p.running}  failed {p.failed}  "
                         f"front {p.front_size}  hv {_number(p.hypervolume)}")  # fmt: skip
                 bar.update(task, description=line, completed=p.generation + p.generation_stored)
                 if p.generation_stored and not console.is_terminal:
                     console.print(line)
 
-            yield update
+            try:
+                yield update
+            except KeyboardInterrupt:
+                if not search_id:
+                    raise
+                console.print(f"search {search_id[0]} interrupted; continue it with 'prunesched search resume {search_id[0]} --db {db}'")
+                sys.exit(130)
 
     return view()
+
+
+def _given(**options: object) -> dict[str, object]:
+    """The options the user gave (not None), to override the config's values."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def _table(headers: list[str], rows: list[list[object]]) -> None:

@@ -245,7 +245,10 @@ class Schedule:
 
     def save(self, path: str | Path) -> None:
         """Write the schedule document as JSON."""
-        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+        try:
+            Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise ScheduleError(f"cannot write schedule file {str(path)!r}: {exc.strerror}") from None
 
 
 def _method(method: str | TokenMethod) -> TokenMethod:

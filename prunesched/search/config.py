@@ -53,10 +53,15 @@ class DispatchConfig:
     retries: int = 2
 
     def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise ConfigError(f"[dispatch] workers must be >= 1, got {self.workers}")
-        if self.timeout_s <= 0 or self.retries < 0 or self.gpus_per_worker < 0 or self.cpus_per_worker < 0:
-            raise ConfigError("[dispatch] timeout_s must be > 0 and retries, gpus_per_worker, cpus_per_worker >= 0")
+        limits = {"workers": (int, 1), "retries": (int, 0), "gpus_per_worker": (float, 0), "cpus_per_worker": (float, 0)}
+        for name, (kind, low) in limits.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, kind)) or value < low:
+                raise ConfigError(f"[dispatch] {name} must be {'an integer' if kind is int else 'a number'} >= {low}, got {value!r}")
+        if isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, (int, float)) or self.timeout_s <= 0:
+            raise ConfigError(f"[dispatch] timeout_s must be a number of seconds > 0, got {self.timeout_s!r}")
+        if self.address is not None and not isinstance(self.address, str):
+            raise ConfigError(f"[dispatch] address must be 'auto' or a Ray address like 'ray://head:10001', got {self.address!r}")
 
 
 @dataclass(frozen=True)
@@ -84,11 +89,13 @@ class SearchConfig:
         evaluator = dict(data["evaluator"])
         evaluator_factory(evaluator)  # refuses unknown kinds and keys now, not on a worker
         metrics = evaluator_metrics(evaluator)
-        objectives = tuple(data.get("objectives", metrics[:1] + metrics[-1:]))
-        if len(objectives) != 2 or not set(objectives) <= set(metrics):
-            raise ConfigError(f"objectives must be two metrics of the {evaluator.get('kind', 'pipeline')} evaluator: {', '.join(metrics)}; got {list(objectives)}")
+        objectives = data.get("objectives", [metrics[0], metrics[-1]])
+        if not isinstance(objectives, list) or len(objectives) != 2 or not set(objectives) <= set(metrics) or objectives[0] == objectives[1]:
+            raise ConfigError(f"objectives must be two metrics of the {evaluator.get('kind', 'pipeline')} evaluator: {', '.join(metrics)}; got {objectives!r}")
         reference = data.get("reference_point")
-        if reference is not None and (len(reference) != 2 or not all(isinstance(v, (int, float)) for v in reference)):
+        if reference is not None and (
+            not isinstance(reference, list) or len(reference) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in reference)
+        ):
             raise ConfigError(f"reference_point must be two numbers, one per objective, got {reference!r}")
         seed = data.get("seed", 0)
         if not isinstance(seed, int) or isinstance(seed, bool):

@@ -10,25 +10,32 @@ and every schedule already evaluated is served from the database, never evaluate
 
 from __future__ import annotations
 
+import os
 import pickle
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 
-from prunesched.errors import ConfigError
+from prunesched.errors import ConfigError, PruneschedError
 from prunesched.search.config import SearchConfig
 from prunesched.search.dispatch import RayDispatcher, Task, ensure_ray
 from prunesched.search.evaluators import Evaluator, evaluator_factory
-from prunesched.search.pareto import front_indices, hypervolume
+from prunesched.search.pareto import front_indices, hypervolume, reference_point
 from prunesched.search.proposers import Proposer, make_proposer
-from prunesched.storage.store import Outcome, Store, verified_snapshot
+from prunesched.storage.store import FINISHED, Store
 
-REFERENCE_MARGIN = 1.1
-"""Without a configured reference point, the hypervolume's is this factor times the worst
-objectives of the first generation's successful evaluations, then fixed for the search."""
+
+class SearchStateError(PruneschedError):
+    """The search is in a state that does not allow the request."""
+
+
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
+"""This coordinator, as recorded on the searches it runs."""
 
 
 @dataclass(frozen=True)
@@ -58,28 +65,68 @@ def launch(
 ) -> int:
     """Create a search in ``db`` and run it to the end; returns its id.
 
-    ``factory`` overrides the evaluator the config names (for evaluators defined in code).
+    The workers are started and checked before the search is stored, so a configuration they
+    refuse leaves no search behind. ``factory`` overrides the evaluator the config names (for
+    evaluators defined in code).
     """
-    store = Store(db, create=True)
-    search_id = store.create_search(config.name, config.to_dict(), config.seed, config.objectives, version("prunesched"))
-    if config.reference_point is not None:
-        store.set_reference_point(search_id, config.reference_point)
-    _run(store, search_id, config, progress, factory)
+    store = Store(db, mode="create")
+    with _workers(config, factory) as dispatcher:
+        search_id = store.create_search(
+            config.name, config.to_dict(), config.seed, config.objectives, version("prunesched"), config.reference_point, OWNER
+        )  # fmt: skip
+        _run(store, search_id, config, dispatcher, progress)
     return search_id
 
 
-def resume(search_id: int, db: str | Path, progress: ProgressCallback | None = None, factory: EvaluatorFactory | None = None) -> None:
-    """Continue a stopped or crashed search from its last stored generation."""
-    store = Store(db, create=True)
+def resume(
+    search_id: int,
+    db: str | Path,
+    progress: ProgressCallback | None = None,
+    factory: EvaluatorFactory | None = None,
+    force: bool = False,
+) -> None:
+    """Continue a stopped or crashed search from its last stored generation.
+
+    A search marked running by a live coordinator is refused (two writers would evaluate twice);
+    ``force`` takes it over when that coordinator is known to be gone (another host's process).
+    """
+    store = Store(db, mode="write")
     search = store.search(search_id)
     if search.status == "finished":
-        raise ConfigError(f"search {search_id} has finished; there is nothing to resume")
-    _run(store, search_id, SearchConfig.from_dict(search.config), progress, factory)
+        raise SearchStateError(f"search {search_id} has finished; there is nothing to resume")
+    if search.status == "running" and search.owner != OWNER and not force and _alive(search.owner):
+        raise SearchStateError(
+            f"search {search_id} is being run by {search.owner}; if that process is gone, resume with --force"
+        )
+    if search.code_version != version("prunesched"):
+        raise SearchStateError(
+            f"search {search_id} was run by prunesched {search.code_version}, this is {version('prunesched')}; "
+            f"its algorithm snapshot is only read by the same version"
+        )
+    config = SearchConfig.from_dict(search.config)
+    with _workers(config, factory) as dispatcher:
+        _run(store, search_id, config, dispatcher, progress)
 
 
-def _run(store: Store, search_id: int, config: SearchConfig, progress: ProgressCallback | None, factory: EvaluatorFactory | None) -> None:
-    proposer = _restore(store, search_id, config)
-    store.set_status(search_id, "running")
+def _alive(owner: str | None) -> bool:
+    """Whether the coordinator ``owner`` (host:pid) may still be running; only same-host processes can be checked."""
+    if owner is None:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def _workers(config: SearchConfig, factory: EvaluatorFactory | None) -> Iterator[RayDispatcher]:
+    """Started evaluator actors whose pipeline runs as many loop iterations as the space's schedules have; killed on exit."""
     ensure_ray(config.dispatch.address)
     dispatch = config.dispatch
     dispatcher = RayDispatcher(
@@ -87,30 +134,29 @@ def _run(store: Store, search_id: int, config: SearchConfig, progress: ProgressC
         num_gpus=dispatch.gpus_per_worker, num_cpus=dispatch.cpus_per_worker,
     )  # fmt: skip
     try:
-        _check_steps(dispatcher, config)
+        steps = {info["steps"] for info in dispatcher.infos} - {None}
+        if steps and steps != {config.space.steps}:
+            raise ConfigError(
+                f"[space] steps is {config.space.steps} but the evaluator's denoising loop has {steps.pop()} iterations; set steps to that"
+            )
+        yield dispatcher
+    finally:
+        dispatcher.close()
+
+
+def _run(store: Store, search_id: int, config: SearchConfig, dispatcher: RayDispatcher, progress: ProgressCallback | None) -> None:
+    snapshot = store.latest_snapshot(search_id)
+    # Only this search's own checksummed snapshot is ever unpickled; the database must be trusted like code.
+    proposer = make_proposer(config.space, config.proposer, config.seed) if snapshot is None else pickle.loads(snapshot)
+    store.set_status(search_id, "running", OWNER)
+    try:
+        _reporter(store, search_id, proposer.generation, config, progress)(False)
         while not proposer.done():
             _generation(store, search_id, config, proposer, dispatcher, progress)
         store.set_status(search_id, "finished")
     except BaseException:
         store.set_status(search_id, "interrupted")
         raise
-    finally:
-        dispatcher.close()
-
-
-def _restore(store: Store, search_id: int, config: SearchConfig) -> Proposer:
-    latest = store.generation(search_id)
-    if latest is None:
-        return make_proposer(config.space, config.proposer, config.seed)
-    return pickle.loads(verified_snapshot(latest))  # only our own database's checksummed snapshot
-
-
-def _check_steps(dispatcher: RayDispatcher, config: SearchConfig) -> None:
-    steps = {info["steps"] for info in dispatcher.infos} - {None}
-    if steps and steps != {config.space.steps}:
-        raise ConfigError(
-            f"[space] steps is {config.space.steps} but the evaluator's denoising loop has {steps.pop()} iterations; set steps to that"
-        )
 
 
 def _generation(
@@ -123,8 +169,8 @@ def _generation(
         schedule = config.space.decode(genome)
         candidate = store.candidate(search_id, schedule.hash, schedule.to_dict(), config.space.canonical(genome), number)
         members.append(candidate)
-    pending = {c.id: c for c in members if c.evaluation is not None and c.evaluation.status not in ("done", "failed")}
-    tasks = [Task(c.id, c.schedule, c.evaluation.attempts if c.evaluation else 0) for c in pending.values()]
+    pending = {c.id: c for c in members if c.evaluation.status not in FINISHED}
+    tasks = [Task(c.id, c.schedule, c.evaluation.attempts) for c in pending.values()]
     report = _reporter(store, search_id, number, config, progress)
     dispatcher.run(tasks, started=lambda task, worker, attempt: store.mark_running(task.candidate_id, worker, attempt),
                    finished=lambda outcome: (store.record(outcome, config.objectives), report(False)))  # fmt: skip
@@ -143,7 +189,7 @@ def _front(store: Store, search_id: int, config: SearchConfig, number: int) -> t
     front = [done[i][0].id for i in front_indices(points)]
     reference = store.search(search_id).reference_point
     if reference is None and points:
-        reference = list(REFERENCE_MARGIN * np.max(points, axis=0))
+        reference = reference_point(points)
         store.set_reference_point(search_id, reference)
     return front, (hypervolume(points, reference) if reference is not None else None)
 
@@ -156,8 +202,8 @@ def _reporter(store: Store, search_id: int, number: int, config: SearchConfig, p
         latest = store.generation(search_id)
         progress(
             Progress(
-                search_id=search_id, generation=number, generations=config.proposer.generations, done=counts.get("done", 0),
-                running=counts.get("running", 0) + counts.get("queued", 0), failed=counts.get("failed", 0),
+                search_id=search_id, generation=number, generations=config.proposer.generations, done=counts.done,
+                running=counts.active, failed=counts.failed,
                 front_size=len(latest.front) if latest else 0, hypervolume=latest.hypervolume if latest else None,
                 generation_stored=stored,
             )  # fmt: skip

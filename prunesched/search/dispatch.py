@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,7 +51,7 @@ class EvaluatorActor:
         try:
             return {"ok": True, "metrics": self.evaluator.evaluate(Schedule.from_dict(schedule))}
         except Exception as exc:  # the evaluator's failure is the candidate's, not the actor's
-            return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)}
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
 def ensure_ray(address: str | None) -> None:
@@ -68,8 +67,25 @@ def ensure_ray(address: str | None) -> None:
         ray.init(address=address, log_to_driver=False)
 
 
+def check_resources(workers: int, num_gpus: float, num_cpus: float) -> None:
+    """Refuse, in one line, a worker count the Ray cluster cannot place (Ray itself would wait forever)."""
+    import ray
+
+    total = ray.cluster_resources()
+    for name, per_worker, setting in (("GPU", num_gpus, "gpus_per_worker"), ("CPU", num_cpus, "cpus_per_worker")):
+        if workers * per_worker > total.get(name, 0.0):
+            raise DispatchError(
+                f"{workers} workers with {setting} = {per_worker:g} need {workers * per_worker:g} {name}s but the Ray cluster has "
+                f"{total.get(name, 0.0):g}; lower [dispatch] workers or {setting}, or join a larger cluster with --address"
+            )
+
+
 class RayDispatcher:
-    """Runs tasks on ``workers`` evaluator actors; see the module docstring for the failure rules."""
+    """Runs tasks on ``workers`` evaluator actors; see the module docstring for the failure rules.
+
+    Construction fails with a one-line :class:`DispatchError` when the cluster lacks the
+    resources the actors ask for or an actor cannot build its evaluator.
+    """
 
     def __init__(
         self,
@@ -83,10 +99,14 @@ class RayDispatcher:
         import ray
 
         self.factory, self.timeout_s, self.retries = factory, timeout_s, retries
+        check_resources(workers, num_gpus, num_cpus)
         self.actor_class = ray.remote(num_gpus=num_gpus, num_cpus=num_cpus, max_restarts=0)(EvaluatorActor)
-        self.actors = [self._start() for _ in range(workers)]
-        self.infos = [self._ready(actor) for actor in self.actors]
-        self.restarts = 0
+        self.actors: list[Any] = []
+        self.infos: list[dict[str, Any]] = []
+        for _ in range(workers):
+            self.actors.append(self._start())
+        for actor in self.actors:
+            self.infos.append(self._ready(actor))
 
     def close(self) -> None:
         import ray
@@ -103,7 +123,7 @@ class RayDispatcher:
     ) -> None:
         """Evaluate every task; ``started(task, worker, attempt)`` and ``finished(outcome)`` are called in the coordinator."""
         import ray
-        from ray.exceptions import GetTimeoutError, RayActorError
+        from ray.exceptions import RayError
 
         queue = deque(tasks)
         attempts = {t.candidate_id: t.attempts for t in tasks}
@@ -117,20 +137,21 @@ class RayDispatcher:
                 ref = self.actors[slot].evaluate.remote(task.schedule)
                 running[ref] = (slot, task, time.monotonic(), utcnow())
             deadline = min(start for _, _, start, _ in running.values()) + self.timeout_s
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+            ray.wait(list(running), num_returns=1, timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+            ready, _ = ray.wait(list(running), num_returns=len(running), timeout=0)  # everything finished by now
+            now = time.monotonic()
             for ref in ready:
                 slot, task, start, start_at = running.pop(ref)
                 info = self.infos[slot]
                 try:
-                    reply = ray.get(ref, timeout=60)
-                except (RayActorError, GetTimeoutError) as exc:
+                    reply = ray.get(ref)
+                except RayError as exc:  # the actor died (or its result was lost): replace it
                     self._replace(slot)
-                    reply = {"ok": False, "error": f"worker {info['worker']} died: {type(exc).__name__}"}
+                    reply = {"ok": False, "error": f"worker {info['worker']} failed: {type(exc).__name__}"}
                 idle.append(slot)
-                self._settle(queue, finished, task, attempts[task.candidate_id], reply, info, start_at, time.monotonic() - start)
-            now = time.monotonic()
+                self._settle(queue, finished, task, attempts[task.candidate_id], reply, info, start_at, now - start)
             for ref, (slot, task, start, start_at) in list(running.items()):
-                if now - start > self.timeout_s:
+                if now - start > self.timeout_s:  # not among the finished refs collected above
                     del running[ref]
                     self._replace(slot)
                     idle.append(slot)
@@ -154,11 +175,13 @@ class RayDispatcher:
 
     def _ready(self, actor: Any) -> dict[str, Any]:
         import ray
-        from ray.exceptions import GetTimeoutError, RayActorError
+        from ray.exceptions import GetTimeoutError, RayError
 
         try:
             return ray.get(actor.info.remote(), timeout=READY_TIMEOUT_S)
-        except (RayActorError, GetTimeoutError) as exc:
+        except GetTimeoutError:
+            raise DispatchError(f"an evaluator worker did not start within {READY_TIMEOUT_S:g} s") from None
+        except RayError as exc:
             cause = getattr(exc, "cause", None) or exc
             raise DispatchError(f"an evaluator worker failed to start: {str(cause).strip().splitlines()[-1]}") from None
 
@@ -166,6 +189,5 @@ class RayDispatcher:
         import ray
 
         ray.kill(self.actors[slot])
-        self.restarts += 1
         self.actors[slot] = self._start()
         self.infos[slot] = self._ready(self.actors[slot])

@@ -10,12 +10,12 @@ front are not really different. The ``[evaluator]`` table of a search config nam
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 import numpy as np
@@ -30,7 +30,11 @@ Metrics = dict[str, Metric]
 
 
 class Evaluator(Protocol):
-    """Scores one schedule. ``steps`` is the loop length it accepts (None: any); ``device`` names where it runs."""
+    """Scores one schedule.
+
+    ``metrics`` names the metrics that can be objectives (lower is better for each); ``steps`` is
+    the loop length the evaluator's pipeline runs (None: any); ``device`` names where it runs.
+    """
 
     steps: int | None
     device: str
@@ -54,6 +58,17 @@ def worker_name() -> str:
     return f"{platform.node()}:{os.getpid()}"
 
 
+@dataclass(frozen=True)
+class SyntheticSettings:
+    """``[evaluator]`` of kind ``synthetic``: ``delay_s`` makes each evaluation take that long."""
+
+    delay_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.delay_s, bool) or not isinstance(self.delay_s, (int, float)) or self.delay_s < 0:
+            raise ConfigError(f"[evaluator] delay_s must be a number >= 0, got {self.delay_s!r}")
+
+
 class SyntheticEvaluator:
     """A deterministic two-objective schedule problem with a known Pareto front, for tests and benchmarks.
 
@@ -61,21 +76,19 @@ class SyntheticEvaluator:
     a fraction p scales a computed step's cost by 1 - 0.6 p) and an error weighted by how early
     the step is (early steps shape the image; DaTo §3.2): 1 for reuse, 0.3 / (b + 1) for a
     branch, plus 0.8 p² for pruning. Both objectives are sums over steps, so the exact front is
-    computable (:func:`synthetic_front`). ``delay_s`` makes each evaluation take that long.
+    computable (:func:`synthetic_front`).
     """
 
     metrics = ("error", "cost")
+    steps: int | None = None
+    device = "cpu (synthetic)"
 
-    def __init__(self, *, delay_s: float = 0.0) -> None:
-        if delay_s < 0:
-            raise ConfigError(f"[evaluator] delay_s must be >= 0, got {delay_s!r}")
-        self.delay_s = delay_s
-        self.steps: int | None = None
-        self.device = "cpu (synthetic)"
+    def __init__(self, settings: SyntheticSettings = SyntheticSettings()) -> None:
+        self.settings = settings
 
     def evaluate(self, schedule: Schedule) -> Metrics:
-        if self.delay_s:
-            time.sleep(self.delay_s)
+        if self.settings.delay_s:
+            time.sleep(self.settings.delay_s)
         n = len(schedule)
         error = sum(step_error(step, i, n) for i, step in enumerate(schedule.steps))
         cost = sum(step_cost(step) for step in schedule.steps)
@@ -110,47 +123,60 @@ def synthetic_front(options: Sequence[Sequence[StepPlan]]) -> np.ndarray:
     return front
 
 
+@dataclass(frozen=True)
+class PipelineSettings:
+    """``[evaluator]`` of kind ``pipeline``: which pipeline, which prompts and seeds, how many images and repeats."""
+
+    model: str = "tiny-sd"
+    prompts: tuple[str, ...] = ("a red circle", "a blue square", "a green triangle", "a yellow star")
+    images: int = 4
+    seed: int = 0
+    num_inference_steps: int = 10
+    guidance_scale: float = 7.5
+    repeats: int = 1
+
+    def __post_init__(self) -> None:
+        from prunesched.models.tiny import PIPELINES
+
+        object.__setattr__(self, "prompts", tuple(self.prompts) if isinstance(self.prompts, (list, tuple)) else self.prompts)
+        if self.model not in PIPELINES:
+            raise ConfigError(f"[evaluator] unknown model {self.model!r}; valid: {', '.join(PIPELINES)}")
+        if not isinstance(self.prompts, tuple) or not self.prompts or not all(isinstance(p, str) for p in self.prompts):
+            raise ConfigError(f"[evaluator] prompts must be a non-empty list of strings, got {self.prompts!r}")
+        for name in ("images", "num_inference_steps", "repeats"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"[evaluator] {name} must be an integer >= 1, got {value!r}")
+
+
 class PipelineEvaluator:
     """Generates images with a schedule applied and scores them against the same pipeline's unaccelerated images.
 
     Common random numbers: every candidate gets the same prompts and per-image seeds. Quality is
-    paired fidelity to the full model's images of the same seeds (``mse`` with its bootstrap
-    interval over images, and ``psnr``); cost is the time of the pipeline call up to the latents
-    (text encoding and the denoising loop; VAE decode excluded), median of ``repeats`` after a
-    warm-up, and ``relative_latency``, the same time divided by this worker's own unaccelerated
-    time, so heterogeneous workers compare. FID and KID arrive with the evaluation module.
+    paired fidelity to the full model's images of the same seeds: ``mse`` with its bootstrap
+    interval over images (``psnr`` is reported too, for reading, but is not an objective: higher
+    is better). Cost is the time of the pipeline call up to the latents (text encoding and the
+    denoising loop; VAE decode excluded), median of ``repeats`` after a warm-up, and
+    ``relative_latency``, the same time divided by this worker's own unaccelerated time, so
+    heterogeneous workers compare. FID and KID arrive with the evaluation module.
     """
 
-    metrics = ("mse", "psnr", "latency_s", "relative_latency")
+    metrics = ("mse", "latency_s", "relative_latency")
 
-    def __init__(
-        self,
-        *,
-        model: str = "tiny-sd",
-        prompts: Sequence[str] = ("a red circle", "a blue square", "a green triangle", "a yellow star"),
-        images: int = 4,
-        seed: int = 0,
-        num_inference_steps: int = 10,
-        guidance_scale: float = 7.5,
-        repeats: int = 1,
-    ) -> None:
+    def __init__(self, settings: PipelineSettings = PipelineSettings()) -> None:
         import torch
 
         from prunesched.bench.timing import Stopwatch
         from prunesched.models.tiny import PIPELINES
 
-        if model not in PIPELINES:
-            raise ConfigError(f"[evaluator] unknown model {model!r}; valid: {', '.join(PIPELINES)}")
-        if images < 1 or repeats < 1 or num_inference_steps < 1 or not prompts:
-            raise ConfigError("[evaluator] images, repeats and num_inference_steps must be >= 1 and prompts non-empty")
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.pipe = PIPELINES[model]().to(self.device)
-        self.prompts = [prompts[i % len(prompts)] for i in range(images)]
-        self.seeds = [seed + i for i in range(images)]
-        self.call = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
-        self.repeats = repeats
+        self.pipe = PIPELINES[settings.model]().to(self.device)
+        self.prompts = [settings.prompts[i % len(settings.prompts)] for i in range(settings.images)]
+        self.seeds = [settings.seed + i for i in range(settings.images)]
+        self.call = {"num_inference_steps": settings.num_inference_steps, "guidance_scale": settings.guidance_scale}
+        self.repeats = settings.repeats
         self.stopwatch = Stopwatch(torch.device(self.device))
-        self.pipe.scheduler.set_timesteps(num_inference_steps)
+        self.pipe.scheduler.set_timesteps(settings.num_inference_steps)
         self.steps = len(self.pipe.scheduler.timesteps)
         self.reference, self.full_latency = self._generate()
 
@@ -184,23 +210,27 @@ class PipelineEvaluator:
         return ((images.float().cpu().clamp(-1, 1) + 1) / 2), statistics.median(t.wall for t in times)
 
 
-EVALUATORS: dict[str, type] = {"synthetic": SyntheticEvaluator, "pipeline": PipelineEvaluator}
+EVALUATORS: dict[str, tuple[type, type]] = {
+    "synthetic": (SyntheticEvaluator, SyntheticSettings),
+    "pipeline": (PipelineEvaluator, PipelineSettings),
+}
+"""Evaluator kinds a config can name: the evaluator and the settings its ``[evaluator]`` table holds."""
 
 
 def evaluator_factory(table: Mapping[str, Any]) -> Callable[[], Evaluator]:
-    """A picklable zero-argument factory for the ``[evaluator]`` table; unknown kinds and keys are refused here, not on a worker."""
+    """A picklable zero-argument factory for the ``[evaluator]`` table, validated here, not on a worker."""
     data = dict(table)
     kind = data.pop("kind", "pipeline")
     if kind not in EVALUATORS:
         raise ConfigError(f"unknown evaluator kind {kind!r}; valid: {', '.join(EVALUATORS)}")
-    cls = EVALUATORS[kind]
-    valid = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+    cls, settings = EVALUATORS[kind]
+    valid = [f.name for f in fields(settings)]
     unknown = sorted(set(data) - set(valid))
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in [evaluator] of kind {kind!r}; valid: {', '.join(['kind'] + valid)}")
-    return functools.partial(cls, **data)
+    return functools.partial(cls, settings(**data))
 
 
 def evaluator_metrics(table: Mapping[str, Any]) -> tuple[str, ...]:
-    """The metric names the ``[evaluator]`` table's kind reports."""
-    return EVALUATORS[table.get("kind", "pipeline")].metrics
+    """The metrics of the ``[evaluator]`` table's kind that can be objectives (all are minimised)."""
+    return EVALUATORS[table.get("kind", "pipeline")][0].metrics

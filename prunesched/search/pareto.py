@@ -46,3 +46,16 @@ def pick_weighted(points: Sequence[Sequence[float]], weight: float) -> int:
         raise ValueError("cannot pick from an empty front")
     score = array[:, 0] + weight * array[:, 1]
     return int(min(range(len(array)), key=lambda i: (score[i], array[i, 1])))
+
+
+def reference_point(points: Sequence[Sequence[float]], margin: float = 0.1) -> list[float]:
+    """A hypervolume reference just beyond the worst of ``points`` in each objective.
+
+    The margin is a fraction of each objective's spread (or of its magnitude when all points
+    agree), so it works for negative and zero objectives too; the extreme points then still add
+    volume.
+    """
+    array = np.asarray(points, dtype=float).reshape(-1, 2)
+    worst, best = array.max(axis=0), array.min(axis=0)
+    scale = np.maximum(np.maximum(worst - best, np.abs(worst)), 1e-12)
+    return [float(v) for v in worst + margin * scale]

@@ -9,7 +9,7 @@ from the snapshot, never re-running ``setup`` (which would re-seed).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -52,11 +52,17 @@ class ProposerConfig:
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise ConfigError(f"[proposer] {name} {getattr(self, name)!r} is not valid; valid: {', '.join(valid)}")
-        if self.population < 2 or self.generations < 1:
-            raise ConfigError(f"[proposer] needs population >= 2 and generations >= 1, got {self.population} and {self.generations}")
-        for name in ("crossover_prob", "mutation_prob", "seed_fraction"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"[proposer] {name} must be between 0 and 1, got {getattr(self, name)!r}")
+        for name, low in (("population", 2), ("generations", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"[proposer] {name} must be an integer >= {low}, got {value!r}")
+        for name in ("crossover_prob", "mutation_prob", "seed_fraction", "crossover_eta", "mutation_eta"):
+            value = getattr(self, name)
+            high = 1.0 if name.endswith(("prob", "fraction")) else float("inf")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= high:
+                raise ConfigError(f"[proposer] {name} must be a number from 0 to {high:g}, got {value!r}")
+        if not isinstance(self.eliminate_duplicates, bool):
+            raise ConfigError(f"[proposer] eliminate_duplicates must be true or false, got {self.eliminate_duplicates!r}")
 
 
 class Proposer:
@@ -141,6 +147,10 @@ class PymooProposer(Proposer):
 class OptunaProposer(Proposer):
     """Optuna's NSGA-II or TPE sampler through ask/tell; failed evaluations are told as FAIL.
 
+    pymoo's ``mutation_prob`` is per individual, each of whose genes then mutates with
+    probability 1/genes; Optuna's is per gene (a mutated gene is redrawn uniformly). Optuna gets
+    ``mutation_prob / genes`` so both mutate the same expected number of genes.
+
     The uniform seed schedules are enqueued before the first ask; the study lives in memory and
     is snapshotted with the proposer, so the search database stays the one source of truth.
     """
@@ -154,11 +164,14 @@ class OptunaProposer(Proposer):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         super().__init__(space, config, seed)
         if config.sampler == "nsga2":
+            with warnings.catch_warnings():  # SBXCrossover is marked experimental; it is the paper's operator
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                crossover = SBXCrossover(eta=config.crossover_eta)
             sampler: Any = NSGAIISampler(
                 population_size=config.population,
-                crossover=SBXCrossover(eta=config.crossover_eta),
+                crossover=crossover,
                 crossover_prob=config.crossover_prob,
-                mutation_prob=config.mutation_prob,
+                mutation_prob=config.mutation_prob / len(space.upper),
                 seed=seed,
             )
         else:

@@ -69,14 +69,16 @@ def export(
 ) -> Schedule:
     """Write one schedule of a search to ``path`` with its provenance, and record the export.
 
-    ``candidate_id`` exports that candidate (any evaluated one); otherwise ``how`` picks from the
-    front after ``generation``.
+    ``candidate_id`` exports that candidate (any successfully evaluated one); otherwise ``how``
+    picks from the front after ``generation``.
     """
     search = store.search(search_id)
     if candidate_id is not None:
         rows = [(c, e) for c, e in store.evaluations(search_id) if c.id == candidate_id]
         if not rows:
             raise ConfigError(f"search {search_id} has no candidate {candidate_id}")
+        if rows[0][1].status != "done":
+            raise ConfigError(f"candidate {candidate_id} is {rows[0][1].status}; only candidates evaluated successfully ('done') can be exported")
         chosen, description = FrontPoint(*rows[0]), f"candidate {candidate_id}"
         number = None
     else:

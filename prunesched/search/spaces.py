@@ -1,9 +1,9 @@
 """Search spaces: integer genomes that map to Schedules and back.
 
 A space is built from the ``[space]`` table of a search config, so its value sets, step count
-and token method are data, not code. ``decode`` is many-to-one where a gene cannot matter (the
-prune ratio of a step that skips the network), and ``encode(decode(g))`` is the canonical
-genome, so the memo by schedule hash sees such genomes as the same candidate.
+and token method are data, not code. ``decode`` may be many-to-one where a gene cannot matter
+(the prune ratio of a step that skips the network); the memo by schedule hash then sees such
+genomes as one candidate, stored with its canonical genome.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ class Space:
     kind: ClassVar[str] = ""
     steps: int
     method: TokenMethod = field(default_factory=lambda: method_from_dict("dato"))
-    slots: Slots = "highest-resolution"
 
     @property
     def upper(self) -> np.ndarray:
@@ -52,7 +51,12 @@ class Space:
         raise NotImplementedError
 
     def canonical(self, genome: Sequence[int]) -> Genome:
+        """The genome stored for the schedule ``genome`` decodes to."""
         return self.encode(self.decode(genome))
+
+    def check(self) -> None:
+        """Raise :class:`ScheduleError` unless every value of the space makes a valid schedule."""
+        raise NotImplementedError
 
     def random(self, rng: np.random.Generator, count: int) -> np.ndarray:
         return rng.integers(0, self.upper + 1, size=(count, len(self.upper)))
@@ -63,8 +67,8 @@ class Space:
             raise ScheduleError(f"genome {values} does not fit the {self.kind} space: {len(self.upper)} genes with bounds 0..{list(self.upper)}")
         return values
 
-    def _schedule(self, plans: Sequence[StepPlan], slots: Slots | None = None) -> Schedule:
-        return Schedule(steps=tuple(plans), method=self.method, slots=self.slots if slots is None else slots)
+    def _schedule(self, plans: Sequence[StepPlan], slots: Slots) -> Schedule:
+        return Schedule(steps=tuple(plans), method=self.method, slots=slots)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class DatoSpace(Space):
     kind: ClassVar[str] = "dato"
     caches: tuple[Cache, ...] = ("reuse", 0, "full")
     ratios: tuple[float, ...] = PAPER_RATIOS
+    slots: Slots = "highest-resolution"
 
     @property
     def upper(self) -> np.ndarray:
@@ -91,7 +96,7 @@ class DatoSpace(Space):
         for c, r in zip(values[:n], values[n:]):
             cache = self.caches[c]
             plans.append(StepPlan(cache, 0.0 if cache == "reuse" else self.ratios[r]))
-        return self._schedule(plans)
+        return self._schedule(plans, self.slots)
 
     def encode(self, schedule: Schedule) -> Genome:
         if len(schedule) != self.steps or schedule.steps[0] != StepPlan("full", 0.0):
@@ -102,8 +107,15 @@ class DatoSpace(Space):
             ratios.append(0 if step.cache == "reuse" else _index(self.ratios, step.prune, f"step {i} prune ratio"))
         return tuple(caches + ratios)
 
+    def check(self) -> None:
+        for cache in self.caches:
+            for ratio in self.ratios:
+                self._schedule([StepPlan("full", 0.0), StepPlan(cache, ratio)], self.slots)
+
     def seeds(self) -> list[Genome]:
-        partial = next((c for c in self.caches if c not in ("full",)), "full")
+        """A full iteration every 1, 2, 3 or 5 iterations, the shallowest cache branch (else reuse) between, at each ratio."""
+        branches = sorted(c for c in self.caches if isinstance(c, int))
+        partial = branches[0] if branches else ("reuse" if "reuse" in self.caches else "full")
         patterns = [
             ["full" if "full" in self.caches and i % interval == 0 else partial for i in range(1, self.steps)]
             for interval in SEED_INTERVALS
@@ -112,7 +124,7 @@ class DatoSpace(Space):
         for pattern in patterns:
             for ratio in self.ratios:
                 plans = [StepPlan("full", 0.0)] + [StepPlan(c, 0.0 if c == "reuse" else ratio) for c in pattern]
-                genomes.append(self.encode(self._schedule(plans)))
+                genomes.append(self.encode(self._schedule(plans, self.slots)))
         return list(dict.fromkeys(genomes))
 
 
@@ -142,7 +154,7 @@ class DsapSpace(Space):
         t, r, b, k, c = self._check_genome(genome)
         tau, rho, interval, branch = self.taus[t], self.ratios[r], self.intervals[k], self.branches[c]
         plans = [StepPlan("full" if i % interval == 0 else branch, 0.0 if i < tau else rho) for i in range(self.steps)]
-        return self._schedule(plans, slots=self.block_sets[b])
+        return self._schedule(plans, self.block_sets[b])
 
     def encode(self, schedule: Schedule) -> Genome:
         for genome in self._all_genomes():
@@ -151,7 +163,12 @@ class DsapSpace(Space):
         raise ScheduleError("the schedule is not in this dsap space")
 
     def canonical(self, genome: Sequence[int]) -> Genome:
+        """The genome itself: the space is small and a schedule reached twice is one candidate by its hash."""
         return tuple(self._check_genome(genome))
+
+    def check(self) -> None:
+        for genome in self._all_genomes():
+            self.decode(genome)
 
     def seeds(self) -> list[Genome]:
         return [(0, r, 0, k, 0) for k in range(len(self.intervals)) for r in range(len(self.ratios))]
@@ -183,15 +200,14 @@ def space_from_config(table: Mapping[str, Any]) -> Space:
     if "method" in data:
         data["method"] = method_from_dict(data["method"])
     for key, value in data.items():
-        if isinstance(value, list):
-            if not value:
-                raise ConfigError(f"[space] {key} must not be empty")
+        if isinstance(cls.__dataclass_fields__[key].default, tuple):
+            if not isinstance(value, list) or not value:
+                raise ConfigError(f"[space] {key} must be a non-empty list, got {value!r}")
             data[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
     space = cls(**data)
     try:
-        space.decode(np.zeros(len(space.upper), dtype=int))
-        space.decode(space.upper)
-    except ScheduleError as exc:
+        space.check()
+    except (ScheduleError, TypeError) as exc:
         raise ConfigError(f"[space] describes invalid schedules: {exc}") from None
     return space
 

@@ -1,6 +1,6 @@
 """SQLAlchemy models and the functions that read and write them: the only code that speaks SQL."""
 
 from prunesched.storage.database import open_database
-from prunesched.storage.store import Outcome, Store, verified_snapshot
+from prunesched.storage.store import Counts, Outcome, Store
 
-__all__ = ["Outcome", "Store", "open_database", "verified_snapshot"]
+__all__ = ["Counts", "Outcome", "Store", "open_database"]

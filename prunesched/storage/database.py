@@ -2,13 +2,14 @@
 
 Every SQLite connection gets WAL journaling (readers never block the writer), a busy timeout
 and foreign keys. The schema is created and upgraded only through the Alembic migrations in
-``migrations/``; a database written by a newer prunesched is refused, never touched.
+``migrations/``. A file that is not a prunesched database, or one written by a newer
+prunesched, is refused before anything is written to it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from alembic import command
 from alembic.config import Config
@@ -16,13 +17,17 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine, event, inspect
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from prunesched.errors import StorageError
 
 BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+Mode = Literal["read", "write", "create"]
+"""``read``: the database must exist at the current schema. ``write``: it must exist; an older
+schema is migrated. ``create``: a missing or empty database is created, an older one migrated."""
 
 
 def database_url(location: str | Path) -> str:
@@ -40,14 +45,15 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(location: str | Path) -> Engine:
-    """An engine whose every connection is tuned as the module docstring says (SQLite only)."""
+def make_engine(location: str | Path, tuned: bool = True) -> Engine:
+    """An engine for ``location``; ``tuned`` SQLite connections get the settings of the module docstring."""
     url = database_url(location)
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+    if tuned:
         event.listen(engine, "connect", _tune_sqlite)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+    return engine
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -65,40 +71,48 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The schema revision stored in the database, or None for an empty database."""
-    try:
-        with engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
-    except DatabaseError as exc:
-        raise StorageError(f"{engine.url.render_as_string(hide_password=True)} is not a prunesched database: {exc.orig}") from None
+    """The schema revision stored in the database, or None for a database without our schema."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
 
 
-def open_database(location: str | Path, create: bool = False) -> sessionmaker[Session]:
-    """A session factory for the search database at ``location`` (a path or a SQLAlchemy URL).
+def open_database(location: str | Path, mode: Mode = "read") -> sessionmaker[Session]:
+    """A session factory for the search database at ``location`` (a path or a SQLAlchemy URL); see :data:`Mode`.
 
-    With ``create=True`` a missing or empty database is created and an older schema is
-    upgraded; otherwise the database must exist at the current schema. Only the search
-    coordinator opens with ``create=True``.
+    Only the search coordinator and ``prunesched db upgrade`` open with a mode other than ``read``.
     """
     url = database_url(location)
-    if url.startswith("sqlite:///") and not create:
+    shown = make_engine(url, tuned=False).url.render_as_string(hide_password=True)
+    if url.startswith("sqlite:///") and mode != "create":
         path = Path(url.removeprefix("sqlite:///"))
         if not path.is_file():
             raise StorageError(f"no database at {str(path)!r}; run 'prunesched search launch' first or pass --db PATH")
-    engine = make_engine(url)
-    revision = current_revision(engine)
+    revision, tables = _inspect(url, shown)  # on an untuned connection: nothing is written before the checks
     head = head_revision()
-    if revision is None and inspect(engine).get_table_names():
-        raise StorageError(f"{url} has tables but no prunesched schema version; it is not a prunesched database")
+    if revision is None and tables:
+        raise StorageError(f"{shown} has tables but no prunesched schema version; it is not a prunesched database")
     if revision is not None and not _known_revision(revision):
-        raise StorageError(
-            f"database schema {revision!r} was written by a newer prunesched; this version reads up to {head!r}; upgrade prunesched"
-        )
+        raise StorageError(f"database schema {revision!r} was written by a newer prunesched (this one reads up to {head!r}); upgrade prunesched")
+    if revision is None and mode != "create":
+        raise StorageError(f"{shown} is empty; run 'prunesched search launch' to start a search in it")
+    engine = make_engine(url)
     if revision != head:
-        if not create:
-            raise StorageError(f"database schema is {revision!r}, expected {head!r}; run 'prunesched db upgrade' to migrate it")
+        if mode == "read":
+            raise StorageError(f"database schema {revision!r} is older than this prunesched's {head!r}; run 'prunesched db upgrade --db ...'")
         command.upgrade(alembic_config(engine), "head")
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def _inspect(url: str, shown: str) -> tuple[str | None, list[str]]:
+    engine = make_engine(url, tuned=False)
+    try:
+        return current_revision(engine), inspect(engine).get_table_names()
+    except OperationalError as exc:
+        raise StorageError(f"cannot open {shown}: {exc.orig}") from None
+    except DatabaseError as exc:
+        raise StorageError(f"{shown} is not a prunesched database: {exc.orig}") from None
+    finally:
+        engine.dispose()
 
 
 def _known_revision(revision: str) -> bool:

@@ -36,6 +36,7 @@ class Search(Base):
     objectives: Mapped[list[Any]] = mapped_column(JSON)
     reference_point: Mapped[Optional[list[Any]]] = mapped_column(JSON, nullable=True)
     code_version: Mapped[str] = mapped_column(String(100))
+    owner: Mapped[Optional[str]] = mapped_column(String(200), nullable=True)  # host:pid of the coordinator running it
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -106,7 +107,7 @@ class Generation(Base):
     front: Mapped[list[Any]] = mapped_column(JSON)  # candidate ids on the front of everything evaluated so far
     hypervolume: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
     evaluations: Mapped[int] = mapped_column(Integer)  # finished evaluations of the search so far
-    snapshot: Mapped[Optional[bytes]] = mapped_column(LargeBinary, nullable=True)
+    snapshot: Mapped[Optional[bytes]] = mapped_column(LargeBinary, nullable=True, deferred=True)
     snapshot_sha256: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -18,10 +18,19 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from prunesched.errors import StorageError
-from prunesched.storage.database import open_database
+from prunesched.storage.database import Mode, open_database
 from prunesched.storage.models import Candidate, Evaluation, Export, Generation, Search, utcnow
 
 FINISHED = ("done", "failed")
+
+
+@dataclass(frozen=True)
+class Counts:
+    """A search's evaluations by state; ``active`` is queued plus running."""
+
+    done: int = 0
+    active: int = 0
+    failed: int = 0
 
 
 @dataclass(frozen=True)
@@ -42,14 +51,26 @@ class Outcome:
 class Store:
     """A search database opened at a path or SQLAlchemy URL (see :func:`open_database`)."""
 
-    def __init__(self, location: str | Path, create: bool = False) -> None:
-        self.sessions: sessionmaker[Session] = open_database(location, create=create)
+    def __init__(self, location: str | Path, mode: Mode = "read") -> None:
+        self.sessions: sessionmaker[Session] = open_database(location, mode)
 
     # -- searches ---------------------------------------------------------------------------------
 
-    def create_search(self, name: str, config: dict[str, Any], seed: int, objectives: Sequence[str], code_version: str) -> int:
+    def create_search(
+        self,
+        name: str,
+        config: dict[str, Any],
+        seed: int,
+        objectives: Sequence[str],
+        code_version: str,
+        reference_point: Sequence[float] | None = None,
+        owner: str | None = None,
+    ) -> int:
         with self.sessions.begin() as session:
-            search = Search(name=name, config=config, seed=seed, objectives=list(objectives), code_version=code_version)
+            search = Search(
+                name=name, config=config, seed=seed, objectives=list(objectives), code_version=code_version, owner=owner,
+                reference_point=None if reference_point is None else [float(v) for v in reference_point],
+            )  # fmt: skip
             session.add(search)
             session.flush()
             return search.id
@@ -66,9 +87,11 @@ class Store:
         with self.sessions() as session:
             return list(session.scalars(select(Search).order_by(Search.id)))
 
-    def set_status(self, search_id: int, status: str) -> None:
+    def set_status(self, search_id: int, status: str, owner: str | None = None) -> None:
+        """Set a search's status and the coordinator that owns it (None: no owner)."""
         with self.sessions.begin() as session:
-            session.get_one(Search, search_id).status = status
+            search = session.get_one(Search, search_id)
+            search.status, search.owner = status, owner
 
     def set_reference_point(self, search_id: int, point: Sequence[float]) -> None:
         with self.sessions.begin() as session:
@@ -138,11 +161,14 @@ class Store:
         with self.sessions() as session:
             return [(c, e) for c, e in session.execute(query)]
 
-    def counts(self, search_id: int) -> dict[str, int]:
-        """Evaluations of a search by status."""
+    def counts(self, search_id: int) -> Counts:
+        """Evaluations of a search by state."""
         query = select(Evaluation.status, func.count()).join(Candidate).where(Candidate.search_id == search_id).group_by(Evaluation.status)
         with self.sessions() as session:
-            return {status: n for status, n in session.execute(query)}
+            by_status = {status: n for status, n in session.execute(query)}
+        return Counts(
+            done=by_status.get("done", 0), active=by_status.get("queued", 0) + by_status.get("running", 0), failed=by_status.get("failed", 0)
+        )
 
     def candidates_by_id(self, ids: Sequence[int]) -> list[tuple[Candidate, Evaluation]]:
         with self.sessions() as session:
@@ -156,11 +182,13 @@ class Store:
     ) -> None:
         """Store a told generation and the proposer snapshot in one transaction: all of it or none.
 
-        Older generations' snapshots are dropped in the same transaction.
+        The previous generation's snapshot is dropped in the same transaction.
         """
         with self.sessions.begin() as session:
             session.execute(
-                update(Generation).where(Generation.search_id == search_id).values(snapshot=None, snapshot_sha256=None)
+                update(Generation)
+                .where(Generation.search_id == search_id, Generation.snapshot_sha256.is_not(None))
+                .values(snapshot=None, snapshot_sha256=None)
             )
             done = session.scalar(
                 select(func.count()).select_from(Evaluation).join(Candidate).where(Candidate.search_id == search_id, Evaluation.status.in_(FINISHED))
@@ -171,6 +199,18 @@ class Store:
                     evaluations=done or 0, snapshot=snapshot, snapshot_sha256=hashlib.sha256(snapshot).hexdigest(),
                 )  # fmt: skip
             )
+
+    def latest_snapshot(self, search_id: int) -> bytes | None:
+        """The latest generation's proposer snapshot, checked against its SHA-256 (None before the first generation)."""
+        query = select(Generation.number, Generation.snapshot, Generation.snapshot_sha256).where(Generation.search_id == search_id)
+        with self.sessions() as session:
+            row = session.execute(query.order_by(Generation.number.desc()).limit(1)).first()
+        if row is None:
+            return None
+        number, snapshot, checksum = row
+        if snapshot is None or hashlib.sha256(snapshot).hexdigest() != checksum:
+            raise StorageError(f"the algorithm snapshot of generation {number} is missing or does not match its checksum; refusing to load it")
+        return snapshot
 
     def generations(self, search_id: int) -> list[Generation]:
         with self.sessions() as session:
@@ -197,11 +237,3 @@ class Store:
     def _evaluation(session: Session, candidate_id: int) -> Evaluation:
         return session.scalars(select(Evaluation).where(Evaluation.candidate_id == candidate_id)).one()
 
-
-def verified_snapshot(generation: Generation) -> bytes:
-    """The generation's snapshot bytes, after checking them against their stored SHA-256."""
-    if generation.snapshot is None or generation.snapshot_sha256 is None:
-        raise StorageError(f"generation {generation.number} keeps no algorithm snapshot; only a search's latest generation does")
-    if hashlib.sha256(generation.snapshot).hexdigest() != generation.snapshot_sha256:
-        raise StorageError(f"the algorithm snapshot of generation {generation.number} does not match its checksum; refusing to load it")
-    return generation.snapshot

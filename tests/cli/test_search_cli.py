@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from prunesched.cli import main
 from prunesched.runtime.schedule import Schedule
+from tests.storage.dump import database_dump
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -33,9 +34,9 @@ def searched(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli")
     (folder / "search.toml").write_text(CONFIG)
     db = folder / "prunesched.db"
-    result = CliRunner().invoke(main, ["search", "launch", str(folder / "search.toml"), "--db", str(db)])
+    result = CliRunner().invoke(main, ["search", "launch", str(folder / "search.toml"), "--db", str(db), "--backend", "optuna"])
     assert result.exit_code == 0, result.output
-    return folder, db
+    return folder, db, result.output
 
 
 def run(*args: str):
@@ -43,15 +44,19 @@ def run(*args: str):
 
 
 def test_launch_reports_progress_and_status_shows_the_finished_search(searched):
-    _, db = searched
+    _, db, output = searched
+    assert "generation 1/2  done 6  running 0  failed 0  front" in output
+    assert "generation 2/2" in output and "search 1 finished" in output
     status = run("search", "status", "--db", str(db))
     assert status.exit_code == 0
     line = [row for row in status.output.splitlines() if row.startswith("1 ")][0].split()
     assert line[:4] == ["1", "cli", "finished", "2/2"]
+    config = json.loads(run("history", "--json", "--db", str(db)).output)[0]["config"]
+    assert config["proposer"]["backend"] == "optuna"  # --backend overrides the file
 
 
 def test_front_json_lists_non_dominated_points(searched):
-    _, db = searched
+    _, db, _ = searched
     result = run("front", "1", "--json", "--db", str(db))
     assert result.exit_code == 0, result.output
     points = json.loads(result.output)
@@ -62,7 +67,7 @@ def test_front_json_lists_non_dominated_points(searched):
 
 
 def test_export_writes_a_schedule_with_provenance_and_records_it(searched):
-    folder, db = searched
+    folder, db, _ = searched
     out = folder / "best.json"
     result = run("export", "1", "--pick", "best", "-o", str(out), "--db", str(db))
     assert result.exit_code == 0, result.output
@@ -74,7 +79,7 @@ def test_export_writes_a_schedule_with_provenance_and_records_it(searched):
 
 
 def test_history_filters_one_search_by_status_and_generation(searched):
-    _, db = searched
+    _, db, _ = searched
     everything = json.loads(run("history", "--search", "1", "--json", "--db", str(db)).output)
     born_later = json.loads(run("history", "--search", "1", "--generation", "1", "--status", "done", "--json", "--db", str(db)).output)
     assert len(everything) == len({e["schedule_hash"] for e in everything}) >= 6
@@ -91,15 +96,16 @@ def test_history_filters_one_search_by_status_and_generation(searched):
         (["export", "1", "--candidate", "999", "-o", "x.json"], "error: search 1 has no candidate 999"),
         (["search", "resume", "1"], "error: search 1 has finished; there is nothing to resume"),
         (["history", "--status", "done"], "add --search ID"),
+        (["export", "1", "--candidate", "1", "--pick", "fastest", "-o", "/nonexistent/dir/x.json"], "cannot write schedule file"),
     ],
 )
 def test_bad_requests_exit_2_with_one_line_and_leave_the_database_unchanged(searched, args, message):
-    _, db = searched
-    before = db.read_bytes()
+    _, db, _ = searched
+    before = database_dump(db)
     result = run(*args, "--db", str(db))
     assert result.exit_code == 2
     assert message in result.output
-    assert db.read_bytes() == before
+    assert database_dump(db) == before
 
 
 @pytest.mark.parametrize(
@@ -111,16 +117,26 @@ def test_bad_requests_exit_2_with_one_line_and_leave_the_database_unchanged(sear
         ("objectives = ['fid', 'cost']\n[space]\nsteps = 6\n[evaluator]\nkind = 'synthetic'\n", "objectives must be two metrics of the synthetic evaluator"),
         ("[space\nsteps = 6\n", "is not valid TOML"),
         ("[evaluator]\nkind = 'synthetic'\n", "needs a [space] table"),
+        ("reference_point = 5\n[space]\nsteps = 6\n[evaluator]\nkind = 'synthetic'\n", "reference_point must be two numbers"),
+        ("objectives = ['mse', 'psnr']\n[space]\nsteps = 5\n[evaluator]\nkind = 'pipeline'\n", "objectives must be two metrics of the pipeline evaluator: mse, latency_s, relative_latency"),
+        ("[space]\nsteps = 6\n[evaluator]\nkind = 'pipeline'\nmodel = 'sd15'\n", "unknown model 'sd15'; valid: tiny-sd, tiny-sdxl"),
+        ("[space]\nsteps = 6\n[evaluator]\nkind = 'pipeline'\nimages = 0\n", "images must be an integer >= 1, got 0"),
+        ("[space]\nsteps = 6\n[evaluator]\nkind = 'synthetic'\n[dispatch]\nworkers = 'two'\n", "workers must be an integer >= 1, got 'two'"),
+        ("[space]\nsteps = 6\n[evaluator]\nkind = 'synthetic'\n[dispatch]\ngpus_per_worker = 1\n", "need 2 GPUs but the Ray cluster has 0"),
+        ("[space]\nsteps = 6\n[evaluator]\nkind = 'pipeline'\nnum_inference_steps = 4\n[dispatch]\nworkers = 1\n", "[space] steps is 6 but the evaluator's denoising loop has 5 iterations"),
     ],
 )
-def test_a_bad_config_is_refused_before_anything_is_written(tmp_path, text, message):
+def test_a_bad_config_is_refused_before_a_search_is_stored(tmp_path, text, message):
     (tmp_path / "bad.toml").write_text(text)
-    result = run("search", "launch", str(tmp_path / "bad.toml"), "--db", str(tmp_path / "new.db"))
+    db = tmp_path / "new.db"
+    result = run("search", "launch", str(tmp_path / "bad.toml"), "--db", str(db))
     assert result.exit_code == 2
     assert message in result.output and len(result.output.strip().splitlines()) == 1
-    assert not (tmp_path / "new.db").exists()
+    assert not db.exists() or not [row for row in database_dump(db) if "INSERT INTO \"searches\"" in row]
 
 
-def test_review_commands_refuse_a_missing_database(tmp_path):
-    result = run("search", "status", "--db", str(tmp_path / "none.db"))
+@pytest.mark.parametrize("command", [["search", "status"], ["history"], ["front", "1"], ["db", "upgrade"]])
+def test_commands_other_than_launch_refuse_a_missing_database_and_create_none(tmp_path, command):
+    result = run(*command, "--db", str(tmp_path / "none.db"))
     assert result.exit_code == 2 and "no database at" in result.output
+    assert not (tmp_path / "none.db").exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 import cloudpickle
 
 from prunesched.runtime.schedule import Schedule
-from prunesched.search.evaluators import Metrics, SyntheticEvaluator
+from prunesched.search.evaluators import Metrics, SyntheticEvaluator, SyntheticSettings
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -20,7 +20,7 @@ class RecordingEvaluator(SyntheticEvaluator):
     """The synthetic problem, appending the hash of every schedule it evaluates to ``log``."""
 
     def __init__(self, log: Path, delay_s: float = 0.0) -> None:
-        super().__init__(delay_s=delay_s)
+        super().__init__(SyntheticSettings(delay_s))
         self.log = Path(log)
 
     def evaluate(self, schedule: Schedule) -> Metrics:
@@ -41,3 +41,24 @@ class FailingEvaluator(RecordingEvaluator):
 
 def evaluated_hashes(log: Path) -> list[str]:
     return log.read_text().split() if log.exists() else []
+
+
+class CrashingOnceEvaluator(RecordingEvaluator):
+    """Kills its own process (as a segfault or CUDA abort would) the first time any worker evaluates; ``marker`` remembers it."""
+
+    def __init__(self, log: Path, marker: Path, hang_s: float = 0.0) -> None:
+        super().__init__(log)
+        self.marker, self.hang_s = Path(marker), hang_s
+
+    def evaluate(self, schedule: Schedule) -> Metrics:
+        if not self.marker.exists():
+            self.marker.write_text(schedule.hash)
+            if self.hang_s:
+                import time
+
+                time.sleep(self.hang_s)
+            else:
+                import os
+
+                os._exit(1)
+        return super().evaluate(schedule)

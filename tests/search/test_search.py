@@ -16,8 +16,8 @@ from prunesched.cli import main
 from prunesched.runtime.schedule import Schedule
 from prunesched.search.config import SearchConfig
 from prunesched.search.coordinator import Progress, launch, resume
-from prunesched.storage import Store, verified_snapshot
-from tests.search.fakes import FailingEvaluator, RecordingEvaluator, evaluated_hashes
+from prunesched.storage import Store
+from tests.search.fakes import CrashingOnceEvaluator, FailingEvaluator, RecordingEvaluator, evaluated_hashes
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -52,7 +52,7 @@ def test_a_pipeline_search_on_two_actors_stores_everything_and_exports_a_schedul
     generations = store.generations(search_id)
     assert [g.number for g in generations] == [0, 1]
     assert all(g.front and g.hypervolume is not None for g in generations)
-    assert pickle.loads(verified_snapshot(generations[-1])).generation == 2
+    assert pickle.loads(store.latest_snapshot(search_id)).generation == 2
     assert updates[-1].generation_stored and updates[-1].done == len(rows)
 
     runner = CliRunner()
@@ -109,6 +109,8 @@ def test_an_interrupted_search_resumes_to_the_same_fronts_without_evaluating_a_s
     with pytest.raises(Interrupt):
         resume(search_id, db, progress=_interrupt_at(3, 3), factory=factory)  # in the middle of a generation
     assert not set(evaluated_hashes(log)[before:]) & stored
+    assert store.generation(search_id).number == 2  # generation 3 was cut before it was stored
+    assert store.evaluations(search_id, generation=3, status="done")  # but some of its evaluations were
     stored = {c.schedule_hash for c, _ in store.evaluations(search_id, status="done")}
     before = len(evaluated_hashes(log))
     resume(search_id, db, factory=factory)
@@ -156,3 +158,20 @@ def test_a_failing_evaluation_is_retried_then_recorded_as_failed_and_dominated(t
         assert evaluated_hashes(log).count(candidate.schedule_hash) == 2
     failed_ids = {c.id for c, _ in failed}
     assert all(not failed_ids & set(g.front) for g in store.generations(search_id))
+
+
+@pytest.mark.parametrize("fault", ["crash", "hang"])
+def test_a_worker_that_dies_or_hangs_is_replaced_and_its_candidate_evaluated_again(tmp_path, fault):
+    config = SearchConfig.from_dict({
+        "space": {"kind": "dato", "steps": 4}, "evaluator": {"kind": "synthetic"},
+        "proposer": {"population": 4, "generations": 1}, "dispatch": {"workers": 1, "timeout_s": 5, "retries": 1},
+    })  # fmt: skip
+    log, marker = tmp_path / "eval.log", tmp_path / "marker"
+    hang = 60.0 if fault == "hang" else 0.0
+    search_id = launch(config, tmp_path / "f.db", factory=lambda: CrashingOnceEvaluator(log, marker, hang_s=hang))
+    store = Store(tmp_path / "f.db")
+    rows = {c.schedule_hash: e for c, e in store.evaluations(search_id)}
+    struck = rows[marker.read_text()]
+    assert struck.status == "done" and struck.attempts == 2
+    assert all(e.status == "done" for e in rows.values())
+    assert sorted(evaluated_hashes(log)) == sorted(rows)  # every schedule finished exactly once

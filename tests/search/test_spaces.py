@@ -34,14 +34,15 @@ def test_every_dato_genome_round_trips_through_its_canonical_form():
     assert len(hashes) == (2 * 2 + 1) ** 2
 
 
-def test_dato_seeds_are_uniform_schedules_inside_the_bounds():
-    space = DatoSpace(steps=11)
+def test_dato_seeds_are_uniform_deepcache_style_schedules_inside_the_bounds():
+    space = DatoSpace(steps=11, caches=("reuse", 1, 0, "full"))
     seeds = np.array(space.seeds())
-    assert len(seeds) == len(set(map(tuple, seeds))) > 0
+    assert len(seeds) == len(set(map(tuple, seeds))) == 4 * 5
     assert (seeds >= 0).all() and (seeds <= space.upper).all()
     for seed in seeds:
-        prunes = {s.prune for s in space.decode(seed).steps[1:] if s.cache != "reuse"}
-        assert len(prunes) <= 1  # one ratio for every computed step: not step-aware
+        steps = space.decode(seed).steps[1:]
+        assert len({s.prune for s in steps}) == 1  # one ratio for every step: not step-aware
+        assert {s.cache for s in steps} <= {"full", 0}  # full every k iterations, the shallowest branch between
 
 
 def test_dsap_decodes_tau_rho_blocks_and_deepcache_interval():
@@ -65,8 +66,12 @@ def test_space_tables_round_trip_through_their_config():
         ({"kind": "dato"}, "needs 'steps'"),
         ({"kind": "dato", "steps": 1}, "steps must be an integer >= 2"),
         ({"kind": "dato", "steps": 5, "ratio": [0.3]}, "unknown key 'ratio' in \\[space\\]"),
-        ({"kind": "dato", "steps": 5, "ratios": []}, "ratios must not be empty"),
+        ({"kind": "dato", "steps": 5, "ratios": []}, "ratios must be a non-empty list"),
+        ({"kind": "dato", "steps": 5, "ratios": 0.5}, "ratios must be a non-empty list, got 0.5"),
         ({"kind": "dato", "steps": 5, "ratios": [0.9]}, "prune ratio 0.9 is out of range"),
+        ({"kind": "dato", "steps": 5, "ratios": [0.3, 0.9, 0.5]}, "prune ratio 0.9 is out of range"),
+        ({"kind": "dsap", "steps": 5, "block_sets": ["everything"]}, "unknown slots 'everything'"),
+        ({"kind": "dsap", "steps": 5, "slots": "all"}, "unknown key 'slots' in \\[space\\] of kind 'dsap'"),
         ({"kind": "dato", "steps": 5, "caches": ["sometimes"]}, "unknown cache value 'sometimes'"),
         ({"kind": "dato", "steps": 5, "method": {"name": "magic"}}, "magic"),
     ],

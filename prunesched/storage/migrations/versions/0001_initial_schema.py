@@ -25,6 +25,7 @@ def upgrade() -> None:
     sa.Column('objectives', sa.JSON(), nullable=False),
     sa.Column('reference_point', sa.JSON(), nullable=True),
     sa.Column('code_version', sa.String(length=100), nullable=False),
+    sa.Column('owner', sa.String(length=200), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id')
