@@ -88,7 +88,7 @@ class SearchBenchConfig:
     population: int = 20
     checkpoints: tuple[int, ...] = (200, 500, 2000)
     max_generations: int = 1000
-    time_limit_s: float = 600.0
+    time_limit_s: float = 1800.0
     proposers: tuple[str, ...] = tuple(PROPOSERS)
     seed: int = 0
 

@@ -140,3 +140,16 @@ def test_commands_other_than_launch_refuse_a_missing_database_and_create_none(tm
     result = run(*command, "--db", str(tmp_path / "none.db"))
     assert result.exit_code == 2 and "no database at" in result.output
     assert not (tmp_path / "none.db").exists()
+
+
+def test_ctrl_c_during_a_search_says_how_to_resume_it(capsys):
+    from prunesched.cli.render import ProgressView
+    from prunesched.search.coordinator import Progress
+
+    with pytest.raises(SystemExit) as stopped:
+        with ProgressView(4, "runs.db") as view:
+            view(Progress(search_id=3, generation=1, generations=4, done=9, running=2, failed=0, front_size=4,
+                          hypervolume=0.5, generation_stored=False))  # fmt: skip
+            raise KeyboardInterrupt
+    assert stopped.value.code == 130
+    assert "search 3 interrupted; continue it with 'prunesched search resume 3 --db runs.db'" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from PIL import Image
 
 import prunesched
 from prunesched import Schedule, StepPlan
-from tests.runtime.helpers import PROMPT, loop_iterations
+from tests.runtime.helpers import loop_iterations
 
 SCHEDULERS = {
     "pndm": PNDMScheduler.from_config,

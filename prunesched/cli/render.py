@@ -1,0 +1,87 @@
+"""How the CLI shows things: tables, metric values with their intervals, and the live progress of a search."""
+
+from __future__ import annotations
+
+import sys
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prunesched.search.coordinator import Progress as SearchProgress
+
+
+class ProgressView:
+    """A live progress line (generation, evaluations done/running/failed, front size, hypervolume).
+
+    On a terminal it is a bar that redraws; elsewhere (logs, CI) one line per finished generation.
+    Ctrl-C stops the search (its finished evaluations are stored) and says how to resume it.
+    """
+
+    def __init__(self, generations: int, db: str) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.db = db
+        self.search_id: int | None = None
+        self.console = Console(stderr=True)
+        columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+        self.bar = Progress(*columns, console=self.console, disable=not self.console.is_terminal)
+        self.task = self.bar.add_task("starting workers", total=generations)
+
+    def __call__(self, p: SearchProgress) -> None:
+        self.search_id = p.search_id
+        line = (f"generation {p.generation + 1}/{p.generations}  done {p.done}  running {p.running}  failed {p.failed}  "
+                f"front {p.front_size}  hv {number(p.hypervolume)}")  # fmt: skip
+        self.bar.update(self.task, description=line, completed=p.generation + p.generation_stored)
+        if p.generation_stored and not self.console.is_terminal:
+            self.console.print(line)
+
+    def __enter__(self) -> ProgressView:
+        self.bar.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        self.bar.stop()
+        if kind is KeyboardInterrupt and self.search_id is not None:
+            self.console.print(f"search {self.search_id} interrupted; continue it with 'prunesched search resume {self.search_id} --db {self.db}'")
+            sys.exit(130)
+
+
+def table(headers: list[str], rows: list[list[object]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*headers, box=None, pad_edge=False)
+    for row in rows:
+        table.add_row(*[str(v) for v in row])
+    Console(width=200).print(table)
+
+
+def number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def metric(metrics: dict | None, name: str) -> str:
+    if not metrics or name not in metrics:
+        return "-"
+    item = metrics[name]
+    ci = item.get("ci")
+    return f"{item['value']:.4g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "") + f" n={item['n']}"
+
+
+def cache_summary(schedule: dict) -> str:
+    caches = [s["cache"] for s in schedule["steps"]]
+    return f"{caches.count('full')}/{sum(isinstance(c, int) for c in caches)}/{caches.count('reuse')}"
+
+
+def mean_prune(schedule: dict) -> str:
+    return f"{sum(s['prune'] for s in schedule['steps']) / len(schedule['steps']):.3f}"
+
+
+def row_dict(candidate, evaluation, names) -> dict:  # type: ignore[no-untyped-def]
+    return {
+        "candidate": candidate.id, "generation_born": candidate.generation_born, "schedule_hash": candidate.schedule_hash,
+        "status": evaluation.status, "objectives": dict(zip(names, [evaluation.objective_0, evaluation.objective_1])),
+        "metrics": evaluation.metrics, "attempts": evaluation.attempts, "worker": evaluation.worker, "device": evaluation.device,
+        "duration_s": evaluation.duration_s, "error": evaluation.error, "schedule": candidate.schedule,
+    }  # fmt: skip

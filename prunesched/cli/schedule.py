@@ -1,0 +1,30 @@
+"""``prunesched schedule``: inspect schedule files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def schedule() -> None:
+    """Inspect schedule files."""
+
+
+@schedule.command("show")
+@click.argument("path", type=click.Path(path_type=Path))
+def schedule_show(path: Path) -> None:
+    """Validate a schedule file and print its steps."""
+    from collections import Counter
+
+    from prunesched.runtime.schedule import Schedule
+
+    loaded = Schedule.load(path)
+    method = ", ".join(f"{k}={v}" for k, v in loaded.method.to_dict().items() if k != "name")
+    click.echo(f"{len(loaded)} steps, method {loaded.method.name} ({method}), slots {loaded.slots}, hash {loaded.hash[:12]}")
+    counts = Counter("branch " + str(s.cache) if isinstance(s.cache, int) else s.cache for s in loaded.steps)
+    click.echo("cache: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())))
+    click.echo(f"mean prune ratio: {sum(s.prune for s in loaded.steps) / len(loaded):.3f}")
+    for i, step in enumerate(loaded.steps):
+        click.echo(f"{i:4d}  {str(step.cache):>6}  {step.prune:.2f}")

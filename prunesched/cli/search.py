@@ -1,0 +1,181 @@
+"""The search commands: ``search launch/resume/status``, ``front``, ``export``, ``history``, ``db upgrade``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from prunesched.cli.render import ProgressView, cache_summary, mean_prune, metric, number, row_dict, table
+
+DB_OPTION = click.option(
+    "--db", default="prunesched.db", show_default=True, envvar="PRUNESCHED_DB",
+    help="Search database: a file path or any SQLAlchemy URL (env PRUNESCHED_DB).",
+)  # fmt: skip
+
+
+@click.group()
+def search() -> None:
+    """Run searches: launch, resume, status."""
+
+
+@search.command("launch")
+@click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@DB_OPTION
+@click.option("--address", default=None, help="Ray cluster to join ('auto' or ray://host:port); default: a local Ray instance.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Evaluator actors (overrides [dispatch] workers).")
+@click.option("--backend", type=click.Choice(["pymoo", "optuna", "random"]), default=None, help="Overrides [proposer] backend.")
+@click.option("--sampler", type=click.Choice(["nsga2", "tpe"]), default=None, help="Optuna sampler (overrides [proposer] sampler).")
+def search_launch(
+    config: Path | None, db: str, address: str | None, workers: int | None, backend: str | None, sampler: str | None
+) -> None:
+    """Run the search CONFIG.toml describes (default: the embedded default search) and store it in --db."""
+    from dataclasses import replace
+
+    from prunesched.search.config import SearchConfig
+    from prunesched.search.coordinator import launch
+
+    loaded = SearchConfig.default() if config is None else SearchConfig.load(config)
+    loaded = replace(
+        loaded,
+        dispatch=replace(loaded.dispatch, **_given(address=address, workers=workers)),
+        proposer=replace(loaded.proposer, **_given(backend=backend, sampler=sampler)),
+    )
+    with ProgressView(loaded.proposer.generations, db) as view:
+        search_id = launch(loaded, db, progress=view)
+    click.echo(f"search {search_id} finished; see 'prunesched front {search_id} --db {db}'")
+
+
+@search.command("resume")
+@click.argument("search_id", type=int)
+@DB_OPTION
+@click.option("--force", is_flag=True, help="Take over a search another host's coordinator marked running (only when it is gone).")
+def search_resume(search_id: int, db: str, force: bool) -> None:
+    """Continue a stopped or crashed search from its last stored generation."""
+    from prunesched.search.coordinator import resume
+    from prunesched.storage import Store
+
+    generations = Store(db).search(search_id).config["proposer"]["generations"]
+    with ProgressView(generations, db) as view:
+        resume(search_id, db, progress=view, force=force)
+    click.echo(f"search {search_id} finished")
+
+
+@search.command("status")
+@click.argument("search_id", type=int, required=False)
+@DB_OPTION
+def search_status(search_id: int | None, db: str) -> None:
+    """Where each search (or search SEARCH_ID) stands."""
+    from prunesched.storage import Store
+
+    store = Store(db)
+    searches = [store.search(search_id)] if search_id is not None else store.searches()
+    rows = []
+    for item in searches:
+        counts = store.counts(item.id)
+        latest = store.generation(item.id)
+        rows.append([
+            item.id, item.name, item.status, f"{latest.number + 1 if latest else 0}/{item.config['proposer']['generations']}",
+            counts.done, counts.active, counts.failed, len(latest.front) if latest else 0,
+            number(latest.hypervolume if latest else None),
+        ])  # fmt: skip
+    table(["id", "name", "status", "generations", "done", "running", "failed", "front", "hypervolume"], rows)
+
+
+@click.command("front")
+@click.argument("search_id", type=int)
+@click.option("--generation", type=int, default=None, help="Front after this generation (default: the latest).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@DB_OPTION
+def front(search_id: int, generation: int | None, as_json: bool, db: str) -> None:
+    """The Pareto front of a search: every non-dominated schedule with its metrics."""
+    from prunesched.search.review import front
+    from prunesched.storage import Store
+
+    store = Store(db)
+    names = store.search(search_id).objectives
+    number, points = front(store, search_id, generation)
+    if as_json:
+        click.echo(json.dumps([row_dict(p.candidate, p.evaluation, names) for p in points], indent=2))
+        return
+    click.echo(f"search {search_id}, front after generation {number}: {len(points)} points")
+    table(
+        ["candidate", "born", names[0], names[1], "cache (full/branch/reuse)", "mean prune"],
+        [[p.candidate.id, p.candidate.generation_born, metric(p.evaluation.metrics, names[0]), metric(p.evaluation.metrics, names[1]),
+          cache_summary(p.candidate.schedule), mean_prune(p.candidate.schedule)] for p in points],
+    )  # fmt: skip
+
+
+@click.command("export")
+@click.argument("search_id", type=int)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Schedule file to write.")
+@click.option("--pick", "how", type=click.Choice(["weighted", "fastest", "best"]), default="weighted", show_default=True,
+              help="weighted: least quality + weight * cost (DaTo Algorithm 1); fastest; best quality. From the front.")  # fmt: skip
+@click.option("--weight", type=float, default=1.0, show_default=True, help="w of the weighted pick.")
+@click.option("--candidate", "candidate_id", type=int, default=None, help="Export this candidate instead of picking.")
+@click.option("--generation", type=int, default=None, help="Pick from the front after this generation (default: the latest).")
+@DB_OPTION
+def export(search_id: int, output: Path, how: str, weight: float, candidate_id: int | None, generation: int | None, db: str) -> None:
+    """Write one schedule of a search, with its provenance, to a JSON file that prunesched.apply loads."""
+    from prunesched.search.review import export
+    from prunesched.storage import Store
+
+    schedule = export(Store(db), search_id, output, how, weight, candidate_id, generation)
+    click.echo(f"wrote candidate {schedule.provenance['candidate']} ({schedule.provenance['pick']}) to {output}")
+
+
+@click.command("history")
+@click.option("--search", "search_id", type=int, default=None, help="Only this search's evaluations (default: list the searches).")
+@click.option("--status", type=click.Choice(["queued", "running", "done", "failed"]), default=None)
+@click.option("--generation", type=int, default=None, help="Only candidates born in this generation.")
+@click.option("--limit", type=click.IntRange(min=1), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@DB_OPTION
+def history(search_id: int | None, status: str | None, generation: int | None, limit: int | None, as_json: bool, db: str) -> None:
+    """What was tried: the searches, or one search's evaluations, filtered."""
+    from prunesched.storage import Store
+
+    store = Store(db)
+    if search_id is None:
+        if status is not None or generation is not None:
+            raise click.UsageError("--status and --generation filter one search's evaluations; add --search ID")
+        searches = store.searches()
+        if as_json:
+            click.echo(json.dumps([{"id": s.id, "name": s.name, "status": s.status, "created_at": s.created_at.isoformat(),
+                                    "config": s.config} for s in searches], indent=2))  # fmt: skip
+            return
+        table(["id", "name", "status", "created", "evaluations"],
+               [[s.id, s.name, s.status, f"{s.created_at:%Y-%m-%d %H:%M}", len(store.evaluations(s.id))] for s in searches])  # fmt: skip
+        return
+    names = store.search(search_id).objectives
+    rows = store.evaluations(search_id, status=status, generation=generation, limit=limit)
+    if as_json:
+        click.echo(json.dumps([row_dict(c, e, names) for c, e in rows], indent=2))
+        return
+    table(
+        ["candidate", "born", "status", names[0], names[1], "attempts", "worker", "seconds", "error"],
+        [[c.id, c.generation_born, e.status, metric(e.metrics, names[0]), metric(e.metrics, names[1]), e.attempts,
+          e.worker or "", number(e.duration_s), (e.error or "")[:60]] for c, e in rows],
+    )  # fmt: skip
+
+
+@click.group("db")
+def db() -> None:
+    """Maintain search databases."""
+
+
+@db.command("upgrade")
+@DB_OPTION
+def db_upgrade(db: str) -> None:
+    """Migrate a search database to this version's schema."""
+    from prunesched.storage import Store
+    from prunesched.storage.database import head_revision
+
+    Store(db, mode="write")
+    click.echo(f"{db} is at schema {head_revision()}")
+
+
+def _given(**options: object) -> dict[str, object]:
+    """The options the user gave (not None), to override the config's values."""
+    return {name: value for name, value in options.items() if value is not None}
