@@ -178,12 +178,13 @@ def _generation(
     objectives = np.array([[e.objective_0, e.objective_1] if e.status == "done" else [np.inf, np.inf] for _, e in rows], dtype=float)
     ok = np.array([e.status == "done" for _, e in rows], dtype=bool)
     proposer.tell(objectives.reshape(-1, 2), ok)
-    front, volume = _front(store, search_id, config, number)
+    front, volume = _front(store, search_id)
     store.save_generation(search_id, number, [c.id for c in members], front, volume, pickle.dumps(proposer))
     report(True)
 
 
-def _front(store: Store, search_id: int, config: SearchConfig, number: int) -> tuple[list[int], float | None]:
+def _front(store: Store, search_id: int) -> tuple[list[int], float | None]:
+    """The front of everything evaluated so far (candidate ids) and its hypervolume."""
     done = store.evaluations(search_id, status="done")
     points = [[e.objective_0, e.objective_1] for _, e in done]
     front = [done[i][0].id for i in front_indices(points)]

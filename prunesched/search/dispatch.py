@@ -105,8 +105,12 @@ class RayDispatcher:
         self.infos: list[dict[str, Any]] = []
         for _ in range(workers):
             self.actors.append(self._start())
-        for actor in self.actors:
-            self.infos.append(self._ready(actor))
+        try:
+            for actor in self.actors:
+                self.infos.append(self._ready(actor))
+        except DispatchError:
+            self.close()
+            raise
 
     def close(self) -> None:
         import ray
