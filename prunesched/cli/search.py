@@ -146,7 +146,7 @@ def history(search_id: int | None, status: str | None, generation: int | None, l
                                     "config": s.config} for s in searches], indent=2))  # fmt: skip
             return
         table(["id", "name", "status", "created", "evaluations"],
-               [[s.id, s.name, s.status, f"{s.created_at:%Y-%m-%d %H:%M}", len(store.evaluations(s.id))] for s in searches])  # fmt: skip
+               [[s.id, s.name, s.status, f"{s.created_at:%Y-%m-%d %H:%M}", store.counts(s.id).total] for s in searches])  # fmt: skip
         return
     names = store.search(search_id).objectives
     rows = store.evaluations(search_id, status=status, generation=generation, limit=limit)

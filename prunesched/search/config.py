@@ -26,6 +26,7 @@ from prunesched.errors import ConfigError
 from prunesched.search.evaluators import evaluator_factory, evaluator_metrics
 from prunesched.search.proposers import ProposerConfig
 from prunesched.search.spaces import Space, space_from_config, space_to_config
+from prunesched.search.tables import check_keys, check_number
 
 T = TypeVar("T")
 
@@ -53,13 +54,11 @@ class DispatchConfig:
     retries: int = 2
 
     def __post_init__(self) -> None:
-        limits = {"workers": (int, 1), "retries": (int, 0), "gpus_per_worker": (float, 0), "cpus_per_worker": (float, 0)}
-        for name, (kind, low) in limits.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, kind)) or value < low:
-                raise ConfigError(f"[dispatch] {name} must be {'an integer' if kind is int else 'a number'} >= {low}, got {value!r}")
-        if isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, (int, float)) or self.timeout_s <= 0:
-            raise ConfigError(f"[dispatch] timeout_s must be a number of seconds > 0, got {self.timeout_s!r}")
+        check_number(self.workers, "workers", "[dispatch]", integer=True, low=1)
+        check_number(self.retries, "retries", "[dispatch]", integer=True)
+        check_number(self.gpus_per_worker, "gpus_per_worker", "[dispatch]")
+        check_number(self.cpus_per_worker, "cpus_per_worker", "[dispatch]")
+        check_number(self.timeout_s, "timeout_s", "[dispatch]", low_open=True)
         if self.address is not None and not isinstance(self.address, str):
             raise ConfigError(f"[dispatch] address must be 'auto' or a Ray address like 'ray://head:10001', got {self.address!r}")
 
@@ -79,10 +78,7 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchConfig:
-        valid = ("name", "seed", "objectives", "reference_point", "space", "proposer", "evaluator", "dispatch")
-        unknown = sorted(set(data) - set(valid))
-        if unknown:
-            raise ConfigError(f"unknown key {unknown[0]!r} in the search config; valid: {', '.join(valid)}")
+        check_keys(data, ("name", "seed", "objectives", "reference_point", "space", "proposer", "evaluator", "dispatch"), "the search config")
         for table in ("space", "evaluator"):
             if not isinstance(data.get(table), Mapping):
                 raise ConfigError(f"the search config needs a [{table}] table")
@@ -98,8 +94,7 @@ class SearchConfig:
         ):
             raise ConfigError(f"reference_point must be two numbers, one per objective, got {reference!r}")
         seed = data.get("seed", 0)
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise ConfigError(f"seed must be an integer, got {seed!r}")
+        check_number(seed, "seed", "the search config's", integer=True)
         return cls(
             space=space_from_config(data["space"]),
             evaluator=evaluator,
@@ -145,10 +140,7 @@ def _build(cls: type[T], data: Mapping[str, Any], name: str) -> T:
     table = data.get(name, {})
     if not isinstance(table, Mapping):
         raise ConfigError(f"[{name}] must be a table, got {type(table).__name__}")
-    valid = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    unknown = sorted(set(table) - set(valid))
-    if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} in [{name}]; valid: {', '.join(valid)}")
+    check_keys(table, [f.name for f in fields(cls)], f"[{name}]")  # type: ignore[arg-type]
     try:
         return cls(**table)
     except TypeError as exc:

@@ -22,6 +22,7 @@ import numpy as np
 
 from prunesched.errors import ConfigError
 from prunesched.runtime.schedule import Schedule, StepPlan
+from prunesched.search.tables import check_keys, check_number
 
 Metric = dict[str, Any]
 """``{"value": float, "n": int, "ci": [low, high] or None}``."""
@@ -65,8 +66,7 @@ class SyntheticSettings:
     delay_s: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.delay_s, bool) or not isinstance(self.delay_s, (int, float)) or self.delay_s < 0:
-            raise ConfigError(f"[evaluator] delay_s must be a number >= 0, got {self.delay_s!r}")
+        check_number(self.delay_s, "delay_s", "[evaluator]")
 
 
 class SyntheticEvaluator:
@@ -144,9 +144,9 @@ class PipelineSettings:
         if not isinstance(self.prompts, tuple) or not self.prompts or not all(isinstance(p, str) for p in self.prompts):
             raise ConfigError(f"[evaluator] prompts must be a non-empty list of strings, got {self.prompts!r}")
         for name in ("images", "num_inference_steps", "repeats"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"[evaluator] {name} must be an integer >= 1, got {value!r}")
+            check_number(getattr(self, name), name, "[evaluator]", integer=True, low=1)
+        check_number(self.seed, "seed", "[evaluator]", integer=True)
+        check_number(self.guidance_scale, "guidance_scale", "[evaluator]")
 
 
 class PipelineEvaluator:
@@ -224,10 +224,7 @@ def evaluator_factory(table: Mapping[str, Any]) -> Callable[[], Evaluator]:
     if kind not in EVALUATORS:
         raise ConfigError(f"unknown evaluator kind {kind!r}; valid: {', '.join(EVALUATORS)}")
     cls, settings = EVALUATORS[kind]
-    valid = [f.name for f in fields(settings)]
-    unknown = sorted(set(data) - set(valid))
-    if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} in [evaluator] of kind {kind!r}; valid: {', '.join(['kind'] + valid)}")
+    check_keys(data, ["kind", *(f.name for f in fields(settings))], f"[evaluator] of kind {kind!r}")
     return functools.partial(cls, settings(**data))
 
 

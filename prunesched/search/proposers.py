@@ -17,6 +17,7 @@ import numpy as np
 
 from prunesched.errors import ConfigError
 from prunesched.search.spaces import Space
+from prunesched.search.tables import check_number
 
 FAILED_OBJECTIVE = 1e12
 """Objective value given to a failed evaluation; it is also marked infeasible, so it is dominated."""
@@ -53,14 +54,11 @@ class ProposerConfig:
             if getattr(self, name) not in valid:
                 raise ConfigError(f"[proposer] {name} {getattr(self, name)!r} is not valid; valid: {', '.join(valid)}")
         for name, low in (("population", 2), ("generations", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"[proposer] {name} must be an integer >= {low}, got {value!r}")
-        for name in ("crossover_prob", "mutation_prob", "seed_fraction", "crossover_eta", "mutation_eta"):
-            value = getattr(self, name)
-            high = 1.0 if name.endswith(("prob", "fraction")) else float("inf")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= high:
-                raise ConfigError(f"[proposer] {name} must be a number from 0 to {high:g}, got {value!r}")
+            check_number(getattr(self, name), name, "[proposer]", integer=True, low=low)
+        for name in ("crossover_prob", "mutation_prob", "seed_fraction"):
+            check_number(getattr(self, name), name, "[proposer]", high=1.0)
+        for name in ("crossover_eta", "mutation_eta"):
+            check_number(getattr(self, name), name, "[proposer]")
         if not isinstance(self.eliminate_duplicates, bool):
             raise ConfigError(f"[proposer] eliminate_duplicates must be true or false, got {self.eliminate_duplicates!r}")
 

@@ -17,6 +17,7 @@ import numpy as np
 from prunesched.errors import ConfigError, ScheduleError
 from prunesched.runtime.methods import TokenMethod, method_from_dict
 from prunesched.runtime.schedule import Cache, Schedule, Slots, StepPlan
+from prunesched.search.tables import check_keys, check_number
 
 Genome = tuple[int, ...]
 
@@ -188,15 +189,10 @@ def space_from_config(table: Mapping[str, Any]) -> Space:
     if kind not in SPACES:
         raise ConfigError(f"unknown space kind {kind!r}; valid: {', '.join(SPACES)}")
     cls = SPACES[kind]
-    valid = [f.name for f in cls.__dataclass_fields__.values()]
-    unknown = sorted(set(data) - set(valid))
-    if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} in [space] of kind {kind!r}; valid: {', '.join(['kind'] + valid)}")
+    check_keys(data, ["kind", *cls.__dataclass_fields__], f"[space] of kind {kind!r}")
     if "steps" not in data:
         raise ConfigError("[space] needs 'steps': the number of denoising-loop iterations (PNDM at 50 steps has 51)")
-    steps = data["steps"]
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 2:
-        raise ConfigError(f"[space] steps must be an integer >= 2, got {steps!r}")
+    check_number(data["steps"], "steps", "[space]", integer=True, low=2)
     if "method" in data:
         data["method"] = method_from_dict(data["method"])
     for key, value in data.items():

@@ -32,6 +32,10 @@ class Counts:
     active: int = 0
     failed: int = 0
 
+    @property
+    def total(self) -> int:
+        return self.done + self.active + self.failed
+
 
 @dataclass(frozen=True)
 class Outcome:
