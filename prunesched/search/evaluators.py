@@ -22,6 +22,7 @@ import numpy as np
 
 from prunesched.errors import ConfigError
 from prunesched.runtime.schedule import Schedule, StepPlan
+from prunesched.search.prompts import prompt_set
 from prunesched.search.tables import check_keys, check_number
 
 Metric = dict[str, Any]
@@ -125,10 +126,16 @@ def synthetic_front(options: Sequence[Sequence[StepPlan]]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PipelineSettings:
-    """``[evaluator]`` of kind ``pipeline``: which pipeline, which prompts and seeds, how many images and repeats."""
+    """``[evaluator]`` of kind ``pipeline``: which pipeline, which prompts and seeds, how many images and repeats.
+
+    ``prompts`` is a list of prompts or a prompt-set table (:func:`prunesched.search.prompts.prompt_set`,
+    e.g. ``{kind = "imagenet"}``). ``images`` images are generated, image i with seed
+    ``seed + i``: a set with more prompts than that is subsampled with ``seed``, a smaller one is
+    cycled through.
+    """
 
     model: str = "tiny-sd"
-    prompts: tuple[str, ...] = ("a red circle", "a blue square", "a green triangle", "a yellow star")
+    prompts: Any = ("a red circle", "a blue square", "a green triangle", "a yellow star")
     images: int = 4
     seed: int = 0
     num_inference_steps: int = 10
@@ -138,15 +145,20 @@ class PipelineSettings:
     def __post_init__(self) -> None:
         from prunesched.models.tiny import PIPELINES
 
-        object.__setattr__(self, "prompts", tuple(self.prompts) if isinstance(self.prompts, (list, tuple)) else self.prompts)
         if self.model not in PIPELINES:
             raise ConfigError(f"[evaluator] unknown model {self.model!r}; valid: {', '.join(PIPELINES)}")
-        if not isinstance(self.prompts, tuple) or not self.prompts or not all(isinstance(p, str) for p in self.prompts):
-            raise ConfigError(f"[evaluator] prompts must be a non-empty list of strings, got {self.prompts!r}")
         for name in ("images", "num_inference_steps", "repeats"):
             check_number(getattr(self, name), name, "[evaluator]", integer=True, low=1)
         check_number(self.seed, "seed", "[evaluator]", integer=True)
         check_number(self.guidance_scale, "guidance_scale", "[evaluator]")
+        self.prompt_list()  # a missing or malformed prompt file is refused here, not on a worker
+
+    def prompt_list(self) -> list[str]:
+        """The prompt of every image, in order."""
+        prompts = prompt_set(self.prompts)
+        if self.images <= len(prompts.prompts):
+            return list(prompts.subsample(self.images, self.seed).prompts)
+        return [prompts.prompts[i % len(prompts.prompts)] for i in range(self.images)]
 
 
 class PipelineEvaluator:
@@ -171,7 +183,7 @@ class PipelineEvaluator:
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.pipe = PIPELINES[settings.model]().to(self.device)
-        self.prompts = [settings.prompts[i % len(settings.prompts)] for i in range(settings.images)]
+        self.prompts = settings.prompt_list()
         self.seeds = [settings.seed + i for i in range(settings.images)]
         self.call = {"num_inference_steps": settings.num_inference_steps, "guidance_scale": settings.guidance_scale}
         self.repeats = settings.repeats
