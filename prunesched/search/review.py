@@ -74,7 +74,7 @@ def export(
     """
     search = store.search(search_id)
     if candidate_id is not None:
-        rows = [(c, e) for c, e in store.evaluations(search_id) if c.id == candidate_id]
+        rows = store.evaluations(search_id, candidate_id=candidate_id)
         if not rows:
             raise ConfigError(f"search {search_id} has no candidate {candidate_id}")
         if rows[0][1].status != "done":

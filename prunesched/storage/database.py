@@ -16,7 +16,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, make_url
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -82,7 +82,7 @@ def open_database(location: str | Path, mode: Mode = "read") -> sessionmaker[Ses
     Only the search coordinator and ``prunesched db upgrade`` open with a mode other than ``read``.
     """
     url = database_url(location)
-    shown = make_engine(url, tuned=False).url.render_as_string(hide_password=True)
+    shown = make_url(url).render_as_string(hide_password=True)
     if url.startswith("sqlite:///") and mode != "create":
         path = Path(url.removeprefix("sqlite:///"))
         if not path.is_file():

@@ -151,9 +151,12 @@ class Store:
         status: str | None = None,
         generation: int | None = None,
         limit: int | None = None,
+        candidate_id: int | None = None,
     ) -> list[tuple[Candidate, Evaluation]]:
         """Candidates with their evaluations, oldest first, filtered as asked."""
         query = select(Candidate, Evaluation).join(Evaluation).order_by(Candidate.id)
+        if candidate_id is not None:
+            query = query.where(Candidate.id == candidate_id)
         if search_id is not None:
             query = query.where(Candidate.search_id == search_id)
         if status is not None:
