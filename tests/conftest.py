@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny pipelines built from configs (random weights, no downloads)."""
+"""Shared fixtures: tiny pipelines built from configs (random weights, no downloads), a stand-in Inception weight file."""
 
 from __future__ import annotations
 
@@ -46,3 +46,17 @@ def ray_local() -> Iterator[None]:
     ensure_ray(None)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def inception_weights(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A stand-in for torch-fidelity's Inception weight file (random weights; the real file cannot be downloaded here).
+
+    The code path is the real one: a local file through ``feature_extractor_weights_path``, 2048-d
+    features, FID and KID; only the numbers differ from published FIDs.
+    """
+    from prunesched.bench.evaluation import write_standin_inception
+
+    path = tmp_path_factory.mktemp("weights") / "inception-standin.pth"
+    write_standin_inception(path)
+    return str(path)

@@ -74,3 +74,26 @@ class Stopwatch:
             wall, cpu = time.perf_counter(), time.process_time()
             yield
             out.append(Sample(time.perf_counter() - wall, time.process_time() - cpu))
+
+
+class Marks:
+    """Points in time on one device (CUDA events there, so marking never waits for the GPU), read as gaps at the end."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.points: list[Any] = []
+
+    def mark(self) -> None:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.points.append(event)
+        else:
+            self.points.append(time.perf_counter())
+
+    def gaps(self) -> list[float]:
+        """Seconds between consecutive marks."""
+        if self.cuda:
+            self.points[-1].synchronize()
+            return [a.elapsed_time(b) / 1000 for a, b in zip(self.points, self.points[1:])]
+        return [b - a for a, b in zip(self.points, self.points[1:])]

@@ -16,17 +16,18 @@ The whole configuration is stored with the search, so ``search resume ID`` needs
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+import tomllib
+
+from prunesched.checks import check_keys, check_number
 from prunesched.errors import ConfigError
 from prunesched.search.evaluators import evaluator_factory, evaluator_metrics
 from prunesched.search.proposers import ProposerConfig
 from prunesched.search.spaces import Space, space_from_config, space_to_config
-from prunesched.search.tables import check_keys, check_number
 
 T = TypeVar("T")
 

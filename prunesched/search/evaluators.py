@@ -1,10 +1,11 @@
 """Evaluators: what a worker does with one candidate schedule, returning metrics only.
 
 An evaluator is built once per worker (it may load a pipeline) and then called for many
-schedules. Every metric is a :data:`Metric`: a value with the number of samples it came from
+schedules. Every metric is a :data:`prunesched.evaluation.stats.Metric`: a value with the number of samples it came from
 and a 95 % bootstrap interval when there are several, so a user can see when two points of a
 front are not really different. The ``[evaluator]`` table of a search config names a kind of
-:data:`EVALUATORS` and its keyword arguments; configs never name code to import.
+:data:`EVALUATORS` and its keyword arguments; configs never name code to import. The ``pipeline``
+kind is :class:`prunesched.evaluation.evaluate.Evaluation`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import functools
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -20,15 +20,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from prunesched.checks import check_keys, check_number
 from prunesched.errors import ConfigError
+from prunesched.evaluation.evaluate import EvalSettings, Evaluation
+from prunesched.evaluation.stats import Metrics, metric
 from prunesched.runtime.schedule import Schedule, StepPlan
-from prunesched.search.prompts import prompt_set
-from prunesched.search.tables import check_keys, check_number
-
-Metric = dict[str, Any]
-"""``{"value": float, "n": int, "ci": [low, high] or None}``."""
-
-Metrics = dict[str, Metric]
 
 
 class Evaluator(Protocol):
@@ -45,17 +41,6 @@ class Evaluator(Protocol):
     def evaluate(self, schedule: Schedule) -> Metrics: ...
 
 
-def metric(samples: Sequence[float], seed: int = 0, resamples: int = 1000) -> Metric:
-    """The mean of per-sample values with its 95 % percentile-bootstrap interval (None for one sample)."""
-    values = np.asarray(samples, dtype=float)
-    ci = None
-    if len(values) > 1:
-        rng = np.random.default_rng(seed)
-        means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
-        ci = [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
-    return {"value": float(values.mean()), "n": int(len(values)), "ci": ci}
-
-
 def worker_name() -> str:
     return f"{platform.node()}:{os.getpid()}"
 
@@ -68,6 +53,9 @@ class SyntheticSettings:
 
     def __post_init__(self) -> None:
         check_number(self.delay_s, "delay_s", "[evaluator]")
+
+    def objective_metrics(self) -> tuple[str, ...]:
+        return SyntheticEvaluator.metrics
 
 
 class SyntheticEvaluator:
@@ -124,107 +112,9 @@ def synthetic_front(options: Sequence[Sequence[StepPlan]]) -> np.ndarray:
     return front
 
 
-@dataclass(frozen=True)
-class PipelineSettings:
-    """``[evaluator]`` of kind ``pipeline``: which pipeline, which prompts and seeds, how many images and repeats.
-
-    ``prompts`` is a list of prompts or a prompt-set table (:func:`prunesched.search.prompts.prompt_set`,
-    e.g. ``{kind = "imagenet"}``). ``images`` images are generated, image i with seed
-    ``seed + i``: a set with more prompts than that is subsampled with ``seed``, a smaller one is
-    cycled through.
-    """
-
-    model: str = "tiny-sd"
-    prompts: Any = ("a red circle", "a blue square", "a green triangle", "a yellow star")
-    images: int = 4
-    seed: int = 0
-    num_inference_steps: int = 10
-    guidance_scale: float = 7.5
-    repeats: int = 1
-
-    def __post_init__(self) -> None:
-        from prunesched.models.tiny import PIPELINES
-
-        if self.model not in PIPELINES:
-            raise ConfigError(f"[evaluator] unknown model {self.model!r}; valid: {', '.join(PIPELINES)}")
-        for name in ("images", "num_inference_steps", "repeats"):
-            check_number(getattr(self, name), name, "[evaluator]", integer=True, low=1)
-        check_number(self.seed, "seed", "[evaluator]", integer=True)
-        check_number(self.guidance_scale, "guidance_scale", "[evaluator]")
-        self.prompt_list()  # a missing or malformed prompt file is refused here, not on a worker
-
-    def prompt_list(self) -> list[str]:
-        """The prompt of every image, in order."""
-        prompts = prompt_set(self.prompts)
-        if self.images <= len(prompts.prompts):
-            return list(prompts.subsample(self.images, self.seed).prompts)
-        return [prompts.prompts[i % len(prompts.prompts)] for i in range(self.images)]
-
-
-class PipelineEvaluator:
-    """Generates images with a schedule applied and scores them against the same pipeline's unaccelerated images.
-
-    Common random numbers: every candidate gets the same prompts and per-image seeds. Quality is
-    paired fidelity to the full model's images of the same seeds: ``mse`` with its bootstrap
-    interval over images (``psnr`` is reported too, for reading, but is not an objective: higher
-    is better). Cost is the time of the pipeline call up to the latents (text encoding and the
-    denoising loop; VAE decode excluded), median of ``repeats`` after a warm-up, and
-    ``relative_latency``, the same time divided by this worker's own unaccelerated time, so
-    heterogeneous workers compare. FID and KID arrive with the evaluation module.
-    """
-
-    metrics = ("mse", "latency_s", "relative_latency")
-
-    def __init__(self, settings: PipelineSettings = PipelineSettings()) -> None:
-        import torch
-
-        from prunesched.bench.timing import Stopwatch
-        from prunesched.models.tiny import PIPELINES
-
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.pipe = PIPELINES[settings.model]().to(self.device)
-        self.prompts = settings.prompt_list()
-        self.seeds = [settings.seed + i for i in range(settings.images)]
-        self.call = {"num_inference_steps": settings.num_inference_steps, "guidance_scale": settings.guidance_scale}
-        self.repeats = settings.repeats
-        self.stopwatch = Stopwatch(torch.device(self.device))
-        self.pipe.scheduler.set_timesteps(settings.num_inference_steps)
-        self.steps = len(self.pipe.scheduler.timesteps)
-        self.reference, self.full_latency = self._generate()
-
-    def evaluate(self, schedule: Schedule) -> Metrics:
-        import prunesched
-
-        with prunesched.apply(self.pipe, schedule):
-            images, latency = self._generate()
-        errors = ((images - self.reference) ** 2).mean(dim=(1, 2, 3)).double().numpy()
-        psnr = 10 * np.log10(1.0 / np.maximum(errors, 1e-12))
-        return {
-            "mse": metric(errors),
-            "psnr": metric(psnr),
-            "latency_s": metric([latency]),
-            "relative_latency": metric([latency / self.full_latency]),
-        }
-
-    def _generate(self) -> tuple[Any, float]:
-        import torch
-
-        times: list[Any] = []
-        for repeat in range(self.repeats + 1):
-            generators = [torch.Generator(self.device).manual_seed(s) for s in self.seeds]
-            with torch.no_grad(), self.stopwatch.region(times):
-                latents = self.pipe(self.prompts, generator=generators, output_type="latent", **self.call).images
-            if repeat == 0:
-                times.clear()  # warm-up
-        with torch.no_grad():
-            vae = self.pipe.vae
-            images = vae.decode(latents / vae.config.scaling_factor).sample
-        return ((images.float().cpu().clamp(-1, 1) + 1) / 2), statistics.median(t.wall for t in times)
-
-
 EVALUATORS: dict[str, tuple[type, type]] = {
     "synthetic": (SyntheticEvaluator, SyntheticSettings),
-    "pipeline": (PipelineEvaluator, PipelineSettings),
+    "pipeline": (Evaluation, EvalSettings),
 }
 """Evaluator kinds a config can name: the evaluator and the settings its ``[evaluator]`` table holds."""
 
@@ -241,5 +131,6 @@ def evaluator_factory(table: Mapping[str, Any]) -> Callable[[], Evaluator]:
 
 
 def evaluator_metrics(table: Mapping[str, Any]) -> tuple[str, ...]:
-    """The metrics of the ``[evaluator]`` table's kind that can be objectives (all are minimised)."""
-    return EVALUATORS[table.get("kind", "pipeline")][0].metrics
+    """The metrics the ``[evaluator]`` table's evaluator gives that can be objectives (all are minimised)."""
+    data = dict(table)
+    return EVALUATORS[data.pop("kind", "pipeline")][1](**data).objective_metrics()

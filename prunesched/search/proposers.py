@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from prunesched.checks import check_number
 from prunesched.errors import ConfigError
 from prunesched.search.spaces import Space
-from prunesched.search.tables import check_number
 
 FAILED_OBJECTIVE = 1e12
 """Objective value given to a failed evaluation; it is also marked infeasible, so it is dominated."""

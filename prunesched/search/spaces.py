@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from prunesched.checks import check_keys, check_number
 from prunesched.errors import ConfigError, ScheduleError
 from prunesched.runtime.methods import TokenMethod, method_from_dict
 from prunesched.runtime.schedule import Cache, Schedule, Slots, StepPlan
-from prunesched.search.tables import check_keys, check_number
 
 Genome = tuple[int, ...]
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from prunesched.checks import check_keys, check_number
 from prunesched.errors import ConfigError
-from prunesched.search.tables import check_keys, check_number
 
 KINDS = ("imagenet", "coco", "parti", "text")
 

@@ -1,4 +1,4 @@
-"""Checks shared by every table of a search config, so each refusal reads the same: one line, what is valid."""
+"""Checks shared by every config table (search and evaluation), so each refusal reads the same: one line, what is valid."""
 
 from __future__ import annotations
 

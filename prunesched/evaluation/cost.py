@@ -1,0 +1,219 @@
+"""The cost model: every step plan timed once per worker, a schedule's cost predicted as the sum over its steps.
+
+A search proposes thousands of schedules built from a few dozen step plans (a cache choice and
+a prune ratio). Timing each plan once, inside the real pipeline loop, turns the latency of any
+schedule into a table lookup, and analytic MACs (``torch.utils.flop_counter``) give a
+device-independent cost beside it. Plans are timed next to a full step and stored relative to
+it, so a machine that speeds up or slows down between measurements does not skew the table.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from prunesched.bench.timing import Marks
+from prunesched.evaluation.generation import ImageGenerator, key_hash, median_ratio
+from prunesched.runtime.schedule import Schedule, StepPlan
+
+FULL = "full@0.0"
+
+
+def label(step: StepPlan, first: bool = False) -> str:
+    """The table entry a step uses; the first step is computed in full (no cache exists yet), as at run time."""
+    return f"{'full' if first else step.cache}@{float(step.prune)}"
+
+
+def labels(schedule: Schedule) -> list[str]:
+    return [label(step, i == 0) for i, step in enumerate(schedule.steps)]
+
+
+@dataclass
+class CostTable:
+    """Step costs of one pipeline, batch, method and device.
+
+    ``relative[l]``: the time of a step with plan ``l`` over the time of the full step before it
+    (median of pairs); ``full_s``: a full step's seconds; ``overhead``: a call's time outside its
+    steps, in full steps; ``unaccelerated``: the unpatched pipeline's call time, in full steps;
+    ``macs[l]``: multiply-accumulates of the step's UNet call.
+    """
+
+    key: dict[str, Any]
+    full_s: float = 0.0
+    overhead: float = 0.0
+    unaccelerated: float = 0.0
+    relative: dict[str, float] = field(default_factory=dict)
+    macs: dict[str, int] = field(default_factory=dict)
+
+    def steps(self, schedule: Schedule) -> float:
+        """The schedule's call time in full steps."""
+        return self.overhead + sum(self.relative[name] for name in labels(schedule))
+
+    def latency_s(self, schedule: Schedule) -> float:
+        return self.full_s * self.steps(schedule)
+
+    def relative_latency(self, schedule: Schedule) -> float:
+        """Predicted latency over the unaccelerated pipeline's, the quantity a measured ``relative_latency`` estimates."""
+        return self.steps(schedule) / self.unaccelerated
+
+    def schedule_macs(self, schedule: Schedule) -> int:
+        return sum(self.macs[name] for name in labels(schedule))
+
+    def relative_macs(self, schedule: Schedule) -> float:
+        return self.schedule_macs(schedule) / (len(schedule) * self.macs[FULL])
+
+
+class CostModel:
+    """A worker's cost table for one generator and method, profiled on demand and kept on disk.
+
+    A plan is profiled the first time a schedule needs it; the table file is keyed by the model,
+    image size, batch, guidance, device and method, so a worker restarted on the same machine
+    profiles nothing again.
+    """
+
+    def __init__(self, generator: ImageGenerator, cache_dir: Path, repeats: int = 5) -> None:
+        self.generator, self.repeats, self.cache_dir = generator, repeats, cache_dir
+        self.tables: dict[str, CostTable] = {}
+
+    def table(self, schedule: Schedule) -> CostTable:
+        """The table for ``schedule``'s method and slots, with every plan it uses profiled."""
+        key = self._key(schedule)
+        name = key_hash(key)
+        table = self.tables.get(name) or self._load(name) or CostTable(key)
+        self.tables[name] = table
+        missing = sorted(set(labels(schedule)) - set(table.relative))
+        if missing:
+            self._profile(table, [_plan(name) for name in missing], schedule)
+            self._save(name, table)
+        return table
+
+    def measure(self, schedule: Schedule) -> float:
+        """The schedule's measured call time in full steps of the same call, what :meth:`CostTable.steps` predicts.
+
+        The unit is the full-step time each computed step implies (its time over its table cost), so the
+        number holds still while the machine's speed drifts; reused steps, too short to time, are not used for it.
+        """
+        table = self.table(schedule)
+        gaps, outside = self._time(schedule)
+        implied = [gap / table.relative[name] for gap, name in zip(gaps, labels(schedule)) if not name.startswith("reuse")]
+        return (sum(gaps) + outside) / statistics.median(implied)
+
+    def _key(self, schedule: Schedule) -> dict[str, Any]:
+        identity = self.generator.identity
+        device = torch.cuda.get_device_name() if self.generator.device.type == "cuda" else platform.processor() or "cpu"
+        keep = ("model", "size", "batch_size", "dtype", "torch")
+        return {
+            **{k: identity[k] for k in keep}, "guidance": self.generator.spec.guidance_scale > 1, "host": platform.node(),
+            "device": device, "attention": self.generator.attention,
+            "method": schedule.to_dict()["method"], "slots": schedule.to_dict()["slots"],
+        }  # fmt: skip
+
+    def _profile(self, table: CostTable, plans: list[StepPlan], like: Schedule) -> None:
+        """Count each plan's MACs (that pass also warms up), then time it next to a full step ``repeats`` times."""
+        loop = self.generator.loop_length
+        all_full = Schedule(steps=(StepPlan("full"),) * loop, method=like.method, slots=like.slots)
+        for schedule, _ in self._pair_schedules(plans, like):
+            self._count(schedule, table)
+        self._count(all_full, table)
+        if not table.full_s:  # the units of the table: a full step, and the calls around the steps
+            runs = [self._time(all_full) for _ in range(self.repeats)]
+            table.full_s = statistics.median(statistics.median(gaps) for gaps, _ in runs)
+            table.overhead = statistics.median(outside / statistics.median(gaps) for gaps, outside in runs)
+            table.relative[FULL] = 1.0
+            patched, unpatched = self.generator.latency(all_full, self.repeats)
+            table.unaccelerated = (table.overhead + loop) * median_ratio(unpatched, patched)
+        ratios: dict[str, list[float]] = {label(plan): [] for plan in plans}
+        for _ in range(self.repeats):
+            for schedule, pairs in self._pair_schedules(plans, like):
+                gaps, _ = self._time(schedule)
+                for i, plan in pairs:
+                    ratios[label(plan)].append(gaps[i + 1] / gaps[i])
+        table.relative.update({name: statistics.median(values) for name, values in ratios.items() if values})
+
+    def _pair_schedules(self, plans: list[StepPlan], like: Schedule) -> list[tuple[Schedule, list[tuple[int, StepPlan]]]]:
+        """Schedules of the loop's length holding a ``[full, plan]`` pair for every plan, each with (full step index, plan)
+        of its pairs. Step 0 is a full step of its own: the cache does not exist before it.
+        """
+        loop = self.generator.loop_length
+        per_call = max(1, (loop - 1) // 2)
+        out = []
+        for start in range(0, len(plans), per_call):
+            chunk = plans[start : start + per_call]
+            steps = [StepPlan("full")] + [step for plan in chunk for step in (StepPlan("full"), plan)]
+            steps += [StepPlan("full")] * (loop - len(steps))
+            schedule = Schedule(steps=tuple(steps[:loop]), method=like.method, slots=like.slots)
+            out.append((schedule, [(1 + 2 * j, plan) for j, plan in enumerate(chunk) if 2 + 2 * j < loop]))
+        return out
+
+    def _time(self, schedule: Schedule) -> tuple[list[float], float]:
+        """Each step's seconds (step 0 from its UNet call on) and the call's seconds outside its steps."""
+        marks = Marks(self.generator.device)
+        unet = self.generator.pipe.unet
+        hook = unet.register_forward_pre_hook(lambda *_: marks.mark() if len(marks.points) == 1 else None)
+
+        def step_end(pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            marks.mark()
+            return kwargs
+
+        try:
+            marks.mark()
+            self.generator.first_batch(schedule, callback_on_step_end=step_end)
+            marks.mark()
+        finally:
+            hook.remove()
+        gaps = marks.gaps()
+        return gaps[1:-1], gaps[0] + gaps[-1]
+
+    def _count(self, schedule: Schedule, table: CostTable) -> None:
+        """Record the multiply-accumulates of each step's UNet calls (none for a reused step, which computes nothing)."""
+        per_step = [0] * len(schedule)
+        step = [0]
+        unet = self.generator.pipe.unet
+        counter: list[FlopCounterMode] = []
+
+        def before(*_: Any) -> None:
+            counter.append(FlopCounterMode(display=False))
+            counter[-1].__enter__()
+
+        def after(*_: Any) -> None:
+            counter[-1].__exit__(None, None, None)
+            per_step[step[0]] += counter.pop().get_total_flops() // 2
+
+        def step_end(pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            step[0] = i + 1
+            return kwargs
+
+        hooks = [unet.register_forward_pre_hook(before), unet.register_forward_hook(after)]
+        try:
+            self.generator.first_batch(schedule, callback_on_step_end=step_end)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        for i, macs in enumerate(per_step):
+            table.macs.setdefault(label(schedule.steps[i], i == 0), macs)
+
+    def _path(self, name: str) -> Path:
+        return self.cache_dir / "cost" / f"{name}.json"
+
+    def _load(self, name: str) -> CostTable | None:
+        path = self._path(name)
+        return CostTable(**json.loads(path.read_text())) if path.is_file() else None
+
+    def _save(self, name: str, table: CostTable) -> None:
+        path = self._path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(asdict(table), indent=2, sort_keys=True))
+        temporary.replace(path)
+
+
+def _plan(name: str) -> StepPlan:
+    cache, prune = name.split("@")
+    return StepPlan(cache if cache in ("full", "reuse") else int(cache), float(prune))

@@ -1,0 +1,177 @@
+"""FID and KID through torch-fidelity, against reference features computed once and cached on disk.
+
+The values are torch-fidelity's own (its feature extractors, its FID and KID code), so they match
+what a reader computes with ``fidelity --fid --kid`` on the same images. What this module adds:
+reference features cached under a key naming everything that affects them, and a bootstrap
+interval over the candidate's images (reference fixed), which shows sampling noise but not FID's
+well-known bias at small image counts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from prunesched.errors import ConfigError
+from prunesched.evaluation.generation import key_hash
+from prunesched.evaluation.stats import Metrics, interval
+
+FID = "frechet_inception_distance"
+KID = "kernel_inception_distance_mean"
+
+
+@dataclass(frozen=True)
+class FidelitySettings:
+    """Which torch-fidelity feature extractor, with which weights.
+
+    ``feature_extractor`` is any name in torch-fidelity's registry, including one a user added with
+    ``torch_fidelity.register_feature_extractor``; ``weights`` is a local weight file for clusters
+    without internet (torch-fidelity's ``feature_extractor_weights_path``; the Inception file is
+    ``weights-inception-2015-12-05-6726825d.pth`` from torch-fidelity's releases).
+    """
+
+    feature_extractor: str = "inception-v3-compat"
+    weights: str | None = None
+    resamples: int = 200
+
+    def __post_init__(self) -> None:
+        from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+        if self.feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
+            valid = ", ".join(FEATURE_EXTRACTORS_REGISTRY)
+            raise ConfigError(f"unknown feature extractor {self.feature_extractor!r}; registered in torch-fidelity: {valid}")
+        if self.weights is not None and not Path(self.weights).is_file():
+            raise ConfigError(f"feature extractor weights {self.weights!r} not found; give the path of a local weight file")
+
+
+class _Images(Dataset):
+    """uint8 (N, 3, H, W) images as the dataset torch-fidelity reads."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]
+
+
+class FidelityScorer:
+    """One feature extractor, loaded once per worker, scoring many image sets against one cached reference."""
+
+    def __init__(self, settings: FidelitySettings, device: str, cache_dir: Path) -> None:
+        from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+        from torch_fidelity.utils import create_feature_extractor
+
+        cls = FEATURE_EXTRACTORS_REGISTRY[settings.feature_extractor]
+        self.layers = {m: cls.get_default_feature_layer_for_metric(m) for m in ("fid", "kid")}
+        self.settings = settings
+        self.options: dict[str, Any] = {
+            "cuda": device == "cuda", "verbose": False, "save_cpu_ram": True,
+            "cache_root": str(cache_dir / "fidelity"), "feature_extractor_weights_path": settings.weights,
+        }  # fmt: skip
+        self.extractor = create_feature_extractor(settings.feature_extractor, sorted(set(self.layers.values())), **self.options)
+
+    @property
+    def key(self) -> dict[str, Any]:
+        """What the extractor contributes to a reference's cache key (a different weight file is a different extractor)."""
+        weights = None
+        if self.settings.weights:
+            path = Path(self.settings.weights).resolve()
+            weights = [str(path), path.stat().st_size, path.stat().st_mtime_ns]
+        return {"feature_extractor": self.settings.feature_extractor, "layers": self.layers, "weights": weights}
+
+    def reference(self, source: torch.Tensor | Path, key: Mapping[str, Any], size: int) -> dict[str, torch.Tensor]:
+        """Features of the reference images (a uint8 tensor, or a folder resized and centre-cropped to ``size``), cached under ``key``.
+
+        Computed on the first call for a key; every later call, in any process on this machine, reads them back.
+        """
+        from torch_fidelity.utils import extract_featuresdict_from_input_id_cached
+
+        full_key = {**key, **self.key, "size": size}
+        name = f"prunesched-ref-{key_hash(full_key)}"
+        root = Path(self.options["cache_root"])
+        root.mkdir(parents=True, exist_ok=True)
+        (root / f"{name}.json").write_text(json.dumps(full_key, indent=2, sort_keys=True, default=str))
+        data = str(source) if isinstance(source, Path) else _Images(source)
+        return extract_featuresdict_from_input_id_cached(
+            2, self.extractor, input2=data, input2_cache_name=name, samples_resize_and_crop=size, **self.options
+        )
+
+    def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Features of generated images (never cached: each candidate's images are new)."""
+        from torch_fidelity.utils import extract_featuresdict_from_input_id
+
+        return extract_featuresdict_from_input_id(1, self.extractor, input1=_Images(images), **self.options)
+
+    def score(self, images: torch.Tensor, reference: Mapping[str, torch.Tensor], seed: int = 0) -> Metrics:
+        """FID and KID of ``images`` against reference features, each with a bootstrap interval over the images."""
+        from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+        from torch_fidelity.metric_kid import kid_featuresdict_to_metric
+
+        generated = self.features(images)
+        fid_gen, fid_ref = generated[self.layers["fid"]], reference[self.layers["fid"]]
+        fid = fid_statistics_to_metric(fid_features_to_statistics(fid_gen), fid_features_to_statistics(fid_ref), False)[FID]
+        subset = min(1000, len(images), len(reference[self.layers["kid"]]))
+        kid = kid_featuresdict_to_metric(generated, reference, self.layers["kid"], kid_subset_size=subset, verbose=False)[KID]
+        n, resamples = len(images), self.settings.resamples
+        kid_gen, kid_ref = generated[self.layers["kid"]], reference[self.layers["kid"]]
+        return {
+            "fid": {"value": float(fid), "n": n, "ci": interval(fid_resampler(fid_gen, fid_ref), n, seed, resamples)},
+            "kid": {"value": float(kid), "n": n, "ci": interval(kid_resampler(kid_gen, kid_ref), n, seed, resamples)},
+        }
+
+
+def fid_resampler(generated: torch.Tensor, reference: torch.Tensor) -> Any:
+    """FID of the generated images picked by an index array, for bootstrapping without a d x d matrix root per resample.
+
+    The non-zero eigenvalues of ``S_gen @ S_ref`` are those of the n x n matrix ``X S_ref X^T / (n - 1)``
+    (X: the picked, centred features), so each resample costs an n x n eigendecomposition.
+    """
+    features = generated.double().numpy()
+    ref = reference.double().numpy()
+    mu_ref, sigma_ref = ref.mean(axis=0), np.cov(ref, rowvar=False)
+    cross = features @ sigma_ref @ features.T
+    gram = features @ features.T
+    trace_ref = float(np.trace(sigma_ref))
+
+    def fid(indices: np.ndarray) -> float:
+        n = len(indices)
+        centre = np.eye(n) - 1.0 / n
+
+        def centred(matrix: np.ndarray) -> np.ndarray:
+            return centre @ matrix[np.ix_(indices, indices)] @ centre / (n - 1)
+
+        mean_diff = features[indices].mean(axis=0) - mu_ref
+        root_trace = np.sqrt(np.clip(np.linalg.eigvalsh(centred(cross)), 0, None)).sum()
+        return float(mean_diff @ mean_diff + np.trace(centred(gram)) + trace_ref - 2 * root_trace)
+
+    return fid
+
+
+def kid_resampler(generated: torch.Tensor, reference: torch.Tensor) -> Any:
+    """The unbiased MMD² with KID's cubic polynomial kernel, of the generated images picked by an index array."""
+    gen, ref = generated.double().numpy(), reference.double().numpy()
+    d = gen.shape[1]
+
+    def kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (a @ b.T / d + 1) ** 3
+
+    k_gg, k_gr, k_rr = kernel(gen, gen), kernel(gen, ref), kernel(ref, ref)
+    m = len(ref)
+    ref_term = (k_rr.sum() - np.trace(k_rr)) / (m * (m - 1))
+
+    def kid(indices: np.ndarray) -> float:
+        n = len(indices)
+        picked = k_gg[np.ix_(indices, indices)]
+        return float((picked.sum() - np.trace(picked)) / (n * (n - 1)) + ref_term - 2 * k_gr[indices].mean())
+
+    return kid

@@ -1,0 +1,172 @@
+"""Images for evaluation: fixed prompts and per-image seeds, batched, and the denoising loop timed on its own.
+
+Every candidate of a search is generated from the same prompts and seeds (common random numbers),
+so differences between candidates are differences between schedules, not between noise draws.
+Images stay on the machine that made them (saved as PNG under a cache folder); only metrics travel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+import prunesched
+from prunesched.bench.timing import Sample, Stopwatch
+from prunesched.errors import ConfigError
+from prunesched.models.loading import model_fingerprint
+from prunesched.runtime.schedule import Schedule
+
+LATENCY_SCOPES = ("loop", "pipeline")
+"""``loop``: the pipeline call with precomputed text embeddings up to the latents (the denoising loop and its
+few set-up lines); ``pipeline``: the whole call from prompts to decoded images."""
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """What determines the images: the model, each image's prompt and seed, the loop settings and the batching."""
+
+    model: str
+    prompts: tuple[str, ...]
+    seeds: tuple[int, ...]
+    num_inference_steps: int = 10
+    guidance_scale: float = 7.5
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if not self.prompts:
+            raise ConfigError("no images to generate: give at least one image (images >= 1)")
+        if len(self.prompts) != len(self.seeds):
+            raise ConfigError(f"{len(self.prompts)} prompts but {len(self.seeds)} seeds; give one seed per image")
+        if self.batch_size < 1 or self.num_inference_steps < 1:
+            raise ConfigError(f"batch_size and num_inference_steps must be >= 1, got {self.batch_size} and {self.num_inference_steps}")
+
+
+class ImageGenerator:
+    """Generates a spec's images with or without a schedule, and times its loop, on one pipeline."""
+
+    def __init__(self, pipe: Any, spec: GenerationSpec) -> None:
+        self.pipe, self.spec = pipe, spec
+        self.device = pipe.device
+        self.stopwatch = Stopwatch(self.device)
+        pipe.scheduler.set_timesteps(spec.num_inference_steps)
+        self.loop_length = len(pipe.scheduler.timesteps)
+        self.size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        self._timed_batch = self._embed(self._batches()[0][0])
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """Everything that makes two runs give the same images: the spec, the image size, and where it runs."""
+        spec = asdict(self.spec)
+        spec["model"] = model_fingerprint(self.spec.model)
+        spec["prompts"] = hashlib.sha256(json.dumps(spec["prompts"]).encode()).hexdigest()
+        dtype = str(self.pipe.unet.dtype)
+        return {**spec, "size": self.size, "device": str(self.device), "dtype": dtype, "torch": torch.__version__}
+
+    @property
+    def attention(self) -> str:
+        """The attention processor(s) the UNet runs, recorded with every latency."""
+        return ",".join(sorted({type(p).__name__ for p in self.pipe.unet.attn_processors.values()}))
+
+    def images(self, schedule: Schedule | None = None) -> torch.Tensor:
+        """All images as uint8 (N, 3, H, W) on the CPU, with ``schedule`` applied (None: unaccelerated)."""
+        out = []
+        with self._applied(schedule):
+            for prompts, seeds in self._batches():
+                latents = self._loop(self._embed(prompts), seeds)
+                out.append(self._decode(latents))
+        return torch.cat(out)
+
+    def latency(self, schedule: Schedule | None, repeats: int, scope: str = "loop") -> tuple[list[Sample], list[Sample]]:
+        """Times of the first batch with ``schedule`` and unaccelerated, alternating, after one warm-up of each.
+
+        Neighbouring runs are paired so that a relative latency cancels the machine's drift.
+        """
+        if scope not in LATENCY_SCOPES:
+            raise ConfigError(f"unknown latency scope {scope!r}; valid: {', '.join(LATENCY_SCOPES)}")
+        timed: dict[bool, list[Sample]] = {True: [], False: []}
+        for repeat in range(repeats + 1):
+            for accelerated in (True, False) if repeat % 2 else (False, True):  # neither side always goes first
+                samples: list[Sample] = []
+                with self.stopwatch.region(samples):
+                    self.first_batch(schedule if accelerated else None, decode=scope == "pipeline")
+                if repeat:
+                    timed[accelerated] += samples
+        return timed[True], timed[False]
+
+    def first_batch(self, schedule: Schedule | None, decode: bool = False, **call: Any) -> None:
+        """Run the first batch once, the unit every latency is measured on: from precomputed text embeddings to
+        latents, or (``decode``) from prompts to decoded images. ``call`` goes to the pipeline (e.g. a step callback).
+        """
+        prompts, seeds = self._batches()[0]
+        with self._applied(schedule):
+            if decode:
+                self._decode(self._loop({"prompt": list(prompts), **call}, seeds))
+            else:
+                self._loop({**self._timed_batch, **call}, seeds)
+
+    def _batches(self) -> list[tuple[Sequence[str], Sequence[int]]]:
+        size, spec = self.spec.batch_size, self.spec
+        return [(spec.prompts[i : i + size], spec.seeds[i : i + size]) for i in range(0, len(spec.prompts), size)]
+
+    def _applied(self, schedule: Schedule | None) -> Any:
+        return nullcontext() if schedule is None else prunesched.apply(self.pipe, schedule)
+
+    def _embed(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Text embeddings as pipeline keyword arguments (SD returns two tensors, SDXL four)."""
+        names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+        with torch.no_grad():
+            out = self.pipe.encode_prompt(
+                prompt=list(prompts), device=self.device, num_images_per_prompt=1,
+                do_classifier_free_guidance=self.spec.guidance_scale > 1,
+            )  # fmt: skip
+        return {name: value for name, value in zip(names, out) if value is not None}
+
+    def _loop(self, inputs: dict[str, Any], seeds: Sequence[int]) -> torch.Tensor:
+        generators = [torch.Generator(self.device).manual_seed(seed) for seed in seeds]
+        with torch.no_grad():
+            return self.pipe(
+                **inputs, generator=generators, output_type="latent",
+                num_inference_steps=self.spec.num_inference_steps, guidance_scale=self.spec.guidance_scale,
+            ).images  # fmt: skip
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.pipe.vae
+        with torch.no_grad():
+            decoded = vae.decode(latents / vae.config.scaling_factor).sample
+        pixels = (decoded.float().cpu() / 2 + 0.5).clamp(0, 1)
+        return (pixels * 255).round().to(torch.uint8)  # as diffusers' own PIL conversion rounds
+
+
+def median_ratio(numerators: Sequence[Sample], denominators: Sequence[Sample]) -> float:
+    """The median of pairwise wall-time ratios: a speed comparison that survives the machine's drift."""
+    return statistics.median(a.wall / b.wall for a, b in zip(numerators, denominators))
+
+
+def save_images(images: torch.Tensor, folder: Path) -> None:
+    """Write uint8 (N, 3, H, W) images as lossless PNGs ``00000.png``... (what torch-fidelity reads back bit-exactly)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:05d}.png")
+
+
+def load_images(folder: Path, count: int) -> torch.Tensor | None:
+    """The images :func:`save_images` wrote, or None unless all ``count`` are there."""
+    paths = [folder / f"{i:05d}.png" for i in range(count)]
+    if not all(p.is_file() for p in paths):
+        return None
+    return torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p in paths])
+
+
+def key_hash(key: dict[str, Any]) -> str:
+    """A short stable name for a cache entry keyed by ``key``."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]

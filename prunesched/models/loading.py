@@ -1,0 +1,48 @@
+"""One way to name a pipeline everywhere (configs, the CLI, workers): a built-in name, a local folder, or a cached hub id."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from prunesched.errors import ConfigError
+from prunesched.models.tiny import PIPELINES
+
+
+def check_model(model: str) -> None:
+    """Refuse a model name that :func:`load_pipeline` cannot load on this machine, before any work starts."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if model in PIPELINES or (Path(model) / "model_index.json").is_file():
+        return
+    cached = "/" in model and not Path(model).exists() and isinstance(try_to_load_from_cache(model, "model_index.json"), str)
+    if not cached:
+        raise ConfigError(
+            f"unknown model {model!r}: not a built-in ({', '.join(PIPELINES)}), a diffusers folder, "
+            "or a hub id in the local Hugging Face cache (nothing is downloaded)"
+        )
+
+
+def load_pipeline(model: str) -> Any:
+    """The pipeline ``model`` names; never downloads (clusters are often offline, and a search must not stall on it)."""
+    check_model(model)
+    if model in PIPELINES:
+        return PIPELINES[model]()
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(model, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def model_fingerprint(model: str) -> str:
+    """A string that changes whenever the weights ``model`` names may have changed: the name, or a folder's files."""
+    return folder_fingerprint(Path(model)) if model not in PIPELINES and Path(model).is_dir() else model
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """The folder's absolute path and a hash of every file's name, size and modification time under it."""
+    root = folder.resolve()
+    listing = sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file())
+    return f"{root}@{hashlib.sha256(repr(listing).encode()).hexdigest()[:16]}"

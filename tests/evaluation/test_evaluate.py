@@ -1,0 +1,113 @@
+"""Evaluation: common random numbers make images reproducible and paired metrics exact; intervals shrink with n; bad input is refused."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from prunesched.errors import ConfigError, ScheduleError
+from prunesched.evaluation.evaluate import EvalSettings, Evaluation
+from prunesched.evaluation.fidelity import fid_resampler
+from prunesched.evaluation.generation import load_images
+from prunesched.evaluation.stats import interval, metric
+from prunesched.runtime.schedule import Schedule
+from prunesched.search.config import SearchConfig
+
+
+@pytest.fixture
+def settings(tmp_path) -> EvalSettings:
+    return EvalSettings(images=3, num_inference_steps=4, batch_size=2, repeats=1, cache_dir=str(tmp_path / "cache"))
+
+
+def test_same_prompts_and_seeds_give_bit_identical_images_and_exact_paired_metrics(settings):
+    evaluation = Evaluation(settings)
+    assert evaluation.steps == 5  # PNDM runs one more iteration than inference steps
+    full = evaluation.evaluate(Schedule.uniform(5))
+    assert full["mse"] == {"value": 0.0, "n": 3, "ci": [0.0, 0.0]} and full["ssim"]["value"] == 1.0
+    accelerated = Schedule.from_dato([1, 0, 12, 1], [0.5, 0.0, 0.5, 0.5])
+    first = evaluation.evaluate(accelerated)
+    kept = load_images(evaluation.folder / accelerated.hash[:16], 3)
+    second = evaluation.evaluate(accelerated)
+    assert torch.equal(kept, evaluation.generator.images(accelerated))
+    assert first["mse"] == second["mse"] and first["mse"]["value"] > 0
+    assert first["relative_latency"]["value"] > 0 and first["latency_s"]["n"] == 1
+
+
+def test_the_unaccelerated_images_are_generated_once_per_machine(settings, monkeypatch):
+    Evaluation(settings)
+    calls = []
+    monkeypatch.setattr(Evaluation, "_full_images", lambda self, original=Evaluation._full_images: calls.append(1) or original(self))
+    from prunesched.evaluation import generation
+
+    generated = []
+    original = generation.ImageGenerator.images
+    monkeypatch.setattr(generation.ImageGenerator, "images", lambda self, schedule=None: generated.append(schedule) or original(self, schedule))
+    Evaluation(settings)
+    assert calls == [1] and generated == []  # read back from disk
+
+
+def test_bootstrap_intervals_cover_the_value_and_shrink_as_the_image_count_grows():
+    rng = np.random.default_rng(0)
+    widths = {}
+    for n in (16, 256):
+        result = metric(rng.normal(3.0, 1.0, size=n))
+        low, high = result["ci"]
+        assert result["n"] == n and low < result["value"] < high
+        widths[n] = high - low
+    assert 2.5 < widths[16] / widths[256] < 6.5  # about sqrt(256 / 16) = 4
+    assert metric([1.0])["ci"] is None
+    reference = torch.from_numpy(rng.normal(0.0, 1.0, (400, 8)))
+    fid_widths = []
+    for n in (20, 320):
+        generated = torch.from_numpy(rng.normal(0.5, 1.0, (n, 8)))
+        low, high = interval(fid_resampler(generated, reference), n, resamples=200)
+        fid_widths.append(high - low)
+    assert fid_widths[1] < fid_widths[0] / 2
+
+
+def test_paired_metric_intervals_shrink_with_more_images_of_a_real_pipeline(tmp_path):
+    widths = []
+    schedule = Schedule.deepcache(5, interval=2, branch=0, prune=0.5)
+    for images in (4, 24):
+        settings = EvalSettings(images=images, num_inference_steps=4, batch_size=12, repeats=1, cache_dir=str(tmp_path))
+        low, high = Evaluation(settings).evaluate(schedule)["psnr"]["ci"]
+        widths.append(high - low)
+    assert widths[1] < widths[0]
+
+
+def test_a_saved_diffusers_folder_is_a_model(tmp_path):
+    from prunesched.models.tiny import tiny_sd_pipeline
+
+    tiny_sd_pipeline().save_pretrained(tmp_path / "model")
+    settings = EvalSettings(model=str(tmp_path / "model"), images=2, num_inference_steps=4, repeats=1, cache_dir=str(tmp_path / "c"))
+    metrics = Evaluation(settings).evaluate(Schedule.uniform(5))
+    assert metrics["mse"]["value"] == 0.0
+
+
+def test_bad_input_is_refused_with_what_would_be_valid(settings, tmp_path):
+    with pytest.raises(ConfigError, match="images must be an integer >= 1, got 0"):
+        replace(settings, images=0)
+    with pytest.raises(ConfigError, match="cannot read .*nope.txt"):
+        replace(settings, prompts={"kind": "text", "path": str(tmp_path / "nope.txt")})
+    with pytest.raises(ConfigError, match="reference folder .* does not exist"):
+        replace(settings, reference=str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="cost must list some of measured, predicted, macs"):
+        replace(settings, cost=("flops",))
+    with pytest.raises(ConfigError, match="unknown model 'no/such-model'.*local Hugging Face cache"):
+        replace(settings, model="no/such-model")
+    evaluation = Evaluation(settings)
+    with pytest.raises(ScheduleError, match="schedule has 4 steps but the pipeline's loop has 5.*resample"):
+        evaluation.evaluate(Schedule.uniform(4))
+
+
+def test_a_search_may_minimise_any_cost_source_and_fid_when_a_reference_is_set():
+    base = {"space": {"kind": "dato", "steps": 5}, "evaluator": {"kind": "pipeline", "num_inference_steps": 4}}
+    config = SearchConfig.from_dict({**base, "evaluator": {**base["evaluator"], "cost": ["macs"]}, "objectives": ["mse", "relative_macs"]})
+    assert config.objectives == ("mse", "relative_macs")
+    with pytest.raises(ConfigError, match="objectives must be two metrics .*mse, latency_s, relative_latency; got \\['fid'"):
+        SearchConfig.from_dict({**base, "objectives": ["fid", "relative_latency"]})
+    with_fid = {**base["evaluator"], "reference": "model"}
+    assert SearchConfig.from_dict({**base, "evaluator": with_fid, "objectives": ["fid", "relative_latency"]}).objectives[0] == "fid"
