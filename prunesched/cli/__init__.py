@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from prunesched.cli import bench, schedule, search
+from prunesched.cli import bench, evaluate, schedule, search
 from prunesched.errors import PruneschedError
 
 
@@ -27,5 +27,5 @@ def main() -> None:
     """Search, export and apply per-step caching and token-pruning schedules for diffusers pipelines."""
 
 
-for command in (search.search, search.front, search.export, search.history, search.db, schedule.schedule, bench.bench):
+for command in (search.search, search.front, search.export, search.history, search.db, schedule.schedule, evaluate.evaluate, bench.bench):
     main.add_command(command)

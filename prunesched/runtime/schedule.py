@@ -236,12 +236,29 @@ class Schedule:
 
     @classmethod
     def load(cls, path: str | Path) -> Schedule:
-        """Read a schedule document from a JSON file."""
+        """Read a schedule file: a schedule document, or a DaTo table (see :meth:`from_dato`) written either as
+        JSON ``{"cache_ids": [...], "ratios": [...], "method": ...}`` or as two lines of numbers, as the paper prints it.
+        """
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ScheduleError(f"cannot read schedule file {str(path)!r}: {exc}") from None
-        return cls.from_json(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            rows = _number_rows(text)
+            if rows is None:
+                raise ScheduleError(
+                    f"schedule file {str(path)!r} is neither JSON ({exc.msg} at line {exc.lineno} column {exc.colno}) "
+                    "nor a DaTo table (two lines: cache ids, then prune ratios)"
+                ) from None
+            return cls.from_dato([int(v) for v in rows[0]], rows[1])
+        if isinstance(data, Mapping) and "cache_ids" in data:
+            extra = set(data) - {"cache_ids", "ratios", "method"}
+            if extra or "ratios" not in data:
+                raise ScheduleError(f"a DaTo table holds 'cache_ids', 'ratios' and optionally 'method'; got keys {sorted(data)}")
+            return cls.from_dato(data["cache_ids"], data["ratios"], data.get("method", "dato"))
+        return cls.from_dict(data)
 
     def save(self, path: str | Path) -> None:
         """Write the schedule document as JSON."""
@@ -249,6 +266,18 @@ class Schedule:
             Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
         except OSError as exc:
             raise ScheduleError(f"cannot write schedule file {str(path)!r}: {exc.strerror}") from None
+
+
+def _number_rows(text: str) -> tuple[list[float], list[float]] | None:
+    """Two lines of numbers (separated by spaces or commas, brackets allowed), or None if the text is not that."""
+    lines = [line.strip().strip("[]") for line in text.splitlines() if line.strip()]
+    try:
+        rows = [[float(v) for v in line.replace(",", " ").split()] for line in lines]
+    except ValueError:
+        return None
+    if len(rows) != 2 or not all(v.is_integer() for v in rows[0]):
+        return None
+    return rows[0], rows[1]
 
 
 def _method(method: str | TokenMethod) -> TokenMethod:

@@ -1,0 +1,65 @@
+"""``prunesched eval``: evaluate one schedule file and write the result as JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from prunesched.cli.render import number, table
+from prunesched.errors import ConfigError
+
+
+def prompts_option(value: str) -> Any:
+    """``--prompts``: ``imagenet``, ``coco:FILE``, ``parti:FILE``, ``text:FILE``, or a text file's path."""
+    if value == "imagenet":
+        return {"kind": "imagenet"}
+    kind, _, path = value.partition(":")
+    if kind in ("coco", "parti", "text") and path:
+        return {"kind": kind, "path": path}
+    return {"kind": "text", "path": value}
+
+
+@click.command("eval")
+@click.argument("schedule_path", metavar="SCHEDULE", type=click.Path(path_type=Path))
+@click.option("--model", default="tiny-sd", show_default=True, help="Built-in name, diffusers folder, or hub id in the local cache.")
+@click.option("--prompts", "prompts", default=None, help="imagenet | coco:FILE | parti:FILE | text:FILE | FILE (one prompt per line).")
+@click.option("--images", type=int, default=4, show_default=True, help="Images to generate (image i uses seed SEED + i).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", "num_inference_steps", type=int, default=10, show_default=True, help="num_inference_steps of the pipeline call.")
+@click.option("--guidance", "guidance_scale", type=float, default=7.5, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--repeats", type=int, default=3, show_default=True, help="Timed runs per latency, after one warm-up.")
+@click.option("--latency-scope", type=click.Choice(["loop", "pipeline"]), default="loop", show_default=True)
+@click.option("--cost", multiple=True, type=click.Choice(["measured", "predicted", "macs"]), help="Cost sources (repeatable; default: measured).")
+@click.option("--reference", default=None, help="FID/KID reference: 'model' (the unaccelerated images) or a folder of real images.")
+@click.option("--inception-weights", type=click.Path(path_type=str), default=None, help="Local feature-extractor weight file (offline clusters).")
+@click.option("--feature-extractor", default="inception-v3-compat", show_default=True, help="A torch-fidelity feature extractor name.")
+@click.option("--cache-dir", default=None, help="Images, reference features and cost tables [default: $PRUNESCHED_CACHE or ~/.cache/prunesched].")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Result JSON [default: SCHEDULE's name + .eval.json].")
+def evaluate(schedule_path: Path, output: Path | None, prompts: str | None, cost: tuple[str, ...], **options: Any) -> None:
+    """Evaluate SCHEDULE (a schedule document or a DaTo table): quality against the unaccelerated model, and cost."""
+    from prunesched.evaluation.evaluate import EvalSettings, Evaluation
+    from prunesched.runtime.schedule import Schedule
+
+    schedule = Schedule.load(schedule_path)
+    if prompts is not None:
+        options["prompts"] = prompts_option(prompts)
+    settings = EvalSettings(cost=cost or ("measured",), **options)
+    click.echo(f"loading {settings.model} and the unaccelerated images ({settings.images})...", err=True)
+    evaluation = Evaluation(settings)
+    click.echo(f"evaluating {schedule_path.name} ({len(schedule)} steps) on {evaluation.device}...", err=True)
+    metrics = evaluation.evaluate(schedule)
+    table(
+        ["metric", "value", "95% CI", "n"],
+        [[name, number(m["value"]), "-" if m["ci"] is None else f"{number(m['ci'][0])} .. {number(m['ci'][1])}", m["n"]] for name, m in metrics.items()],
+    )
+    output = output or Path(f"{schedule_path.stem}.eval.json")
+    result = {"schedule": schedule.to_dict(), "schedule_hash": schedule.hash, "metrics": metrics, "measured_with": evaluation.describe()}
+    try:
+        output.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    except OSError as error:
+        raise ConfigError(f"cannot write the result to {str(output)!r}: {error.strerror}") from None
+    click.echo(f"wrote {output}")

@@ -1,0 +1,57 @@
+"""``prunesched eval``: a schedule file or a DaTo table in, a printed table and a JSON result out; bad input exits 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from prunesched.cli import main
+from prunesched.runtime.schedule import Schedule
+
+
+def run(tmp_path, *args: str):
+    return CliRunner().invoke(main, ["eval", *args, "--images", "2", "--steps", "4", "--repeats", "1", "--cache-dir", str(tmp_path / "cache")])
+
+
+def test_a_dato_table_is_evaluated_and_the_result_written_as_json(tmp_path, inception_weights):
+    table = tmp_path / "table.txt"
+    table.write_text("1 0 12 1\n0.5 0.0 0.5 0.5\n")  # DaTo's two rows: cache ids, then prune ratios
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red fox\na blue whale\n")
+    out = tmp_path / "result.json"
+    result = run(tmp_path, str(table), "--prompts", str(prompts), "--reference", "model", "--inception-weights", inception_weights,
+                 "--cost", "measured", "--cost", "macs", "-o", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "relative_macs" in result.output and f"wrote {out}" in result.output
+    data = json.loads(out.read_text())
+    assert Schedule.from_dict(data["schedule"]) == Schedule.from_dato([1, 0, 12, 1], [0.5, 0.0, 0.5, 0.5])
+    assert {"mse", "ssim", "fid", "kid", "latency_s", "relative_latency", "macs"} <= set(data["metrics"])
+    assert data["metrics"]["mse"]["n"] == 2 and data["measured_with"]["batch_size"] == 8
+    assert data["measured_with"]["attention"] and data["measured_with"]["latency_scope"] == "loop"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--images", "0"], "images must be an integer >= 1, got 0"),
+        (["--prompts", "missing.txt"], "cannot read a text file of prompts"),
+        (["--reference", "no-such-folder"], "reference folder 'no-such-folder' does not exist"),
+        (["--inception-weights", "nope.pth", "--reference", "model"], "weights 'nope.pth' not found"),
+        (["--steps", "5"], "schedule has 5 steps but the pipeline's loop has 6"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    Schedule.uniform(5).save(tmp_path / "s.json")
+    result = CliRunner().invoke(main, ["eval", "s.json", "--images", "2", "--steps", "4", "--cache-dir", "cache", *args])
+    assert result.exit_code == 2, result.output
+    assert "error: " in result.output and message in result.output
+    assert not (tmp_path / "s.eval.json").exists()
+
+
+def test_an_unreadable_schedule_names_both_accepted_formats(tmp_path):
+    (tmp_path / "s.txt").write_text("not a schedule")
+    result = run(tmp_path, str(tmp_path / "s.txt"))
+    assert result.exit_code == 2 and "neither JSON" in result.output and "DaTo table" in result.output
