@@ -1,0 +1,156 @@
+"""The evaluation benchmark: what one candidate's evaluation costs, and how well the cost model predicts.
+
+- **Evaluation time** (:func:`measure_evaluation`): one DeepCache schedule evaluated on n images
+  of the tiny SD pipeline with FID/KID against the unaccelerated images, split into generation,
+  metric computation (paired metrics, Inception features, FID, KID and their bootstrap
+  intervals) and latency measurement. The reference (unaccelerated images and their features)
+  is built before timing starts, as a search builds it once per worker.
+- **Cost model** (:func:`measure_cost_model`): random schedules of the DaTo space on a 51-step
+  loop; for each, the prediction is compared with (a) the schedule's end-to-end call time in
+  full steps of the same call (drift-proof) and (b) its measured latency relative to the
+  unaccelerated pipeline, paired runs (what the search's ``relative_latency`` is).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import torch
+
+from prunesched.evaluation.cost import CostModel
+from prunesched.evaluation.evaluate import EvalSettings, Evaluation
+from prunesched.evaluation.generation import GenerationSpec, ImageGenerator, median_ratio
+from prunesched.models.loading import load_pipeline
+from prunesched.runtime.schedule import Schedule
+from prunesched.search.spaces import space_from_config
+
+
+@dataclass(frozen=True)
+class EvalBenchConfig:
+    """What the benchmark measures; ``inception_weights`` None writes a random-init stand-in of the same architecture."""
+
+    image_counts: tuple[int, ...] = (32, 128, 500)
+    num_inference_steps: int = 10
+    batch_size: int = 16
+    cost_schedules: int = 20
+    cost_steps: int = 50
+    repeats: int = 3
+    seed: int = 0
+    inception_weights: str | None = None
+
+
+def write_standin_inception(path: Path) -> None:
+    """torch-fidelity's Inception-v3 with random He-initialised weights, saved where a weight file is expected.
+
+    For machines that cannot download the real file: the compute (and so every timing) is the real
+    network's; the feature values, and so the FIDs, are not comparable to published ones.
+    """
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    torch.manual_seed(0)
+    with (
+        mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None),
+        mock.patch("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", lambda *a, **k: None),
+    ):
+        model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):  # the default init shrinks activations to constants over 90 layers
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    torch.save(model.state_dict(), path)
+
+
+def measure_evaluation(config: EvalBenchConfig, weights: str, cache: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Seconds of generation, metrics and latency measurement for one candidate at each image count."""
+    schedule = Schedule.deepcache(config.num_inference_steps + 1, interval=3, branch=0)
+    out = {}
+    for n in config.image_counts:
+        settings = EvalSettings(
+            prompts={"kind": "imagenet"}, images=n, num_inference_steps=config.num_inference_steps, batch_size=config.batch_size,
+            repeats=config.repeats, reference="model", inception_weights=weights, cache_dir=str(cache), keep_images=True,
+        )  # fmt: skip
+        evaluation = Evaluation(settings)
+        metrics = evaluation.evaluate(schedule)
+        generation, scoring = metrics["generation_s"]["value"], metrics["metrics_s"]["value"]
+        out[str(n)] = {
+            "generation_s": generation, "metrics_s": scoring, "metric_share": scoring / (generation + scoring),
+            "latency_measurement_s": metrics["cost_s"]["value"], "fid": metrics["fid"], "mse": metrics["mse"],
+        }  # fmt: skip
+        log(f"{n} images: generation {generation:.1f} s, metrics {scoring:.1f} s ({out[str(n)]['metric_share']:.0%} of both)")
+    return out
+
+
+def measure_cost_model(config: EvalBenchConfig, cache: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Prediction errors of the cost model over random schedules of the DaTo space."""
+    loop = config.cost_steps + 1
+    space = space_from_config({"kind": "dato", "steps": loop, "caches": ["reuse", 0, "full"], "ratios": [0.3, 0.5, 0.7]})
+    generator = ImageGenerator(load_pipeline("tiny-sd"), GenerationSpec("tiny-sd", ("a photo of a cat",), (0,), config.cost_steps, 7.5, 1))
+    model = CostModel(generator, cache, config.repeats)
+    rng = np.random.default_rng(config.seed)
+    rows = []
+    for i in range(config.cost_schedules):
+        schedule = space.decode(space.random(rng, 1)[0])
+        table = model.table(schedule)
+        predicted_steps, predicted_relative = table.steps(schedule), table.relative_latency(schedule)
+        measured_steps = statistics.median(model.measure(schedule) for _ in range(config.repeats))
+        accelerated, unaccelerated = generator.latency(schedule, config.repeats)
+        measured_relative = median_ratio(accelerated, unaccelerated)
+        rows.append({
+            "predicted_full_steps": predicted_steps, "measured_full_steps": measured_steps,
+            "error_full_steps": predicted_steps / measured_steps - 1, "predicted_relative_latency": predicted_relative,
+            "measured_relative_latency": measured_relative, "error_relative_latency": predicted_relative / measured_relative - 1,
+        })  # fmt: skip
+        log(f"schedule {i}: full steps {predicted_steps:.2f} predicted / {measured_steps:.2f} measured; "
+            f"relative latency {predicted_relative:.3f} / {measured_relative:.3f}")  # fmt: skip
+    return {
+        "schedules": rows,
+        "median_abs_error_full_steps": statistics.median(abs(r["error_full_steps"]) for r in rows),
+        "median_abs_error_relative_latency": statistics.median(abs(r["error_relative_latency"]) for r in rows),
+    }
+
+
+def run_eval_bench(config: EvalBenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run both parts and return the JSON-ready result, goals included."""
+    with tempfile.TemporaryDirectory() as folder:
+        cache = Path(folder)
+        weights = config.inception_weights
+        if weights is None:
+            weights = str(cache / "inception-standin.pth")
+            write_standin_inception(Path(weights))
+        result: dict[str, Any] = {"benchmark": "evaluation", "meta": _meta(config)}
+        result["evaluation"] = measure_evaluation(config, weights, cache, log)
+        result["cost_model"] = measure_cost_model(config, cache, log)
+    largest = result["evaluation"][str(max(config.image_counts))]["metric_share"]
+    error = result["cost_model"]["median_abs_error_relative_latency"]
+    result["goals"] = {
+        "metric_share_at_largest_count": {"value": largest, "goal": "<= 0.10 (on a GPU)", "met": largest <= 0.10},
+        "cost_model_median_error": {"value": error, "goal": "<= 0.05", "met": error <= 0.05},
+    }
+    return result
+
+
+def _meta(config: EvalBenchConfig) -> dict[str, Any]:
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
+    return {
+        "config": asdict(config),
+        "device": device,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": sys.version.split()[0],
+        **{name: version(name) for name in ("prunesched", "torch", "diffusers", "torch-fidelity")},
+        "model": "tiny SD pipeline built from a config (random weights), 32x32 images",
+        "inception_weights": config.inception_weights or "random-init stand-in of torch-fidelity's Inception-v3 (same compute; "
+        "the real file cannot be downloaded here)",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
