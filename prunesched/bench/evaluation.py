@@ -95,7 +95,8 @@ def measure_cost_model(config: EvalBenchConfig, cache: Path, log: Callable[[str]
     """Prediction errors of the cost model over random schedules of the DaTo space."""
     loop = config.cost_steps + 1
     space = space_from_config({"kind": "dato", "steps": loop, "caches": ["reuse", 0, "full"], "ratios": [0.3, 0.5, 0.7]})
-    generator = ImageGenerator(load_pipeline("tiny-sd"), GenerationSpec("tiny-sd", ("a photo of a cat",), (0,), config.cost_steps, 7.5, 1))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    generator = ImageGenerator(load_pipeline("tiny-sd").to(device), GenerationSpec("tiny-sd", ("a photo of a cat",), (0,), config.cost_steps, 7.5, 1))
     model = CostModel(generator, cache, config.repeats)
     rng = np.random.default_rng(config.seed)
     rows = []

@@ -10,16 +10,18 @@ it, so a machine that speeds up or slows down between measurements does not skew
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from prunesched.bench.timing import Marks
+from prunesched.errors import ConfigError
 from prunesched.evaluation.generation import ImageGenerator, key_hash, median_ratio
 from prunesched.runtime.schedule import Schedule, StepPlan
 
@@ -88,8 +90,8 @@ class CostModel:
         name = key_hash(key)
         table = self.tables.get(name) or self._load(name) or CostTable(key)
         self.tables[name] = table
-        missing = sorted(set(labels(schedule)) - set(table.relative))
-        if missing:
+        missing = sorted(set(labels(schedule)) - set(table.relative) - {FULL})
+        if missing or not table.full_s:
             self._profile(table, [_plan(name) for name in missing], schedule)
             self._save(name, table)
         return table
@@ -99,6 +101,8 @@ class CostModel:
 
         The unit is the full-step time each computed step implies (its time over its table cost), so the
         number holds still while the machine's speed drifts; reused steps, too short to time, are not used for it.
+        Because the unit leans on the table, an error in one plan's cost shows only in proportion to the other
+        plans' share of the schedule; the independent check is a paired end-to-end ratio (the benchmark's).
         """
         table = self.table(schedule)
         gaps, outside = self._time(schedule)
@@ -107,11 +111,10 @@ class CostModel:
 
     def _key(self, schedule: Schedule) -> dict[str, Any]:
         identity = self.generator.identity
-        device = torch.cuda.get_device_name() if self.generator.device.type == "cuda" else platform.processor() or "cpu"
-        keep = ("model", "size", "batch_size", "dtype", "torch")
+        keep = ("model", "size", "batch_size", "device", "dtype", "torch", "diffusers", "prunesched")
         return {
             **{k: identity[k] for k in keep}, "guidance": self.generator.spec.guidance_scale > 1, "host": platform.node(),
-            "device": device, "attention": self.generator.attention,
+            "processor": platform.processor(), "loop_length": self.generator.loop_length, "attention": self.generator.attention,
             "method": schedule.to_dict()["method"], "slots": schedule.to_dict()["slots"],
         }  # fmt: skip
 
@@ -119,9 +122,12 @@ class CostModel:
         """Count each plan's MACs (that pass also warms up), then time it next to a full step ``repeats`` times."""
         loop = self.generator.loop_length
         all_full = Schedule(steps=(StepPlan("full"),) * loop, method=like.method, slots=like.slots)
+        if loop < 3:
+            raise ConfigError(f"the cost model needs a loop of at least 3 iterations to time a step after a full one, got {loop}")
         for schedule, _ in self._pair_schedules(plans, like):
             self._count(schedule, table)
-        self._count(all_full, table)
+        if FULL not in table.macs:
+            self._count(all_full, table)
         if not table.full_s:  # the units of the table: a full step, and the calls around the steps
             runs = [self._time(all_full) for _ in range(self.repeats)]
             table.full_s = statistics.median(statistics.median(gaps) for gaps, _ in runs)
@@ -149,7 +155,7 @@ class CostModel:
             steps = [StepPlan("full")] + [step for plan in chunk for step in (StepPlan("full"), plan)]
             steps += [StepPlan("full")] * (loop - len(steps))
             schedule = Schedule(steps=tuple(steps[:loop]), method=like.method, slots=like.slots)
-            out.append((schedule, [(1 + 2 * j, plan) for j, plan in enumerate(chunk) if 2 + 2 * j < loop]))
+            out.append((schedule, [(1 + 2 * j, plan) for j, plan in enumerate(chunk)]))
         return out
 
     def _time(self, schedule: Schedule) -> tuple[list[float], float]:
@@ -203,15 +209,19 @@ class CostModel:
         return self.cache_dir / "cost" / f"{name}.json"
 
     def _load(self, name: str) -> CostTable | None:
-        path = self._path(name)
-        return CostTable(**json.loads(path.read_text())) if path.is_file() else None
+        """The stored table, or None when there is none or it cannot be read (it is then profiled again)."""
+        try:
+            return CostTable(**json.loads(self._path(name).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
 
     def _save(self, name: str, table: CostTable) -> None:
         path = self._path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(asdict(table), indent=2, sort_keys=True))
-        temporary.replace(path)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(handle, "w") as file:
+            json.dump(asdict(table), file, indent=2, sort_keys=True)
+        os.replace(temporary, path)
 
 
 def _plan(name: str) -> StepPlan:

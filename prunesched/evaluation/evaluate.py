@@ -20,14 +20,13 @@ from prunesched.checks import check_number
 from prunesched.errors import ConfigError, ScheduleError
 from prunesched.evaluation import paired
 from prunesched.evaluation.cost import CostModel
-from prunesched.evaluation.fidelity import FidelityScorer, FidelitySettings
+from prunesched.evaluation.fidelity import IMAGE_SUFFIXES, FidelityScorer, FidelitySettings
 from prunesched.evaluation.generation import (
     LATENCY_SCOPES,
     GenerationSpec,
     ImageGenerator,
     key_hash,
     load_images,
-    median_ratio,
     save_images,
 )
 from prunesched.evaluation.prompts import prompt_set
@@ -92,6 +91,8 @@ class EvalSettings:
         if self.reference not in (None, "model") and not Path(self.reference).is_dir():
             raise ConfigError(f"reference folder {self.reference!r} does not exist; give a folder of real images or 'model'")
         if self.reference is not None:
+            if self.images < 2:
+                raise ConfigError(f"FID and KID need at least 2 images, got images = {self.images}")
             self.fidelity()  # an unknown extractor or a missing weight file is refused here, not on a worker
         self.prompt_list()  # so is a missing or malformed prompt file
 
@@ -126,7 +127,7 @@ class Evaluation:
         self.settings = settings
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.generator = ImageGenerator(load_pipeline(settings.model).to(device), settings.spec())
-        self.steps: int | None = self.generator.loop_length
+        self.steps = self.generator.loop_length
         self.metrics = settings.objective_metrics()
         self.cache = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
         self.folder = self.cache / "images" / key_hash(self.generator.identity)
@@ -139,7 +140,7 @@ class Evaluation:
             key = {"reference": "model", **self.generator.identity} if settings.reference == "model" else _folder_key(Path(settings.reference))
             self.reference = self.fidelity.reference(source, key, self.generator.size)
         self.costs = CostModel(self.generator, self.cache, settings.repeats) if {"predicted", "macs"} & set(settings.cost) else None
-        self.device = f"{device}, batch {settings.batch_size}, {self.generator.attention}, latency: {settings.latency_scope}"
+        self.device = f"{device}, batch {self.generator.batch_size}, {self.generator.attention}, latency: {settings.latency_scope}"
 
     def evaluate(self, schedule: Schedule) -> Metrics:
         if len(schedule) != self.steps:
@@ -174,13 +175,15 @@ class Evaluation:
         if "measured" in self.settings.cost:
             accelerated, full = self.generator.latency(schedule, self.settings.repeats, self.settings.latency_scope)
             out["latency_s"] = metric([s.wall for s in accelerated], center=np.median)
-            out["relative_latency"] = metric([median_ratio([a], [f]) for a, f in zip(accelerated, full)], center=np.median)
+            out["relative_latency"] = metric([a.wall / f.wall for a, f in zip(accelerated, full)], center=np.median)
         if self.costs is not None:
             table = self.costs.table(schedule)
-            out["predicted_latency_s"] = metric([table.latency_s(schedule)])
-            out["predicted_relative_latency"] = metric([table.relative_latency(schedule)])
-            out["macs"] = metric([table.schedule_macs(schedule)])
-            out["relative_macs"] = metric([table.relative_macs(schedule)])
+            if "predicted" in self.settings.cost:
+                out["predicted_latency_s"] = metric([table.latency_s(schedule)])
+                out["predicted_relative_latency"] = metric([table.relative_latency(schedule)])
+            if "macs" in self.settings.cost:
+                out["macs"] = metric([table.schedule_macs(schedule)])
+                out["relative_macs"] = metric([table.relative_macs(schedule)])
         return out
 
     def describe(self) -> dict[str, Any]:
@@ -188,7 +191,7 @@ class Evaluation:
         return {
             "settings": asdict(self.settings),
             "device": self.device, "loop_length": self.steps, "image_size": self.generator.size,
-            "batch_size": self.settings.batch_size, "attention": self.generator.attention,
+            "batch_size": self.generator.batch_size, "attention": self.generator.attention,
             "latency_scope": self.settings.latency_scope, "repeats": self.settings.repeats,
             "lpips": paired.lpips_unavailable_reason() or "computed", "images_folder": str(self.folder),
         }  # fmt: skip
@@ -205,6 +208,6 @@ class Evaluation:
 
 def _folder_key(folder: Path) -> dict[str, Any]:
     """A real-image folder's identity: its path and its files (names, sizes, modification times)."""
-    if not any(p.is_file() for p in folder.rglob("*")):
-        raise ConfigError(f"reference folder {str(folder)!r} holds no images")
+    if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*")):
+        raise ConfigError(f"reference folder {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}, subfolders included)")
     return {"reference": folder_fingerprint(folder)}

@@ -9,6 +9,7 @@ well-known bias at small image counts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ from prunesched.evaluation.stats import Metrics, interval
 
 FID = "frechet_inception_distance"
 KID = "kernel_inception_distance_mean"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+"""What torch-fidelity reads from a folder."""
+KID_INTERVAL_REFERENCE = 2000
+"""Reference images (a seeded subset) behind KID's interval: the kernel matrix is m x m."""
 
 
 @dataclass(frozen=True)
@@ -82,18 +87,20 @@ class FidelityScorer:
 
     @property
     def key(self) -> dict[str, Any]:
-        """What the extractor contributes to a reference's cache key (a different weight file is a different extractor)."""
+        """What the extractor contributes to a reference's cache key (other weights are another extractor)."""
         weights = None
         if self.settings.weights:
-            path = Path(self.settings.weights).resolve()
-            weights = [str(path), path.stat().st_size, path.stat().st_mtime_ns]
-        return {"feature_extractor": self.settings.feature_extractor, "layers": self.layers, "weights": weights}
+            weights = hashlib.sha256(Path(self.settings.weights).read_bytes()).hexdigest()
+        import torch_fidelity
 
-    def reference(self, source: torch.Tensor | Path, key: Mapping[str, Any], size: int) -> dict[str, torch.Tensor]:
-        """Features of the reference images (a uint8 tensor, or a folder resized and centre-cropped to ``size``), cached under ``key``.
+        name = self.settings.feature_extractor
+        return {"feature_extractor": name, "layers": self.layers, "weights": weights, "torch_fidelity": torch_fidelity.__version__}
 
-        Computed on the first call for a key; every later call, in any process on this machine, reads them back.
+    def reference(self, source: torch.Tensor | Path, key: Mapping[str, Any], size: int) -> Reference:
+        """The reference images' features (a uint8 tensor, or a folder, subfolders included, resized and centre-cropped to
+        ``size``), cached under ``key``: computed on the first call for a key, read back by every later one on this machine.
         """
+        from torch_fidelity.metric_fid import fid_features_to_statistics
         from torch_fidelity.utils import extract_featuresdict_from_input_id_cached
 
         full_key = {**key, **self.key, "size": size}
@@ -102,9 +109,13 @@ class FidelityScorer:
         root.mkdir(parents=True, exist_ok=True)
         (root / f"{name}.json").write_text(json.dumps(full_key, indent=2, sort_keys=True, default=str))
         data = str(source) if isinstance(source, Path) else _Images(source)
-        return extract_featuresdict_from_input_id_cached(
-            2, self.extractor, input2=data, input2_cache_name=name, samples_resize_and_crop=size, **self.options
-        )
+        features = extract_featuresdict_from_input_id_cached(
+            2, self.extractor, input2=data, input2_cache_name=name, samples_resize_and_crop=size, samples_find_deep=True,
+            **self.options,
+        )  # fmt: skip
+        kid = features[self.layers["kid"]]
+        subset = np.random.default_rng(0).permutation(len(kid))[:KID_INTERVAL_REFERENCE]
+        return Reference(features, fid_features_to_statistics(features[self.layers["fid"]]), kid[np.sort(subset)])
 
     def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Features of generated images (never cached: each candidate's images are new)."""
@@ -112,33 +123,41 @@ class FidelityScorer:
 
         return extract_featuresdict_from_input_id(1, self.extractor, input1=_Images(images), **self.options)
 
-    def score(self, images: torch.Tensor, reference: Mapping[str, torch.Tensor], seed: int = 0) -> Metrics:
-        """FID and KID of ``images`` against reference features, each with a bootstrap interval over the images."""
+    def score(self, images: torch.Tensor, reference: Reference, seed: int = 0) -> Metrics:
+        """FID and KID of ``images`` against the reference, each with a bootstrap interval over the images."""
         from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
         from torch_fidelity.metric_kid import kid_featuresdict_to_metric
 
         generated = self.features(images)
-        fid_gen, fid_ref = generated[self.layers["fid"]], reference[self.layers["fid"]]
-        fid = fid_statistics_to_metric(fid_features_to_statistics(fid_gen), fid_features_to_statistics(fid_ref), False)[FID]
-        subset = min(1000, len(images), len(reference[self.layers["kid"]]))
-        kid = kid_featuresdict_to_metric(generated, reference, self.layers["kid"], kid_subset_size=subset, verbose=False)[KID]
+        fid_gen = generated[self.layers["fid"]]
+        fid = fid_statistics_to_metric(fid_features_to_statistics(fid_gen), reference.fid_statistics, False)[FID]
+        subset = min(1000, len(images), len(reference.features[self.layers["kid"]]))
+        kid = kid_featuresdict_to_metric(generated, reference.features, self.layers["kid"], kid_subset_size=subset, verbose=False)[KID]
         n, resamples = len(images), self.settings.resamples
-        kid_gen, kid_ref = generated[self.layers["kid"]], reference[self.layers["kid"]]
         return {
-            "fid": {"value": float(fid), "n": n, "ci": interval(fid_resampler(fid_gen, fid_ref), n, seed, resamples)},
-            "kid": {"value": float(kid), "n": n, "ci": interval(kid_resampler(kid_gen, kid_ref), n, seed, resamples)},
+            "fid": {"value": float(fid), "n": n, "ci": interval(fid_resampler(fid_gen, reference.fid_statistics), n, seed, resamples)},
+            "kid": {"value": float(kid), "n": n, "ci": interval(kid_resampler(generated[self.layers["kid"]], reference.kid_subset), n, seed, resamples)},
         }
 
 
-def fid_resampler(generated: torch.Tensor, reference: torch.Tensor) -> Any:
-    """FID of the generated images picked by an index array, for bootstrapping without a d x d matrix root per resample.
+@dataclass(frozen=True)
+class Reference:
+    """Reference features, with what every candidate's scoring needs of them computed once."""
+
+    features: dict[str, torch.Tensor]
+    fid_statistics: dict[str, np.ndarray]
+    kid_subset: torch.Tensor
+
+
+def fid_resampler(generated: torch.Tensor, reference: Mapping[str, np.ndarray]) -> Any:
+    """FID of the generated images picked by an index array against reference statistics ``{"mu", "sigma"}``.
 
     The non-zero eigenvalues of ``S_gen @ S_ref`` are those of the n x n matrix ``X S_ref X^T / (n - 1)``
-    (X: the picked, centred features), so each resample costs an n x n eigendecomposition.
+    (X: the picked, centred features), so each resample costs an n x n eigendecomposition instead of a
+    d x d matrix root (d = 2048 for Inception): the cheaper way for the image counts a search uses.
     """
     features = generated.double().numpy()
-    ref = reference.double().numpy()
-    mu_ref, sigma_ref = ref.mean(axis=0), np.cov(ref, rowvar=False)
+    mu_ref, sigma_ref = np.asarray(reference["mu"], dtype=float), np.asarray(reference["sigma"], dtype=float)
     cross = features @ sigma_ref @ features.T
     gram = features @ features.T
     trace_ref = float(np.trace(sigma_ref))

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import tempfile
 import statistics
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +72,15 @@ class ImageGenerator:
         spec = asdict(self.spec)
         spec["model"] = model_fingerprint(self.spec.model)
         spec["prompts"] = hashlib.sha256(json.dumps(spec["prompts"]).encode()).hexdigest()
-        dtype = str(self.pipe.unet.dtype)
-        return {**spec, "size": self.size, "device": str(self.device), "dtype": dtype, "torch": torch.__version__}
+        spec["batch_size"] = self.batch_size
+        device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
+        versions = {name: version(name) for name in ("torch", "diffusers", "prunesched")}
+        return {**spec, "size": self.size, "device": device, "dtype": str(self.pipe.unet.dtype), **versions}
+
+    @property
+    def batch_size(self) -> int:
+        """Images per pipeline call as run (the setting, or fewer when there are fewer images)."""
+        return len(self._batches()[0][0])
 
     @property
     def attention(self) -> str:
@@ -153,10 +163,20 @@ def median_ratio(numerators: Sequence[Sample], denominators: Sequence[Sample]) -
 
 
 def save_images(images: torch.Tensor, folder: Path) -> None:
-    """Write uint8 (N, 3, H, W) images as lossless PNGs ``00000.png``... (what torch-fidelity reads back bit-exactly)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write uint8 (N, 3, H, W) images as lossless PNGs ``00000.png``... (what torch-fidelity reads back bit-exactly).
+
+    The folder appears whole or not at all: a crash or a second worker never leaves a half-written set behind.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
     for i, image in enumerate(images):
-        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:05d}.png")
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(partial / f"{i:05d}.png")
+    if folder.exists():
+        shutil.rmtree(folder)
+    try:
+        partial.rename(folder)
+    except OSError:  # another worker put the same images there first
+        shutil.rmtree(partial)
 
 
 def load_images(folder: Path, count: int) -> torch.Tensor | None:

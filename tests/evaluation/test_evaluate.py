@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from torch_fidelity.metric_fid import fid_features_to_statistics
 
 from prunesched.errors import ConfigError, ScheduleError
 from prunesched.evaluation.evaluate import EvalSettings, Evaluation
@@ -63,7 +64,7 @@ def test_bootstrap_intervals_cover_the_value_and_shrink_as_the_image_count_grows
     fid_widths = []
     for n in (20, 320):
         generated = torch.from_numpy(rng.normal(0.5, 1.0, (n, 8)))
-        low, high = interval(fid_resampler(generated, reference), n, resamples=200)
+        low, high = interval(fid_resampler(generated, fid_features_to_statistics(reference)), n, resamples=200)
         fid_widths.append(high - low)
     assert fid_widths[1] < fid_widths[0] / 2
 

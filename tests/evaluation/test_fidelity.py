@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -78,6 +80,7 @@ def test_reference_features_are_cached_and_read_back_on_the_second_run(settings,
         {"guidance_scale": 3.0},
         {"images": 5},
         {"model": "tiny-sdxl"},
+        {"batch_size": 2},
     ],
     ids=lambda change: next(iter(change)),
 )
@@ -89,14 +92,23 @@ def test_any_change_of_a_key_invalidates_the_reference(settings, reference_extra
     assert len(files) == 2
 
 
-def test_other_extractor_weights_invalidate_the_reference(settings, reference_extractions, tmp_path):
-    Evaluation(settings)
-    other = tmp_path / "other.pth"
-    state = torch.load(settings.inception_weights)
+def test_other_extractor_weights_invalidate_the_reference_even_under_the_same_name_and_time(settings, reference_extractions, tmp_path):
+    weights = tmp_path / "weights.pth"
+    shutil.copy2(settings.inception_weights, weights)
+    Evaluation(replace(settings, inception_weights=str(weights)))
+    before = weights.stat()
+    state = torch.load(weights)
     state["fc.bias"] += 1
-    torch.save(state, other)
-    Evaluation(replace(settings, inception_weights=str(other)))
+    torch.save(state, weights)
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))  # as `cp -p` or `rsync -t` would leave it
+    Evaluation(replace(settings, inception_weights=str(weights)))
     assert reference_extractions == [2, 2]
+
+
+def test_settings_outside_the_key_still_hit_the_cache(settings, reference_extractions):
+    Evaluation(settings)
+    Evaluation(replace(settings, repeats=2, cost=("macs",), latency_scope="pipeline", keep_images=False))
+    assert reference_extractions == [2]
 
 
 def test_a_folder_of_real_images_is_resized_and_matches_torch_fidelity(settings, inception_weights, tmp_path):
@@ -165,8 +177,9 @@ def test_the_bootstrap_statistics_equal_fid_and_unbiased_kid_on_the_full_sample(
     everyone = np.arange(40)
     from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 
-    fid = fid_statistics_to_metric(fid_features_to_statistics(generated), fid_features_to_statistics(reference), False)
-    assert fid_resampler(generated, reference)(everyone) == pytest.approx(fid["frechet_inception_distance"], rel=1e-6)
+    statistics = fid_features_to_statistics(reference)
+    fid = fid_statistics_to_metric(fid_features_to_statistics(generated), statistics, False)
+    assert fid_resampler(generated, statistics)(everyone) == pytest.approx(fid["frechet_inception_distance"], rel=1e-6)
     mmd = kernel_mmd(generated.numpy(), reference.numpy(), kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_coef0=1)
     assert kid_resampler(generated, reference)(everyone) == pytest.approx(mmd, rel=1e-9)
 
