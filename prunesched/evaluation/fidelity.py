@@ -88,11 +88,9 @@ class FidelityScorer:
     @property
     def key(self) -> dict[str, Any]:
         """What the extractor contributes to a reference's cache key (other weights are another extractor)."""
-        weights = None
-        if self.settings.weights:
-            weights = hashlib.sha256(Path(self.settings.weights).read_bytes()).hexdigest()
         import torch_fidelity
 
+        weights = hashlib.sha256(Path(self.settings.weights).read_bytes()).hexdigest() if self.settings.weights else None
         name = self.settings.feature_extractor
         return {"feature_extractor": name, "layers": self.layers, "weights": weights, "torch_fidelity": torch_fidelity.__version__}
 
