@@ -25,7 +25,7 @@ import tomllib
 
 from prunesched.checks import check_keys, check_number
 from prunesched.errors import ConfigError
-from prunesched.search.evaluators import evaluator_factory, evaluator_metrics
+from prunesched.search.evaluators import evaluator_settings
 from prunesched.search.proposers import ProposerConfig
 from prunesched.search.spaces import Space, space_from_config, space_to_config
 
@@ -84,8 +84,7 @@ class SearchConfig:
             if not isinstance(data.get(table), Mapping):
                 raise ConfigError(f"the search config needs a [{table}] table")
         evaluator = dict(data["evaluator"])
-        evaluator_factory(evaluator)  # refuses unknown kinds and keys now, not on a worker
-        metrics = evaluator_metrics(evaluator)
+        metrics = evaluator_settings(evaluator)[1].objective_metrics()  # refuses unknown kinds and keys now, not on a worker
         objectives = data.get("objectives", [metrics[0], metrics[-1]])
         if not isinstance(objectives, list) or len(objectives) != 2 or not set(objectives) <= set(metrics) or objectives[0] == objectives[1]:
             raise ConfigError(f"objectives must be two metrics of the {evaluator.get('kind', 'pipeline')} evaluator: {', '.join(metrics)}; got {objectives!r}")

@@ -119,18 +119,17 @@ EVALUATORS: dict[str, tuple[type, type]] = {
 """Evaluator kinds a config can name: the evaluator and the settings its ``[evaluator]`` table holds."""
 
 
-def evaluator_factory(table: Mapping[str, Any]) -> Callable[[], Evaluator]:
-    """A picklable zero-argument factory for the ``[evaluator]`` table, validated here, not on a worker."""
+def evaluator_settings(table: Mapping[str, Any]) -> tuple[type, Any]:
+    """The evaluator class and its validated settings for the ``[evaluator]`` table (checked here, not on a worker)."""
     data = dict(table)
     kind = data.pop("kind", "pipeline")
     if kind not in EVALUATORS:
         raise ConfigError(f"unknown evaluator kind {kind!r}; valid: {', '.join(EVALUATORS)}")
     cls, settings = EVALUATORS[kind]
     check_keys(data, ["kind", *(f.name for f in fields(settings))], f"[evaluator] of kind {kind!r}")
-    return functools.partial(cls, settings(**data))
+    return cls, settings(**data)
 
 
-def evaluator_metrics(table: Mapping[str, Any]) -> tuple[str, ...]:
-    """The metrics the ``[evaluator]`` table's evaluator gives that can be objectives (all are minimised)."""
-    data = dict(table)
-    return EVALUATORS[data.pop("kind", "pipeline")][1](**data).objective_metrics()
+def evaluator_factory(table: Mapping[str, Any]) -> Callable[[], Evaluator]:
+    """A picklable zero-argument factory that builds the ``[evaluator]`` table's evaluator on a worker."""
+    return functools.partial(*evaluator_settings(table))
