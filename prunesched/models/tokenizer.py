@@ -19,27 +19,45 @@ def _byte_alphabet() -> list[str]:
 def write_clip_tokenizer(directory: str | Path, words: Iterable[str] = ()) -> Path:
     """Write ``vocab.json`` and ``merges.txt`` of a CLIP BPE tokenizer into ``directory``.
 
-    The vocabulary holds every byte (alone and word-final) and, for each of ``words``, the
-    merges that build it into a single token, so a caption of known words costs one token a word.
+    The vocabulary holds every byte (alone and word-final) and, for each of ``words``, merges
+    that build it into a single token, so a caption of known words costs one token a word.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     alphabet = _byte_alphabet()
     vocab = alphabet + [c + "</w>" for c in alphabet]
-    merges: list[str] = []
-    for word in dict.fromkeys(w.lower() for w in words):
-        symbols = list(word[:-1]) + [word[-1] + "</w>"]
-        while len(symbols) > 1:
-            merged = symbols[0] + symbols[1]
-            rule = f"{symbols[0]} {symbols[1]}"
-            if rule not in merges:
-                merges.append(rule)
-                vocab.append(merged)
-            symbols = [merged] + symbols[2:]
+    merges: dict[tuple[str, str], int] = {}
+    words = list(dict.fromkeys(w.lower() for w in words))
+    while unfinished := [w for w in words if len(_bpe(w, merges)) > 1]:
+        # A rule appended last never pre-empts an earlier one, so words already whole stay whole.
+        for word in unfinished:
+            symbols = _bpe(word, merges)
+            if len(symbols) > 1:
+                merges[(symbols[0], symbols[1])] = len(merges)
+                vocab.append(symbols[0] + symbols[1])
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     (directory / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(dict.fromkeys(vocab))}), encoding="utf-8")
-    (directory / "merges.txt").write_text("#version: 0.2\n" + "".join(m + "\n" for m in merges), encoding="utf-8")
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
     return directory
+
+
+def _bpe(word: str, merges: dict[tuple[str, str], int]) -> list[str]:
+    """``word`` split as byte-level BPE with ``merges`` (pair -> rank) splits it: lowest-ranked pair first."""
+    symbols = list(word[:-1]) + [word[-1] + "</w>"]
+    while len(symbols) > 1:
+        pair = min(zip(symbols, symbols[1:]), key=lambda p: merges.get(p, len(merges)))
+        if pair not in merges:
+            break
+        i, merged = 0, []
+        while i < len(symbols):
+            if tuple(symbols[i : i + 2]) == pair:
+                merged.append(symbols[i] + symbols[i + 1])
+                i += 2
+            else:
+                merged.append(symbols[i])
+                i += 1
+        symbols = merged
+    return symbols
 
 
 def clip_tokenizer(directory: str | Path, words: Iterable[str] = (), max_length: int = 77) -> CLIPTokenizer:
