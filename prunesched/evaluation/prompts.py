@@ -1,7 +1,7 @@
 """Prompt sets: the fixed prompts every candidate of a search is generated from.
 
 A prompt set is data: ImageNet-1k class prompts (the DaTo/SiTo protocol, "a photo of a ..."
-for each class, twice), captions from an official COCO annotation file, PartiPrompts' TSV, or a
+for each class, twice), held-out captions of the embedded shapes model, captions from an official COCO annotation file, PartiPrompts' TSV, or a
 plain text file with one prompt per line. Subsampling is deterministic by seed, and the set's
 hash names exactly these prompts in this order, so anything computed from them (reference
 statistics) can be cached under it.
@@ -22,7 +22,9 @@ import numpy as np
 from prunesched.checks import check_keys, check_number
 from prunesched.errors import ConfigError
 
-KINDS = ("imagenet", "coco", "parti", "text")
+KINDS = ("imagenet", "shapes", "coco", "parti", "text")
+SHAPES_CAPTIONS = 1000
+"""Size of the shapes prompt set: the first this many held-out captions."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,13 @@ def imagenet_prompts(per_class: int = 2, template: str = "a photo of a {}") -> P
     names = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
     prompts = tuple(template.format(name) for name in names for _ in range(per_class))
     return PromptSet(prompts, f"ImageNet-1k class prompts ({per_class} per class)")
+
+
+def shapes_captions() -> PromptSet:
+    """Captions the embedded shapes model never saw in training (its held-out split), in index order."""
+    from prunesched.models.shapes.data import scene
+
+    return PromptSet(tuple(scene(i, "heldout")[0].caption for i in range(SHAPES_CAPTIONS)), "held-out shapes captions")
 
 
 def coco_captions(path: str | Path) -> PromptSet:
@@ -106,13 +115,16 @@ def prompt_set(spec: Sequence[str] | Mapping[str, Any]) -> PromptSet:
     kind = table.pop("kind", None)
     if kind not in KINDS:
         raise ConfigError(f"prompts kind {kind!r} is not known; valid: {', '.join(KINDS)}")
-    check_keys(table, ["per_class", "count", "seed"] if kind == "imagenet" else ["path", "count", "seed"], f"prompts of kind {kind!r}")
+    keys = {"imagenet": ["per_class"], "shapes": []}.get(kind, ["path"])
+    check_keys(table, [*keys, "count", "seed"], f"prompts of kind {kind!r}")
     count, seed = table.pop("count", None), table.pop("seed", 0)
     check_number(seed, "seed", "prompts", integer=True)
     if kind == "imagenet":
         per_class = table.get("per_class", 2)
         check_number(per_class, "per_class", "prompts", integer=True, low=1)
         prompts = imagenet_prompts(per_class)
+    elif kind == "shapes":
+        prompts = shapes_captions()
     else:
         if not isinstance(table.get("path"), str):
             raise ConfigError(f"prompts of kind {kind!r} need a 'path' to the file")
