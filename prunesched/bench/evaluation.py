@@ -77,7 +77,7 @@ def measure_evaluation(config: EvalBenchConfig, weights: str, cache: Path, log: 
     out = {}
     for n in config.image_counts:
         settings = EvalSettings(
-            prompts={"kind": "imagenet"}, images=n, num_inference_steps=config.num_inference_steps, batch_size=config.batch_size,
+            model="tiny-sd", prompts={"kind": "imagenet"}, images=n, num_inference_steps=config.num_inference_steps, batch_size=config.batch_size,
             repeats=config.repeats, reference="model", inception_weights=weights, cache_dir=str(cache), keep_images=True,
         )  # fmt: skip
         evaluation = Evaluation(settings)

@@ -13,9 +13,9 @@ from prunesched.errors import ConfigError
 
 
 def prompts_option(value: str) -> Any:
-    """``--prompts``: ``imagenet``, ``coco:FILE``, ``parti:FILE``, ``text:FILE``, or a text file's path."""
-    if value == "imagenet":
-        return {"kind": "imagenet"}
+    """``--prompts``: ``shapes``, ``imagenet``, ``coco:FILE``, ``parti:FILE``, ``text:FILE``, or a text file's path."""
+    if value in ("shapes", "imagenet"):
+        return {"kind": value}
     kind, _, path = value.partition(":")
     if kind in ("coco", "parti", "text") and path:
         return {"kind": kind, "path": path}
@@ -25,7 +25,7 @@ def prompts_option(value: str) -> Any:
 @click.command("eval")
 @click.argument("schedule_path", metavar="SCHEDULE", type=click.Path(path_type=Path))
 @click.option("--model", default="tiny-sd", show_default=True, help="Built-in name, diffusers folder, or hub id in the local cache.")
-@click.option("--prompts", "prompts", default=None, help="imagenet | coco:FILE | parti:FILE | text:FILE | FILE (one prompt per line).")
+@click.option("--prompts", "prompts", default=None, help="shapes | imagenet | coco:FILE | parti:FILE | text:FILE | FILE (one prompt per line).")
 @click.option("--images", type=int, default=4, show_default=True, help="Images to generate (image i uses seed SEED + i).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--steps", "num_inference_steps", type=int, default=10, show_default=True, help="num_inference_steps of the pipeline call.")
@@ -36,7 +36,7 @@ def prompts_option(value: str) -> Any:
 @click.option("--cost", multiple=True, type=click.Choice(["measured", "predicted", "macs"]), help="Cost sources (repeatable; default: measured).")
 @click.option("--reference", default=None, help="FID/KID reference: 'model' (the unaccelerated images) or a folder of real images.")
 @click.option("--inception-weights", type=click.Path(path_type=str), default=None, help="Local feature-extractor weight file (offline clusters).")
-@click.option("--feature-extractor", default="inception-v3-compat", show_default=True, help="A torch-fidelity feature extractor name.")
+@click.option("--feature-extractor", default=None, help="A torch-fidelity feature extractor [default: shapes-judge for the shapes model, else inception-v3-compat].")
 @click.option("--cache-dir", default=None, help="Images, reference features and cost tables [default: $PRUNESCHED_CACHE or ~/.cache/prunesched].")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Result JSON [default: SCHEDULE's name + .eval.json].")
 def evaluate(schedule_path: Path, output: Path | None, prompts: str | None, cost: tuple[str, ...], **options: Any) -> None:

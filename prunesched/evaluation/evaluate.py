@@ -31,7 +31,9 @@ from prunesched.evaluation.generation import (
 )
 from prunesched.evaluation.prompts import prompt_set
 from prunesched.evaluation.stats import Metrics, metric
+from prunesched.models import shapes
 from prunesched.models.loading import check_model, folder_fingerprint, load_pipeline
+from prunesched.models.shapes.judge import EXTRACTOR, caption_matches, load_judge
 from prunesched.runtime.schedule import Schedule
 
 COSTS = {
@@ -54,7 +56,8 @@ class EvalSettings:
     ``prompts`` is a list of prompts or a prompt-set table (:func:`prunesched.evaluation.prompts.prompt_set`,
     e.g. ``{kind = "imagenet"}``); image i uses seed ``seed + i``; a larger set is subsampled with
     ``seed``, a smaller one cycled through. ``reference`` turns on FID and KID: ``"model"`` (the
-    unaccelerated model's images of the same prompts and seeds) or a folder of real images.
+    unaccelerated model's images of the same prompts and seeds) or a folder of real images, in the
+    space of ``feature_extractor`` (default: the judge for the shapes model, Inception otherwise).
     ``cost`` lists the cost sources to compute (:data:`COSTS`). ``repeats`` timed runs (after a
     warm-up) give every latency; ``latency_scope`` is ``loop`` (text encoding and VAE decode
     excluded) or ``pipeline``.
@@ -71,7 +74,7 @@ class EvalSettings:
     latency_scope: str = "loop"
     cost: tuple[str, ...] = ("measured",)
     reference: str | None = None
-    feature_extractor: str = "inception-v3-compat"
+    feature_extractor: str | None = None
     inception_weights: str | None = None
     cache_dir: str | None = None
     keep_images: bool = True
@@ -108,7 +111,9 @@ class EvalSettings:
         return GenerationSpec(self.model, tuple(self.prompt_list()), seeds, self.num_inference_steps, self.guidance_scale, self.batch_size)
 
     def fidelity(self) -> FidelitySettings:
-        return FidelitySettings(self.feature_extractor, self.inception_weights)
+        """FID/KID features: the extractor named, else the judge for the shapes model and Inception for any other."""
+        natural = EXTRACTOR if self.model == shapes.NAME else "inception-v3-compat"
+        return FidelitySettings(self.feature_extractor or natural, self.inception_weights)
 
     def objective_metrics(self) -> tuple[str, ...]:
         """The metrics this evaluation gives that a search can minimise: quality first, cost last."""
@@ -133,6 +138,7 @@ class Evaluation:
         self.folder = self.cache / "images" / key_hash(self.generator.identity)
         self.full_images = self._full_images()
         self.lpips = paired.lpips_scorer(device)
+        self.judge = load_judge().to(device) if settings.model == shapes.NAME else None
         self.fidelity = self.reference = None
         if settings.reference is not None:
             self.fidelity = FidelityScorer(settings.fidelity(), device, self.cache)
@@ -162,10 +168,14 @@ class Evaluation:
         return out
 
     def quality(self, images: torch.Tensor) -> Metrics:
-        """Paired fidelity to the unaccelerated images (and FID/KID when a reference is set)."""
+        """Paired fidelity to the unaccelerated images, FID/KID when a reference is set, and on the
+        shapes model with its captions, the share of images whose main object the judge recognises."""
         out = {name: metric(fn(images, self.full_images)) for name, fn in (("mse", paired.mse), ("psnr", paired.psnr), ("ssim", paired.ssim))}
         if self.lpips is not None:
             out["lpips"] = metric(self.lpips(images, self.full_images))
+        matches = None if self.judge is None else caption_matches(self.judge, images, self.generator.spec.prompts)
+        if matches is not None:
+            out["caption_accuracy"] = metric([float(m) for m in matches])
         if self.fidelity is not None and self.reference is not None:
             out.update(self.fidelity.score(images, self.reference, self.settings.seed))
         return out

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from prunesched.errors import ConfigError
 from prunesched.evaluation.generation import key_hash
 from prunesched.evaluation.stats import Metrics, interval
+from prunesched.models.shapes.judge import register as register_judge
 
 FID = "frechet_inception_distance"
 KID = "kernel_inception_distance_mean"
@@ -31,13 +32,16 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 KID_INTERVAL_REFERENCE = 2000
 """Reference images (a seeded subset) behind KID's interval: the kernel matrix is m x m."""
 
+register_judge()  # the shapes model's judge is a feature extractor like Inception
+
 
 @dataclass(frozen=True)
 class FidelitySettings:
     """Which torch-fidelity feature extractor, with which weights.
 
     ``feature_extractor`` is any name in torch-fidelity's registry, including one a user added with
-    ``torch_fidelity.register_feature_extractor``; ``weights`` is a local weight file for clusters
+    ``torch_fidelity.register_feature_extractor`` and ``shapes-judge``, the embedded model's judge
+    (:mod:`prunesched.models.shapes.judge`); ``weights`` is a local weight file for clusters
     without internet (torch-fidelity's ``feature_extractor_weights_path``; the Inception file is
     ``weights-inception-2015-12-05-6726825d.pth`` from torch-fidelity's releases).
     """

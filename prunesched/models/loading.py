@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from prunesched.errors import ConfigError
-from prunesched.models.tiny import PIPELINES
+from prunesched.models import shapes
+from prunesched.models.tiny import TINY_PIPELINES
+
+BUILTINS = {shapes.NAME: shapes.pipeline, **TINY_PIPELINES}
+"""Models named without a path: the shipped shapes model, and the random-weight test pipelines."""
 
 
 def check_model(model: str) -> None:
     """Refuse a model name that :func:`load_pipeline` cannot load on this machine, before any work starts."""
     from huggingface_hub import try_to_load_from_cache
 
-    if model in PIPELINES or (Path(model) / "model_index.json").is_file():
+    if model in BUILTINS or (Path(model) / "model_index.json").is_file():
         return
     cached = "/" in model and not Path(model).exists() and isinstance(try_to_load_from_cache(model, "model_index.json"), str)
     if not cached:
         raise ConfigError(
-            f"unknown model {model!r}: not a built-in ({', '.join(PIPELINES)}), a diffusers folder, "
+            f"unknown model {model!r}: not a built-in ({', '.join(BUILTINS)}), a diffusers folder, "
             "or a hub id in the local Hugging Face cache (nothing is downloaded)"
         )
 
@@ -27,18 +33,41 @@ def check_model(model: str) -> None:
 def load_pipeline(model: str) -> Any:
     """The pipeline ``model`` names; never downloads (clusters are often offline, and a search must not stall on it)."""
     check_model(model)
-    if model in PIPELINES:
-        return PIPELINES[model]()
-    from diffusers import DiffusionPipeline
+    with _quiet_loading():
+        if model in BUILTINS:
+            return BUILTINS[model]()
+        from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(model, local_files_only=True)
+        pipe = DiffusionPipeline.from_pretrained(model, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Without diffusers' and transformers' loading bars, which would fill every worker's log; restored after."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    shown = [lib for lib in (diffusers_logging, transformers_logging) if lib.is_progress_bar_enabled()]
+    for lib in shown:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib in shown:
+            lib.enable_progress_bar()
+
+
 def model_fingerprint(model: str) -> str:
-    """A string that changes whenever the weights ``model`` names may have changed: the name, or a folder's files."""
-    return folder_fingerprint(Path(model)) if model not in PIPELINES and Path(model).is_dir() else model
+    """A string that changes whenever the weights ``model`` names may have changed.
+
+    The shipped model's weight contents, a folder's files, or (for random-weight test pipelines
+    and cached hub ids) the name.
+    """
+    if model == shapes.NAME:
+        return shapes.fingerprint()
+    return folder_fingerprint(Path(model)) if model not in BUILTINS and Path(model).is_dir() else model
 
 
 def folder_fingerprint(folder: Path) -> str:

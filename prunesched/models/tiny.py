@@ -95,5 +95,5 @@ def tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
     return pipe
 
 
-PIPELINES = {"tiny-sd": tiny_sd_pipeline, "tiny-sdxl": tiny_sdxl_pipeline}
-"""The built-in pipelines an evaluator can name, until the embedded default model exists."""
+TINY_PIPELINES = {"tiny-sd": tiny_sd_pipeline, "tiny-sdxl": tiny_sdxl_pipeline}
+"""The random-weight pipelines a config can name, for tests of mechanics."""

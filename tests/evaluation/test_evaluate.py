@@ -20,7 +20,7 @@ from prunesched.search.config import SearchConfig
 
 @pytest.fixture
 def settings(tmp_path) -> EvalSettings:
-    return EvalSettings(images=3, num_inference_steps=4, batch_size=2, repeats=1, cache_dir=str(tmp_path / "cache"))
+    return EvalSettings(model="tiny-sd", images=3, num_inference_steps=4, batch_size=2, repeats=1, cache_dir=str(tmp_path / "cache"))
 
 
 def test_same_prompts_and_seeds_give_bit_identical_images_and_exact_paired_metrics(settings):
@@ -73,7 +73,7 @@ def test_paired_metric_intervals_shrink_with_more_images_of_a_real_pipeline(tmp_
     widths = []
     schedule = Schedule.deepcache(5, interval=2, branch=0, prune=0.5)
     for images in (4, 24):
-        settings = EvalSettings(images=images, num_inference_steps=4, batch_size=12, repeats=1, cache_dir=str(tmp_path))
+        settings = EvalSettings(model="tiny-sd", images=images, num_inference_steps=4, batch_size=12, repeats=1, cache_dir=str(tmp_path))
         low, high = Evaluation(settings).evaluate(schedule)["psnr"]["ci"]
         widths.append(high - low)
     assert widths[1] < widths[0]

@@ -28,7 +28,7 @@ DEEPCACHE = Schedule.deepcache(5, interval=2, branch=0)
 @pytest.fixture
 def settings(tmp_path, inception_weights) -> EvalSettings:
     return EvalSettings(
-        images=6, num_inference_steps=4, batch_size=3, reference="model", inception_weights=inception_weights,
+        model="tiny-sd", images=6, num_inference_steps=4, batch_size=3, reference="model", inception_weights=inception_weights,
         cache_dir=str(tmp_path / "cache"), repeats=1,
     )  # fmt: skip
 

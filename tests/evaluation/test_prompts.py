@@ -70,7 +70,7 @@ def test_the_pipeline_evaluator_draws_its_images_prompts_from_a_set():
 @pytest.mark.parametrize(
     ("spec", "files", "message"),
     [
-        ({"kind": "laion"}, {}, "prompts kind 'laion' is not known; valid: imagenet, coco, parti, text"),
+        ({"kind": "laion"}, {}, "prompts kind 'laion' is not known; valid: imagenet, shapes, coco, parti, text"),
         ({"kind": "text"}, {}, "need a 'path'"),
         ({"kind": "text", "path": "{tmp}/missing.txt"}, {}, "cannot read a text file of prompts at"),
         ({"kind": "text", "path": "{tmp}/bin.txt"}, {"bin.txt": b"\xff\xfe\x00"}, "is not UTF-8 text"),
