@@ -10,6 +10,7 @@ from prunesched.errors import ConfigError
 from prunesched.evaluation.prompts import prompt_set
 from prunesched.models.shapes import architecture
 from prunesched.models.shapes.data import COLOURS, SHAPES, main_object, sample, scene, vocabulary
+from prunesched.models.shapes.judge import load_judge
 
 
 def test_every_image_is_a_pure_function_of_its_index_and_split():
@@ -70,3 +71,8 @@ def test_the_shapes_prompt_set_is_the_held_out_captions():
     assert len(prompts.prompts) == 5 and set(prompts.prompts) <= heldout
     with pytest.raises(ConfigError, match="unknown key 'path' in prompts of kind 'shapes'"):
         prompt_set({"kind": "shapes", "path": "x.txt"})
+
+
+def test_a_missing_judge_file_is_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="judge weights .*missing.safetensors' not found; .*train_shapes.py"):
+        load_judge(tmp_path / "missing.safetensors")

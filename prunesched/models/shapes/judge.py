@@ -17,6 +17,7 @@ from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
+from prunesched.errors import ConfigError
 from prunesched.models.shapes.data import COLOURS, SHAPES, SIZES, TEXTURES, Scene, main_object
 
 EXTRACTOR = "shapes-judge"
@@ -63,8 +64,11 @@ def load_judge(path: str | Path | None = None) -> Judge:
 
     from prunesched.models.shapes import JUDGE_FILE
 
+    path = Path(path or JUDGE_FILE)
+    if not path.is_file():
+        raise ConfigError(f"judge weights {str(path)!r} not found; reinstall prunesched or run experiments/train_shapes.py")
     judge = Judge()
-    judge.load_state_dict(load_file(str(path or JUDGE_FILE)))
+    judge.load_state_dict(load_file(str(path)))
     return judge.eval()
 
 
