@@ -11,8 +11,8 @@ Stages (each saved under --work, so a crash resumes where it stopped):
          10 % empty captions for guidance, EMA weights)
   ship   write the diffusers folder and the judge into the package, and the loss curves to --log
 
-The shipped files in prunesched/models/shapes/weights are this script's output at its defaults;
-docs/shapes-model.md is their model card, and experiments/eval_shapes.py measures them.
+The files it writes to prunesched/models/shapes/weights are what the package ships (its output
+at these defaults).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The embedded default model: a tiny text-to-image model of coloured shapes, trained by the project and shipped.
 
 ``data`` makes its captioned training images, ``architecture`` its components, ``judge`` the
-classifier that scores its images; the weights in ``weights/`` are the output of
-``experiments/train_shapes.py`` (see the model card in ``docs/shapes-model.md``).
+classifier that scores its images; the weights in ``weights/`` are written by
+``experiments/train_shapes.py``.
 """
 
 from __future__ import annotations
