@@ -67,9 +67,14 @@ def as_float(images: torch.Tensor) -> torch.Tensor:
 
 def train(
     name: str, params: list[torch.nn.Parameter], steps: int, lr: float, step: Callable[[int], torch.Tensor],
-    work: Path, modules: dict[str, torch.nn.Module], on_step: Callable[[], None] = lambda: None,
+    work: Path, modules: dict[str, torch.nn.Module], generator: torch.Generator,
+    on_step: Callable[[int], None] = lambda i: None,
 ) -> list[dict[str, float]]:
-    """AdamW with warm-up and cosine decay over ``steps`` calls of ``step`` (which returns the loss); resumable."""
+    """AdamW with warm-up and cosine decay over ``steps`` calls of ``step`` (which returns the loss).
+
+    Resumable, and a resumed run equals an uninterrupted one: the checkpoint holds the batch
+    ``generator``'s state along with the weights and the optimiser.
+    """
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda i: min(1.0, (i + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / steps)))
@@ -83,6 +88,8 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         start, curve = state["step"], state["curve"]
+        if start < steps:  # a finished stage draws no more batches
+            generator.set_state(state["generator"])
         print(f"[{name}] resuming at step {start}")
     began, window = time.perf_counter() - (curve[-1]["seconds"] if curve else 0.0), []
     for i in range(start, steps):
@@ -92,7 +99,7 @@ def train(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         schedule.step()
-        on_step()
+        on_step(i)
         window.append(loss.item())
         if (i + 1) % 25 == 0 or i + 1 == steps:
             curve.append({"step": i + 1, "loss": float(np.mean(window)), "seconds": time.perf_counter() - began})
@@ -100,7 +107,8 @@ def train(
             print(f"[{name}] step {i + 1}/{steps} loss {curve[-1]['loss']:.4f} {curve[-1]['seconds']:.0f}s", flush=True)
         if (i + 1) % 250 == 0 or i + 1 == steps:
             state = {key: module.state_dict() for key, module in modules.items()}
-            state |= {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": i + 1, "curve": curve}
+            state |= {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "generator": generator.get_state()}
+            state |= {"step": i + 1, "curve": curve}
             torch.save(state, work / f"{name}.tmp")
             (work / f"{name}.tmp").replace(checkpoint)
     return curve
@@ -119,7 +127,7 @@ def train_vae(images: torch.Tensor, args: argparse.Namespace) -> tuple[torch.nn.
         recon = vae.decode(z).sample
         return F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x) + 1e-6 * posterior.kl().mean()
 
-    curve = train("vae", list(vae.parameters()), args.vae_steps, 5e-4, step, args.work, {"vae": vae})
+    curve = train("vae", list(vae.parameters()), args.vae_steps, 5e-4, step, args.work, {"vae": vae}, generator)
     return vae.eval(), curve
 
 
@@ -138,7 +146,7 @@ def train_judge(images: torch.Tensor, targets: dict[str, torch.Tensor], args: ar
         logits = judge(x)
         return sum(F.cross_entropy(logits[head], targets[head][index]) for head in HEADS)
 
-    curve = train("judge", list(judge.parameters()), args.judge_steps, 2e-3, step, args.work, {"judge": judge})
+    curve = train("judge", list(judge.parameters()), args.judge_steps, 2e-3, step, args.work, {"judge": judge}, generator)
     return judge.eval(), curve
 
 
@@ -187,7 +195,6 @@ def train_unet(vae, images: torch.Tensor, captions: list[str], args: argparse.Na
     ema_text.load_state_dict(text.state_dict())
     alphas = architecture.scheduler().alphas_cumprod
     generator = torch.Generator().manual_seed(args.seed + 3)
-    count = [0]
 
     def step(_: int) -> torch.Tensor:
         index = torch.randint(len(latents), (args.batch,), generator=generator)
@@ -204,16 +211,15 @@ def train_unet(vae, images: torch.Tensor, captions: list[str], args: argparse.Na
         return (weight * F.mse_loss(predicted, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
 
     @torch.no_grad()
-    def update_ema() -> None:
-        count[0] += 1
-        decay = min(0.999, (1 + count[0]) / (10 + count[0]))
+    def update_ema(i: int) -> None:
+        decay = min(0.999, (2 + i) / (11 + i))
         for ema, live in ((ema_unet, unet), (ema_text, text)):
             for e, p in zip(ema.parameters(), live.parameters()):
                 e.lerp_(p, 1 - decay)
 
     modules = {"unet": unet, "text": text, "ema_unet": ema_unet, "ema_text": ema_text}
     params = list(unet.parameters()) + list(text.parameters())
-    curve = train("unet", params, args.unet_steps, 5e-4, step, args.work, modules, update_ema)
+    curve = train("unet", params, args.unet_steps, 5e-4, step, args.work, modules, generator, update_ema)
     return ema_unet.eval(), ema_text.eval(), tokenizer, scaling, curve
 
 
