@@ -9,7 +9,7 @@ Stages (each saved under --work, so a crash resumes where it stopped):
   unet   encode the images once (latents centred inside the VAE), then train the UNet and text encoder
          jointly (epsilon prediction, SD 1.5's noise schedule, offset noise 0.1, min-SNR-5 weighting,
          10 % empty captions for guidance, EMA weights)
-  ship   write the diffusers folder and the judge into the package, and the loss curves to --log
+  ship   write the diffusers folder and the judge into the package, the loss curves to --log and --plot
 
 The files it writes to prunesched/models/shapes/weights are what the package ships (its output
 at these defaults).
@@ -42,12 +42,13 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=40_000, help="training images rendered once")
     parser.add_argument("--vae-steps", type=int, default=800)
     parser.add_argument("--judge-steps", type=int, default=800)
-    parser.add_argument("--unet-steps", type=int, default=1300)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--unet-steps", type=int, default=2400)
+    parser.add_argument("--batch", type=int, default=32, help="UNet batch (at equal compute, more updates beat bigger batches here)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=ROOT / ".work" / "shapes", help="checkpoints and the rendered data")
     parser.add_argument("--out", type=Path, default=MODEL_DIR.parent, help="where the pipeline folder and judge go")
     parser.add_argument("--log", type=Path, default=ROOT / "results" / "train_shapes.json")
+    parser.add_argument("--plot", type=Path, default=ROOT.parent / "docs" / "images" / "shapes-training.png")
     return parser.parse_args()
 
 
@@ -250,12 +251,33 @@ def main() -> None:
     judge, judge_curve = train_judge(images, targets, args)
     unet, text, tokenizer, scaling, unet_curve = train_unet(vae, images, captions, args)
     ship(vae, unet, text, tokenizer, scaling, judge, args.out)
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("work", "out", "log")}
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("work", "out", "log", "plot")}
     log = {"settings": settings, "scaling_factor": scaling, "wall_s": time.perf_counter() - began,
            "threads": torch.get_num_threads(), "curves": {"vae": vae_curve, "judge": judge_curve, "unet": unet_curve}}  # fmt: skip
     args.log.parent.mkdir(parents=True, exist_ok=True)
     args.log.write_text(json.dumps(log, indent=1))
+    plot_curves(log["curves"], args.plot)
     print(f"shipped to {args.out} in {log['wall_s'] / 60:.1f} min", flush=True)
+
+
+def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
+    """The loss curves of the three trained stages side by side, against step and wall time (the model card's figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4))
+    for ax, (stage, curve) in zip(axes, curves.items()):
+        ax.plot([c["step"] for c in curve], [c["loss"] for c in curve])
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (mean of 25 steps)")
+        ax.set_title(f"{stage}: {curve[-1]['seconds'] / 60:.1f} min")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
