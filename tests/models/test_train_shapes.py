@@ -1,4 +1,4 @@
-"""The training script that made the shipped shapes model, run end to end at toy size (CI never trains the real one)."""
+"""The shapes model's training script, run end to end at toy size (CI never trains the real model)."""
 
 from __future__ import annotations
 
