@@ -111,8 +111,8 @@ def train(
             state = {key: module.state_dict() for key, module in modules.items()}
             state |= {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "generator": generator.get_state()}
             state |= {"step": i + 1, "curve": curve}
-            torch.save(state, work / f"{name}.tmp")
-            (work / f"{name}.tmp").replace(checkpoint)
+            torch.save(state, checkpoint.with_suffix(".tmp"))
+            checkpoint.with_suffix(".tmp").replace(checkpoint)
     return curve
 
 
@@ -183,8 +183,9 @@ def train_unet(vae, images: torch.Tensor, captions: list[str], args: argparse.Na
     if not cached.exists():  # encoding takes minutes; a resumed run reads it back
         torch.save(encode(vae, images), cached)
     latents = torch.load(cached)
-    center(vae, latents.mean(dim=(0, 2, 3)))
-    latents = latents - latents.mean(dim=(0, 2, 3), keepdim=True)
+    mean = latents.mean(dim=(0, 2, 3))
+    center(vae, mean)
+    latents = latents - mean.view(1, -1, 1, 1)
     scaling = 1.0 / float(latents.std())
     latents = latents * scaling
     tokenizer = architecture.tokenizer(args.work / "tokenizer")

@@ -7,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file
+
+from prunesched.models.shapes.judge import HEADS, load_judge
 
 SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "train_shapes.py"
 TOY = ["--images", "64", "--vae-steps", "2", "--judge-steps", "2", "--unet-steps", "3", "--batch", "4"]
@@ -25,6 +28,7 @@ def test_the_script_ships_a_loadable_pipeline_and_judge_and_a_rerun_resumes_to_t
     pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "out" / "pipeline")
     image = pipe("a small red circle on a striped blue background", num_inference_steps=2, output_type="np").images[0]
     assert image.shape == (64, 64, 3)
+    assert set(load_judge(tmp_path / "out" / "judge.safetensors")(torch.rand(1, 3, 64, 64))) == set(HEADS)
     log = json.loads((tmp_path / "log.json").read_text())
     assert {stage: len(curve) for stage, curve in log["curves"].items()} == {"vae": 1, "judge": 1, "unet": 1}
     assert (tmp_path / "loss.png").stat().st_size > 0
