@@ -9,7 +9,7 @@ import torch
 from prunesched.errors import ConfigError
 from prunesched.evaluation.prompts import prompt_set
 from prunesched.models.shapes import architecture
-from prunesched.models.shapes.data import COLOURS, SHAPES, main_object, sample, scene, vocabulary
+from prunesched.models.shapes.data import COLOURS, RELATIONS, SHAPES, main_object, sample, scene, vocabulary
 from prunesched.models.shapes.judge import load_judge
 
 
@@ -45,6 +45,21 @@ def test_the_main_object_is_drawn_in_its_colour_and_larger_than_the_second():
         if described.second is not None:
             assert near(described.colour) > near(described.second[1])
         assert near(described.colour) > 0.02 * len(pixels)  # a small triangle covers about 2.5 %
+
+
+def test_the_main_object_lies_where_the_relation_says_from_the_second():
+    checked = 0
+    for i in range(60):
+        image, described = sample(i)
+        if described.second is None:
+            continue
+        pixels = np.asarray(image).astype(int)
+        centre = lambda name: np.argwhere(np.abs(pixels - np.array(COLOURS[name])).sum(axis=2) < 30).mean(axis=0)[::-1]  # noqa: E731
+        offset = centre(described.colour) - centre(described.second[1])  # (x, y) from the second object to the main one
+        dx, dy = RELATIONS[described.second[2]]
+        assert offset @ np.array([dx, dy]) > 8, described.caption  # pixels along the named direction
+        checked += 1
+    assert checked >= 10
 
 
 def test_the_tokenizer_reads_every_caption_word_as_one_token(tmp_path):

@@ -30,6 +30,7 @@ COLOURS = {
 }
 TEXTURES = ("gradient", "striped", "checkered", "dotted")
 RELATIONS = {"above": (0, -1), "below": (0, 1), "left of": (-1, 0), "right of": (1, 0)}
+"""Per relation word, the direction (x, y; y points down) in which the main object lies from the second."""
 SIZES = {"small": 0.26, "large": 0.42}
 """Main-object size as a fraction of the image side; a second object is always smaller than the main one."""
 
@@ -134,7 +135,7 @@ def render(described: Scene, rng: np.random.Generator, size: int = 64) -> Image.
         second_side = main_side * 0.6
         dx, dy = RELATIONS[relation]
         gap = (main_side + second_side) / 2 + 0.05 * side
-        pair = np.array([dx, dy]) * gap  # from the main object's centre to the second's
+        pair = -np.array([dx, dy]) * gap  # the main object lies `relation` the second, so the second lies opposite
         low = np.maximum(main_side / 2, second_side / 2 - pair) + 0.03 * side
         high = np.minimum(side - main_side / 2, side - second_side / 2 - pair) - 0.03 * side
         centre = rng.uniform(low, np.maximum(low, high))
