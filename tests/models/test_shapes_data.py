@@ -44,7 +44,7 @@ def test_the_main_object_is_drawn_in_its_colour_and_larger_than_the_second():
         near = lambda name: (np.abs(pixels - np.array(COLOURS[name])).sum(axis=1) < 30).sum()  # noqa: E731
         if described.second is not None:
             assert near(described.colour) > near(described.second[1])
-        assert near(described.colour) > 0.02 * len(pixels)  # a small triangle covers about 2.5 %
+        assert near(described.colour) > 0.035 * len(pixels)  # a small triangle covers about 5 %
 
 
 def test_the_main_object_lies_where_the_relation_says_from_the_second():

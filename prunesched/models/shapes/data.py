@@ -23,16 +23,17 @@ COLOURS = {
     "green": (40, 170, 60),
     "blue": (45, 75, 215),
     "yellow": (240, 215, 40),
-    "orange": (245, 135, 25),
-    "purple": (130, 50, 180),
     "white": (245, 245, 245),
     "black": (25, 25, 25),
 }
 TEXTURES = ("gradient", "striped", "checkered", "dotted")
 RELATIONS = {"above": (0, -1), "below": (0, 1), "left of": (-1, 0), "right of": (1, 0)}
 """Per relation word, the direction (x, y; y points down) in which the main object lies from the second."""
-SIZES = {"small": 0.26, "large": 0.42}
+SIZES = {"small": 0.34, "large": 0.5}
 """Main-object size as a fraction of the image side; a second object is always smaller than the main one."""
+
+SECOND_OBJECT = 0.35
+"""The share of scenes with a second object."""
 
 Split = Literal["train", "heldout"]
 HELDOUT_EVERY = 8
@@ -85,7 +86,7 @@ def random_scene(rng: np.random.Generator) -> Scene:
     colours = list(COLOURS)
     main, other, background = rng.choice(len(colours), 3, replace=False)
     second = None
-    if rng.random() < 0.5:
+    if rng.random() < SECOND_OBJECT:
         second = (SHAPES[rng.integers(len(SHAPES))], colours[other], list(RELATIONS)[rng.integers(len(RELATIONS))])
     return Scene(
         shape=SHAPES[rng.integers(len(SHAPES))], colour=colours[main], size=list(SIZES)[rng.integers(len(SIZES))],
@@ -162,18 +163,18 @@ def _background(name: str, texture: str, side: int, rng: np.random.Generator) ->
     if texture == "gradient":
         angle = rng.uniform(0, 2 * np.pi)
         ramp = np.cos(angle) * xs + np.sin(angle) * ys
-        light = 0.55 + 0.45 * (ramp - ramp.min()) / (ramp.max() - ramp.min())
+        light = 0.7 + 0.3 * (ramp - ramp.min()) / (ramp.max() - ramp.min())
     elif texture == "striped":
         period = rng.uniform(0.08, 0.14)
-        light = np.where(((xs + ys + rng.uniform(0, 1)) / period) % 1.0 < 0.5, 1.0, 0.6)
+        light = np.where(((xs + ys + rng.uniform(0, 1)) / period) % 1.0 < 0.5, 1.0, 0.72)
     elif texture == "checkered":
         period = rng.uniform(0.1, 0.16)
-        light = np.where(((xs // period) + (ys // period)) % 2 == 0, 1.0, 0.65)
+        light = np.where(((xs // period) + (ys // period)) % 2 == 0, 1.0, 0.75)
     else:
         period = rng.uniform(0.1, 0.15)
         cx, cy = (xs / period) % 1.0 - 0.5, (ys / period) % 1.0 - 0.5
-        light = np.where(cx**2 + cy**2 < 0.06, 0.6, 1.0)
+        light = np.where(cx**2 + cy**2 < 0.06, 0.72, 1.0)
     shade = base[None, None, :] * light[..., None]
     if name in ("black",):  # darkening black loses the texture; lighten it instead
-        shade = base[None, None, :] + (1 - light[..., None]) * 120
+        shade = base[None, None, :] + (1 - light[..., None]) * 160
     return np.clip(shade, 0, 255).astype(np.uint8)
