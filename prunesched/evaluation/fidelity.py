@@ -137,8 +137,8 @@ class FidelityScorer:
         kid = kid_featuresdict_to_metric(generated, reference.features, self.layers["kid"], kid_subset_size=subset, verbose=False)[KID]
         n, resamples = len(images), self.settings.resamples
         return {
-            "fid": {"value": float(fid), "n": n, "ci": interval(fid_resampler(fid_gen, reference.fid_statistics), n, seed, resamples)},
-            "kid": {"value": float(kid), "n": n, "ci": interval(kid_resampler(generated[self.layers["kid"]], reference.kid_subset), n, seed, resamples)},
+            "fid": {"value": float(fid), "n": n, "ci": interval(fid_resampler(fid_gen, reference.fid_statistics), n, seed, resamples, float(fid))},
+            "kid": {"value": float(kid), "n": n, "ci": interval(kid_resampler(generated[self.layers["kid"]], reference.kid_subset), n, seed, resamples, float(kid))},
         }
 
 

@@ -69,6 +69,17 @@ def test_bootstrap_intervals_cover_the_value_and_shrink_as_the_image_count_grows
     assert fid_widths[1] < fid_widths[0] / 2
 
 
+
+def test_fid_interval_is_centred_on_the_value_although_resampling_biases_fid_upward():
+    rng = np.random.default_rng(0)
+    reference, generated = torch.from_numpy(rng.normal(0.0, 1.0, (1000, 16))), torch.from_numpy(rng.normal(0.2, 1.0, (64, 16)))
+    fid = fid_resampler(generated, fid_features_to_statistics(reference))
+    value = fid(np.arange(64))
+    low, high = interval(fid, 64, resamples=200)
+    assert value < low  # an image drawn twice shrinks the covariance: the plain interval misses the value
+    low, high = interval(fid, 64, resamples=200, estimate=value)
+    assert low < value < high and high - low == pytest.approx(interval(fid, 64, resamples=200)[1] - interval(fid, 64, resamples=200)[0])
+
 def test_paired_metric_intervals_shrink_with_more_images_of_a_real_pipeline(tmp_path):
     widths = []
     schedule = Schedule.deepcache(5, interval=2, branch=0, prune=0.5)
