@@ -130,7 +130,7 @@ def _workers(config: SearchConfig, factory: EvaluatorFactory | None) -> Iterator
     ensure_ray(config.dispatch.address)
     dispatch = config.dispatch
     dispatcher = RayDispatcher(
-        factory or evaluator_factory(config.evaluator), dispatch.workers, dispatch.timeout_s, dispatch.retries,
+        factory or evaluator_factory(config.evaluator), dispatch.workers, dispatch.timeout_s, dispatch.retries, config.objectives,
         num_gpus=dispatch.gpus_per_worker, num_cpus=dispatch.cpus_per_worker,
     )  # fmt: skip
     try:

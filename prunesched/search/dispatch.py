@@ -4,7 +4,8 @@ Each actor builds its evaluator once (loading the pipeline) and then evaluates m
 only metrics travel back. The loop runs in the coordinator, which alone writes the database:
 it is told of every start and every finished outcome through callbacks, in order. An actor that
 dies or overruns ``timeout_s`` is killed and replaced and its candidate is re-queued until the
-candidate's retry budget is spent; an evaluator that raises keeps its actor.
+candidate's retry budget is spent; an evaluator that raises, or returns metrics that cannot be
+stored (NaN objectives, missing ones, values that are not numbers), keeps its actor and is retried too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from prunesched.errors import PruneschedError
 from prunesched.search.evaluators import Evaluator, worker_name
-from prunesched.storage.store import Outcome
+from prunesched.storage.store import Outcome, checked_metrics
 from prunesched.storage.models import utcnow
 
 READY_TIMEOUT_S = 600.0
@@ -93,12 +94,13 @@ class RayDispatcher:
         workers: int,
         timeout_s: float,
         retries: int,
+        objectives: Sequence[str],
         num_gpus: float = 0.0,
         num_cpus: float = 0.0,
     ) -> None:
         import ray
 
-        self.factory, self.timeout_s, self.retries = factory, timeout_s, retries
+        self.factory, self.timeout_s, self.retries, self.objectives = factory, timeout_s, retries, objectives
         check_resources(workers, num_gpus, num_cpus)
         self.actor_class = ray.remote(num_gpus=num_gpus, num_cpus=num_cpus, max_restarts=0)(EvaluatorActor)
         self.actors: list[Any] = []
@@ -157,13 +159,19 @@ class RayDispatcher:
             for ref, (slot, task, start, start_at) in list(running.items()):
                 if now - start > self.timeout_s:  # not among the finished refs collected above
                     del running[ref]
+                    info = self.infos[slot]  # the worker that hung, not its replacement
                     self._replace(slot)
                     idle.append(slot)
-                    reply = {"ok": False, "error": f"timed out after {self.timeout_s:g} s on {self.infos[slot]['worker']}"}
-                    self._settle(queue, finished, task, attempts[task.candidate_id], reply, self.infos[slot], start_at, now - start)
+                    reply = {"ok": False, "error": f"timed out after {self.timeout_s:g} s on {info['worker']}"}
+                    self._settle(queue, finished, task, attempts[task.candidate_id], reply, info, start_at, now - start)
 
     def _settle(self, queue: deque[Task], finished: Callable[[Outcome], None], task: Task, attempt: int,
                 reply: dict[str, Any], info: dict[str, Any], start_at: Any, duration: float) -> None:  # fmt: skip
+        if reply["ok"]:  # unusable metrics (NaN, missing, not numbers) fail the attempt, so it is retried
+            try:
+                reply = {"ok": True, "metrics": checked_metrics(reply["metrics"], self.objectives)[0]}
+            except ValueError as exc:
+                reply = {"ok": False, "error": f"invalid metrics: {exc}"}
         if not reply["ok"] and attempt <= self.retries:
             queue.append(task)
             return

@@ -7,7 +7,9 @@ before it returns, which is what makes "commit before tell" and "nothing lost on
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,6 +52,30 @@ class Outcome:
     device: str | None = None
     started_at: datetime | None = None
     duration_s: float | None = None
+
+
+
+def checked_metrics(metrics: Any, objectives: Sequence[str]) -> tuple[dict[str, Any], list[float]]:
+    """``metrics`` as plain JSON (numpy numbers become floats, NaN and infinities None) and its objective values.
+
+    An evaluation is only worth keeping when both are sound, so this raises ``ValueError``, naming
+    the fault, for an objective that is missing or not finite and for a value that is not a number.
+    """
+    values = []
+    for name in objectives:
+        try:
+            values.append(float(metrics[name]["value"]))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"no numeric value for objective {name!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"objective values {values} are not finite")
+    return json.loads(json.dumps(metrics, default=_number), parse_constant=lambda _: None), values
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, numbers.Real):  # numpy scalars, which json cannot write
+        return float(value)
+    raise ValueError(f"a metric value of type {type(value).__name__} is not a number")
 
 
 class Store:
@@ -122,20 +148,19 @@ class Store:
             evaluation.started_at = utcnow()
 
     def record(self, outcome: Outcome, objectives: Sequence[str]) -> None:
-        """Commit a finished evaluation; a success whose objectives are missing or not finite is stored as failed."""
+        """Commit a finished evaluation; a success whose metrics fail :func:`checked_metrics` is stored as failed."""
         with self.sessions.begin() as session:
             evaluation = self._evaluation(session, outcome.candidate_id)
-            ok, error = outcome.ok, outcome.error
+            ok, error, metrics = outcome.ok, outcome.error, None
             values: list[float | None] = [None, None]
             if ok:
                 try:
-                    values = [float(outcome.metrics[name]["value"]) for name in objectives]  # type: ignore[index]
-                    if not all(math.isfinite(v) for v in values):
-                        raise ValueError(f"objective values {values} are not finite")
-                except (KeyError, TypeError, ValueError) as exc:
-                    ok, error, values = False, f"invalid metrics: {exc}", [None, None]
+                    metrics, checked = checked_metrics(outcome.metrics, objectives)
+                    values = list(checked)
+                except ValueError as exc:
+                    ok, error = False, f"invalid metrics: {exc}"
             evaluation.status = "done" if ok else "failed"
-            evaluation.metrics = outcome.metrics
+            evaluation.metrics = metrics
             evaluation.objective_0, evaluation.objective_1 = values
             evaluation.error = error
             evaluation.attempts = outcome.attempts
