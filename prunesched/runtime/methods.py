@@ -8,6 +8,7 @@ its public code is an explicit field rather than an accident.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -60,6 +61,10 @@ class TokenMethod:
     def _check(self) -> None:
         if not isinstance(self.patch, int) or isinstance(self.patch, bool) or self.patch < 2:
             raise ScheduleError(f"method {self.name!r}: patch must be an integer >= 2, got {self.patch!r}")
+        for field in dataclasses.fields(self):  # noise and score weights: NaN or a negative weight would mean nothing
+            value = getattr(self, field.name)
+            if isinstance(field.default, float) and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ScheduleError(f"method {self.name!r}: {field.name} must be a finite number >= 0, got {value!r}")
         for key, valid in (("recover_from", ("kept", "base")), ("align_source", ("cond", "uncond"))):
             if getattr(self, key) not in valid:
                 raise ScheduleError(f"method {self.name!r}: {key} must be one of {', '.join(valid)}, got {getattr(self, key)!r}")

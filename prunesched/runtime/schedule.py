@@ -253,17 +253,25 @@ class Schedule:
                     "nor a DaTo table (two lines: cache ids, then prune ratios)"
                 ) from None
             return cls.from_dato([int(v) for v in rows[0]], rows[1])
+        except (ValueError, RecursionError) as exc:  # e.g. an integer too long to convert, nesting too deep
+            raise ScheduleError(f"schedule file {str(path)!r} is JSON that cannot be read ({type(exc).__name__}); "
+                                "write a schedule document (docs/schedule.md)") from None  # fmt: skip
         if isinstance(data, Mapping) and "cache_ids" in data:
             extra = set(data) - {"cache_ids", "ratios", "method"}
             if extra or "ratios" not in data:
                 raise ScheduleError(f"a DaTo table holds 'cache_ids', 'ratios' and optionally 'method'; got keys {sorted(data)}")
+            if not (isinstance(data["cache_ids"], list) and isinstance(data["ratios"], list)):
+                raise ScheduleError("a DaTo table's 'cache_ids' and 'ratios' must be lists of numbers, one entry per step")
             return cls.from_dato(data["cache_ids"], data["ratios"], data.get("method", "dato"))
         return cls.from_dict(data)
 
     def save(self, path: str | Path) -> None:
-        """Write the schedule document as JSON."""
+        """Write the schedule document as JSON, all or nothing: a crash mid-write leaves any older file whole."""
+        target = Path(path)
+        partial = target.with_name(f".{target.name}.partial")
         try:
-            Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+            partial.write_text(self.to_json() + "\n", encoding="utf-8")
+            partial.replace(target)
         except OSError as exc:
             raise ScheduleError(f"cannot write schedule file {str(path)!r}: {exc.strerror}") from None
 

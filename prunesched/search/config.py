@@ -16,6 +16,7 @@ The whole configuration is stored with the search, so ``search resume ID`` needs
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -90,11 +91,11 @@ class SearchConfig:
             raise ConfigError(f"objectives must be two metrics of the {evaluator.get('kind', 'pipeline')} evaluator: {', '.join(metrics)}; got {objectives!r}")
         reference = data.get("reference_point")
         if reference is not None and (
-            not isinstance(reference, list) or len(reference) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in reference)
+            not isinstance(reference, list) or len(reference) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in reference)
         ):
-            raise ConfigError(f"reference_point must be two numbers, one per objective, got {reference!r}")
+            raise ConfigError(f"reference_point must be two finite numbers, one per objective, got {reference!r}")
         seed = data.get("seed", 0)
-        check_number(seed, "seed", "the search config's", integer=True)
+        check_number(seed, "seed", "the search config's", integer=True, high=2**32 - 1)  # numpy's and pymoo's seed range
         return cls(
             space=space_from_config(data["space"]),
             evaluator=evaluator,

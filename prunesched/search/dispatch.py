@@ -64,8 +64,13 @@ def ensure_ray(address: str | None) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if address is None:
         ray.init(include_dashboard=False, log_to_driver=False)
-    else:
+        return
+    try:
         ray.init(address=address, log_to_driver=False)
+    except Exception as exc:  # Ray raises ConnectionError, ValueError or RuntimeError, with pages of detail
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DispatchError(f"cannot join the Ray cluster at {address!r} ({detail}); start one with 'ray start --head', "
+                            "or leave [dispatch] address out to run locally") from None  # fmt: skip
 
 
 def check_resources(workers: int, num_gpus: float, num_cpus: float) -> None:

@@ -7,6 +7,7 @@ with :func:`prunesched.apply` unchanged.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -52,6 +53,8 @@ def pick(points: list[FrontPoint], how: str = "weighted", weight: float = 1.0) -
     if not points:
         raise ConfigError("the front is empty: no evaluation of this search has succeeded")
     objectives = [p.objectives for p in points]
+    if how == "weighted" and not (math.isfinite(weight) and weight >= 0):
+        raise ConfigError(f"the weight of cost against quality must be a finite number >= 0, got {weight!r}")
     if how == "weighted":
         return points[pick_weighted(objectives, weight)]
     axis = 1 if how == "fastest" else 0
@@ -73,6 +76,8 @@ def export(
     picks from the front after ``generation``.
     """
     search = store.search(search_id)
+    if store.file is not None and Path(path).resolve() in {Path(f"{store.file}{end}").resolve() for end in ("", "-wal", "-shm")}:
+        raise ConfigError(f"the export path {str(path)!r} is the search database itself; write the schedule to another file")
     if candidate_id is not None:
         rows = store.evaluations(search_id, candidate_id=candidate_id)
         if not rows:

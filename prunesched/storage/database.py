@@ -17,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine, event, inspect, make_url
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from prunesched.errors import StorageError
@@ -36,6 +36,12 @@ def database_url(location: str | Path) -> str:
     return text if "://" in text else f"sqlite:///{Path(text).expanduser()}"
 
 
+def sqlite_file(location: str | Path) -> Path | None:
+    """The file of a SQLite database at ``location``; None for other databases (and in-memory SQLite)."""
+    url = database_url(location)
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -48,9 +54,12 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 def make_engine(location: str | Path, tuned: bool = True) -> Engine:
     """An engine for ``location``; ``tuned`` SQLite connections get the settings of the module docstring."""
     url = database_url(location)
-    if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+    try:
+        if not url.startswith("sqlite"):
+            return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise StorageError(_unusable(exc)) from None
     if tuned:
         event.listen(engine, "connect", _tune_sqlite)
     return engine
@@ -82,9 +91,12 @@ def open_database(location: str | Path, mode: Mode = "read") -> sessionmaker[Ses
     Only the search coordinator and ``prunesched db upgrade`` open with a mode other than ``read``.
     """
     url = database_url(location)
-    shown = make_url(url).render_as_string(hide_password=True)
-    if url.startswith("sqlite:///") and mode != "create":
-        path = Path(url.removeprefix("sqlite:///"))
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except ArgumentError as exc:
+        raise StorageError(_unusable(exc)) from None
+    path = sqlite_file(location)
+    if path is not None and mode != "create":
         if not path.is_file():
             raise StorageError(f"no database at {str(path)!r}; run 'prunesched search launch' first or pass --db PATH")
     revision, tables = _inspect(url, shown)  # on an untuned connection: nothing is written before the checks
@@ -113,6 +125,11 @@ def _inspect(url: str, shown: str) -> tuple[str | None, list[str]]:
         raise StorageError(f"{shown} is not a prunesched database: {exc.orig}") from None
     finally:
         engine.dispose()
+
+
+def _unusable(exc: Exception) -> str:
+    return (f"the database location is not usable ({type(exc).__name__}: {exc}); "
+            "pass a file path or a SQLAlchemy URL whose driver is installed, e.g. sqlite:///search.db")  # fmt: skip
 
 
 def _known_revision(revision: str) -> bool:

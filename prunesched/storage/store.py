@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from prunesched.errors import StorageError
-from prunesched.storage.database import Mode, open_database
+from prunesched.storage.database import Mode, open_database, sqlite_file
 from prunesched.storage.models import Candidate, Evaluation, Export, Generation, Search, utcnow
 
 FINISHED = ("done", "failed")
@@ -83,6 +83,7 @@ class Store:
 
     def __init__(self, location: str | Path, mode: Mode = "read") -> None:
         self.sessions: sessionmaker[Session] = open_database(location, mode)
+        self.file = sqlite_file(location)
 
     # -- searches ---------------------------------------------------------------------------------
 

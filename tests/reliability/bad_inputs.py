@@ -1,0 +1,126 @@
+"""The bad-input corpus: every way a user can hand prunesched something wrong, and what it must say.
+
+Each case runs one CLI command. ``{dir}`` in its arguments is a scratch folder holding the case's
+``files``; ``{db}`` is a search database of the kind ``db`` names (``finished``: a real finished
+search; ``newer``: the same with a newer schema version; ``foreign``: another program's SQLite;
+``empty``: a 0-byte file; ``text``: a text file). ``expect`` is a piece of the one-line error.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+STEPS = 5
+"""Loop iterations of the tiny SD pipeline at ``--steps 4`` (PNDM runs one more)."""
+
+EVAL = ["eval", "{dir}/s.json", "--model", "tiny-sd", "--images", "1", "--steps", "4", "--repeats", "1", "--cache-dir", "{dir}/cache"]
+LAUNCH = ["search", "launch", "{dir}/c.toml", "--db", "{db}"]
+SHOW = ["schedule", "show", "{dir}/s.json"]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    argv: list[str]
+    expect: str
+    files: dict[str, str | bytes] = field(default_factory=dict)
+    db: str = "finished"
+
+
+def schedule(steps: Any = None, **fields: Any) -> str:
+    """A schedule document of ``STEPS`` full steps, with ``steps`` or other fields replaced."""
+    document = {"format": "prunesched.schedule", "version": 1, "method": {"name": "dato"},
+                "steps": [{"cache": "full", "prune": 0.0}] * STEPS if steps is None else steps}  # fmt: skip
+    return json.dumps({**document, **fields})
+
+
+def step(**fields: Any) -> str:
+    """A schedule whose step 1 has ``fields``."""
+    steps: list[Any] = [{"cache": "full", "prune": 0.0}] * STEPS
+    return schedule([steps[0], {"cache": "full", "prune": 0.0, **fields}, *steps[2:]])
+
+
+def config(text: str) -> dict[str, str | bytes]:
+    return {"c.toml": text}
+
+
+VALID = '[space]\nkind = "dato"\nsteps = 4\n\n[evaluator]\nkind = "synthetic"\n'
+"""A synthetic search config that launches; cases add to it or write their own."""
+
+
+CASES = [
+    # schedule files
+    Case("truncated JSON", SHOW, "is neither JSON", {"s.json": schedule()[:40]}),
+    Case("empty schedule file", SHOW, "is neither JSON", {"s.json": ""}),
+    Case("binary schedule file (a pickle)", SHOW, "cannot read schedule file", {"s.json": b"\x80\x04\x95\x10\x00\x00\xff\xfe"}),
+    Case("top-level array", SHOW, "must be a JSON object", {"s.json": "[1, 2]"}),
+    Case("wrong format tag", SHOW, "'format' must be", {"s.json": schedule(format="tomesd")}),
+    Case("newer format version", SHOW, "schedule version 2 is not supported", {"s.json": schedule(version=2)}),
+    Case("unknown top-level field", SHOW, "unknown schedule field 'stepz'", {"s.json": schedule(stepz=[])}),
+    Case("no steps field", SHOW, "schedule has no 'steps'", {"s.json": json.dumps({"format": "prunesched.schedule", "version": 1})}),
+    Case("empty steps", SHOW, "schedule has no steps", {"s.json": schedule([])}),
+    Case("step not an object", SHOW, "must be an object like", {"s.json": schedule([1, 2])}),
+    Case("unknown step field", SHOW, "unknown field 'skip'", {"s.json": step(skip=True)}),
+    Case("unknown cache value", SHOW, "unknown cache value 'half'", {"s.json": step(cache="half")}),
+    Case("negative cache branch", SHOW, "unknown cache value -1", {"s.json": step(cache=-1)}),
+    Case("prune ratio above the method's limit", SHOW, "prune ratio 0.9 is out of range", {"s.json": step(prune=0.9)}),
+    Case("negative prune ratio", SHOW, "prune ratio -0.1 is out of range", {"s.json": step(prune=-0.1)}),
+    Case("prune ratio as a string", SHOW, "prune ratio '0.5' is out of range", {"s.json": step(prune="0.5")}),
+    Case("prune ratio NaN", SHOW, "prune ratio nan is out of range", {"s.json": step(prune=float("nan"))}),
+    Case("unknown method", SHOW, "unknown method 'cat'", {"s.json": schedule(method={"name": "cat"})}),
+    Case("method parameter of the wrong type", SHOW, "parameter 'patch' must be of type int", {"s.json": schedule(method={"name": "dato", "patch": "2"})}),
+    Case("negative method noise", SHOW, "noise must be a finite number >= 0", {"s.json": schedule(method={"name": "sito", "noise": -1})}),
+    Case("unknown slot keyword", SHOW, "'slots' must be one of", {"s.json": schedule(slots="lowest")}),
+    Case("integer too long to read", SHOW, "is JSON that cannot be read", {"s.json": '{"steps": [{"cache": ' + "9" * 5000 + "}]}"}),
+    Case("nesting too deep", SHOW, "is JSON that cannot be read", {"s.json": "[" * 100_000 + "]" * 100_000}),
+    Case("DaTo table rows of different lengths", SHOW, "3 cache ids but 2 prune ratios", {"s.json": "1 0 12\n0.5 0.5\n"}),
+    Case("DaTo table with cache ids not a list", SHOW, "must be lists of numbers", {"s.json": json.dumps({"cache_ids": 5, "ratios": [0.5]})}),
+    Case("DaTo table without ratios", SHOW, "a DaTo table holds 'cache_ids', 'ratios'", {"s.json": json.dumps({"cache_ids": [1, 0]})}),
+    Case("DaTo cache id not valid", SHOW, "valid ids are 0 (reuse), 1 (branch 0), 12 (full)", {"s.json": json.dumps({"cache_ids": [1, -3], "ratios": [0.5, 0.5]})}),
+    # schedules that do not fit the model, and prompts
+    Case("schedule of the wrong length", EVAL, f"schedule has 7 steps but the pipeline's loop has {STEPS}", {"s.json": schedule([{"cache": "full", "prune": 0.0}] * 7)}),
+    Case("cache branch the UNet lacks", EVAL, "cache branch 40 is not valid for this UNet", {"s.json": step(cache=40)}),
+    Case("missing prompt file", [*EVAL, "--prompts", "{dir}/none.txt"], "none.txt", {"s.json": schedule()}),
+    Case("prompt file not UTF-8", [*EVAL, "--prompts", "{dir}/p.txt"], "is not UTF-8 text", {"s.json": schedule(), "p.txt": b"\xff\xfe\x00a"}),
+    Case("empty prompt file", [*EVAL, "--prompts", "{dir}/p.txt"], "holds no prompts", {"s.json": schedule(), "p.txt": "\n\n"}),
+    # search configs
+    Case("config file missing", ["search", "launch", "{dir}/none.toml", "--db", "{db}"], "cannot read search config"),
+    Case("config path is a folder", ["search", "launch", "{dir}", "--db", "{db}"], "is a directory"),
+    Case("config not TOML", LAUNCH, "is not valid TOML", config("steps = = 4")),
+    Case("config without [evaluator]", LAUNCH, "needs a [evaluator] table", config('[space]\nkind = "dato"\nsteps = 4\n')),
+    Case("config [space] without steps", LAUNCH, "[space] needs 'steps'", config('[space]\nkind = "dato"\n[evaluator]\nkind = "synthetic"\n')),
+    Case("misspelt config key", LAUNCH, "unknown key 'populaton' in [proposer]", config(VALID + "[proposer]\npopulaton = 8\n")),
+    Case("the same objective twice", LAUNCH, "objectives must be two metrics", config('objectives = ["error", "error"]\n[space]\nsteps = 4\n[evaluator]\nkind = "synthetic"\n')),
+    Case("an objective the evaluator lacks", LAUNCH, "objectives must be two metrics", config('objectives = ["fid", "cost"]\n[space]\nsteps = 4\n[evaluator]\nkind = "synthetic"\n')),
+    Case("reference point NaN", LAUNCH, "reference_point must be two finite numbers", config('reference_point = [nan, 1.0]\n[space]\nsteps = 4\n[evaluator]\nkind = "synthetic"\n')),
+    Case("seed beyond 32 bits", LAUNCH, "seed must be an integer", config('seed = 4294967296\n[space]\nsteps = 4\n[evaluator]\nkind = "synthetic"\n')),
+    Case("space ratios out of range", LAUNCH, "[space] describes invalid schedules", config('[space]\nsteps = 4\nratios = [0.9]\n[evaluator]\nkind = "synthetic"\n')),
+    Case("space with an unknown method", LAUNCH, "unknown method 'tome'", config('[space]\nsteps = 4\nmethod = { name = "tome" }\n[evaluator]\nkind = "synthetic"\n')),
+    Case("dsap interval 0", LAUNCH, "intervals must be whole numbers >= 1", config('[space]\nkind = "dsap"\nsteps = 4\nintervals = [0]\n[evaluator]\nkind = "synthetic"\n')),
+    Case("more GPUs than the cluster has", LAUNCH, "need 1 GPUs", config(VALID + "[dispatch]\nworkers = 1\ngpus_per_worker = 1\n")),
+    # databases
+    Case("database is a text file", ["front", "1", "--db", "{db}"], "is not a prunesched database", db="text"),
+    Case("database of another program", ["front", "1", "--db", "{db}"], "has tables but no prunesched schema version", db="foreign"),
+    Case("database from a newer prunesched", ["front", "1", "--db", "{db}"], "was written by a newer prunesched", db="newer"),
+    Case("database file empty", ["front", "1", "--db", "{db}"], "is empty", db="empty"),
+    Case("database missing", ["front", "1", "--db", "{dir}/none.db"], "no database at"),
+    Case("database URL of an unknown kind", ["front", "1", "--db", "bogus://x"], "the database location is not usable"),
+    # ids and picks
+    Case("unknown search id (front)", ["front", "9", "--db", "{db}"], "no search with id 9"),
+    Case("unknown search id (export)", ["export", "9", "-o", "{dir}/x.json", "--db", "{db}"], "no search with id 9"),
+    Case("unknown search id (history)", ["history", "--search", "9", "--db", "{db}"], "no search with id 9"),
+    Case("unknown search id (resume)", ["search", "resume", "9", "--db", "{db}"], "no search with id 9"),
+    Case("unknown generation", ["front", "1", "--generation", "7", "--db", "{db}"], "has no generation 7"),
+    Case("unknown candidate", ["export", "1", "--candidate", "999", "-o", "{dir}/x.json", "--db", "{db}"], "has no candidate 999"),
+    Case("export onto the database", ["export", "1", "-o", "{db}", "--db", "{db}"], "is the search database itself"),
+    Case("export weight NaN", ["export", "1", "--weight", "nan", "-o", "{dir}/x.json", "--db", "{db}"], "must be a finite number >= 0"),
+    Case("resume a finished search", ["search", "resume", "1", "--db", "{db}"], "has finished; there is nothing to resume"),
+    # the command line itself
+    Case("search id not a number", ["front", "abc", "--db", "{db}"], "'abc' is not a valid integer"),
+    Case("unknown status filter", ["history", "--search", "1", "--status", "lost", "--db", "{db}"], "Invalid value for '--status'"),
+    Case("limit 0", ["history", "--search", "1", "--limit", "0", "--db", "{db}"], "Invalid value for '--limit'"),
+    Case("filter without a search", ["history", "--status", "done", "--db", "{db}"], "filter one search's evaluations"),
+    Case("unknown command", ["frnt", "1"], "No such command 'frnt'"),
+]
