@@ -72,7 +72,7 @@ CASES = [
     Case("unknown method", SHOW, "unknown method 'cat'", {"s.json": schedule(method={"name": "cat"})}),
     Case("method parameter of the wrong type", SHOW, "parameter 'patch' must be of type int", {"s.json": schedule(method={"name": "dato", "patch": "2"})}),
     Case("negative method noise", SHOW, "noise must be a finite number >= 0", {"s.json": schedule(method={"name": "sito", "noise": -1})}),
-    Case("unknown slot keyword", SHOW, "'slots' must be one of", {"s.json": schedule(slots="lowest")}),
+    Case("unknown slot keyword", SHOW, "unknown slots 'lowest'", {"s.json": schedule(slots="lowest")}),
     Case("integer too long to read", SHOW, "is JSON that cannot be read", {"s.json": '{"steps": [{"cache": ' + "9" * 5000 + "}]}"}),
     Case("nesting too deep", SHOW, "is JSON that cannot be read", {"s.json": "[" * 100_000 + "]" * 100_000}),
     Case("DaTo table rows of different lengths", SHOW, "3 cache ids but 2 prune ratios", {"s.json": "1 0 12\n0.5 0.5\n"}),
