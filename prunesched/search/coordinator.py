@@ -11,7 +11,6 @@ and every schedule already evaluated is served from the database, never evaluate
 from __future__ import annotations
 
 import os
-import pickle
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from prunesched.search.config import SearchConfig
 from prunesched.search.dispatch import RayDispatcher, Task, ensure_ray
 from prunesched.search.evaluators import Evaluator, evaluator_factory
 from prunesched.search.pareto import front_indices, hypervolume, reference_point
+from prunesched.search import snapshot as snapshots
 from prunesched.search.proposers import Proposer, make_proposer
 from prunesched.storage.store import FINISHED, Store
 
@@ -145,9 +145,8 @@ def _workers(config: SearchConfig, factory: EvaluatorFactory | None) -> Iterator
 
 
 def _run(store: Store, search_id: int, config: SearchConfig, dispatcher: RayDispatcher, progress: ProgressCallback | None) -> None:
-    snapshot = store.latest_snapshot(search_id)
-    # Only this search's own checksummed snapshot is ever unpickled; the database must be trusted like code.
-    proposer = make_proposer(config.space, config.proposer, config.seed) if snapshot is None else pickle.loads(snapshot)
+    snapshot = store.latest_snapshot(search_id)  # this search's own, its checksum verified
+    proposer = make_proposer(config.space, config.proposer, config.seed) if snapshot is None else snapshots.loads(snapshot)
     store.set_status(search_id, "running", OWNER)
     try:
         _reporter(store, search_id, proposer.generation, config, progress)(False)
@@ -179,7 +178,7 @@ def _generation(
     ok = np.array([e.status == "done" for _, e in rows], dtype=bool)
     proposer.tell(objectives.reshape(-1, 2), ok)
     front, volume = _front(store, search_id)
-    store.save_generation(search_id, number, [c.id for c in members], front, volume, pickle.dumps(proposer))
+    store.save_generation(search_id, number, [c.id for c in members], front, volume, snapshots.dumps(proposer))
     report(True)
 
 

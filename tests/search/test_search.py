@@ -6,14 +6,13 @@ problem (deterministic, instant) so that fronts can be compared exactly.
 
 from __future__ import annotations
 
-import pickle
-
 import pytest
 from click.testing import CliRunner
 
 import prunesched
 from prunesched.cli import main
 from prunesched.runtime.schedule import Schedule
+from prunesched.search import snapshot
 from prunesched.search.config import SearchConfig
 from prunesched.search.coordinator import Progress, launch, resume
 from prunesched.storage import Store
@@ -52,7 +51,7 @@ def test_a_pipeline_search_on_two_actors_stores_everything_and_exports_a_schedul
     generations = store.generations(search_id)
     assert [g.number for g in generations] == [0, 1]
     assert all(g.front and g.hypervolume is not None for g in generations)
-    assert pickle.loads(store.latest_snapshot(search_id)).generation == 2
+    assert snapshot.loads(store.latest_snapshot(search_id)).generation == 2
     assert updates[-1].generation_stored and updates[-1].done == len(rows)
 
     runner = CliRunner()
