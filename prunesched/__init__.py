@@ -4,20 +4,17 @@
 >>> schedule = prunesched.Schedule.load("schedule.json")
 >>> with prunesched.apply(pipe, schedule) as handle:
 ...     image = pipe("a photo of a cat").images[0]
+
+The runtime's names load on first use: reading a search database or a schedule never has to
+import torch and diffusers.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from prunesched.errors import PruneschedError, ScheduleError, UnsupportedModelError
-from prunesched.runtime import (
-    DatoConfig,
-    PatchHandle,
-    RandomConfig,
-    Schedule,
-    SitoConfig,
-    StepPlan,
-    StepRecord,
-    apply,
-    remove,
-)
+
+if TYPE_CHECKING:
+    from prunesched.runtime import DatoConfig, PatchHandle, RandomConfig, Schedule, SitoConfig, StepPlan, StepRecord, apply, remove
 
 __version__ = "0.1.0"
 
@@ -35,3 +32,11 @@ __all__ = [
     "apply",
     "remove",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from prunesched import runtime
+
+        return getattr(runtime, name)
+    raise AttributeError(f"module 'prunesched' has no attribute {name!r}")

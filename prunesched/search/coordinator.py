@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from prunesched.errors import ConfigError, PruneschedError
+from prunesched.search import snapshot as snapshots
 from prunesched.search.config import SearchConfig
 from prunesched.search.dispatch import RayDispatcher, Task, ensure_ray
 from prunesched.search.evaluators import Evaluator, evaluator_factory
 from prunesched.search.pareto import front_indices, hypervolume, reference_point
-from prunesched.search import snapshot as snapshots
 from prunesched.search.proposers import Proposer, make_proposer
 from prunesched.storage.store import FINISHED, Store
 

@@ -22,7 +22,6 @@ import numpy as np
 
 from prunesched.checks import check_keys, check_number
 from prunesched.errors import ConfigError
-from prunesched.evaluation.evaluate import EvalSettings, Evaluation
 from prunesched.evaluation.stats import Metrics, metric
 from prunesched.runtime.schedule import Schedule, StepPlan
 
@@ -112,11 +111,17 @@ def synthetic_front(options: Sequence[Sequence[StepPlan]]) -> np.ndarray:
     return front
 
 
-EVALUATORS: dict[str, tuple[type, type]] = {
-    "synthetic": (SyntheticEvaluator, SyntheticSettings),
-    "pipeline": (Evaluation, EvalSettings),
+def _pipeline() -> tuple[type, type]:
+    from prunesched.evaluation.evaluate import EvalSettings, Evaluation  # torch and diffusers: only where a pipeline runs
+
+    return Evaluation, EvalSettings
+
+
+EVALUATORS: dict[str, Callable[[], tuple[type, type]]] = {
+    "synthetic": lambda: (SyntheticEvaluator, SyntheticSettings),
+    "pipeline": _pipeline,
 }
-"""Evaluator kinds a config can name: the evaluator and the settings its ``[evaluator]`` table holds."""
+"""Evaluator kinds a config can name, each giving the evaluator and the settings its ``[evaluator]`` table holds."""
 
 
 def evaluator_settings(table: Mapping[str, Any]) -> tuple[type, Any]:
@@ -125,7 +130,7 @@ def evaluator_settings(table: Mapping[str, Any]) -> tuple[type, Any]:
     kind = data.pop("kind", "pipeline")
     if kind not in EVALUATORS:
         raise ConfigError(f"unknown evaluator kind {kind!r}; valid: {', '.join(EVALUATORS)}")
-    cls, settings = EVALUATORS[kind]
+    cls, settings = EVALUATORS[kind]()
     check_keys(data, ["kind", *(f.name for f in fields(settings))], f"[evaluator] of kind {kind!r}")
     return cls, settings(**data)
 
