@@ -170,10 +170,10 @@ def db() -> None:
 def db_upgrade(db: str) -> None:
     """Migrate a search database to this version's schema."""
     from prunesched.storage import Store
-    from prunesched.storage.database import head_revision
+    from prunesched.storage.database import SCHEMA_REVISION
 
     Store(db, mode="write")
-    click.echo(f"{db} is at schema {head_revision()}")
+    click.echo(f"{db} is at schema {SCHEMA_REVISION}")
 
 
 def _given(**options: object) -> dict[str, object]:

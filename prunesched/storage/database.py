@@ -11,12 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
-from sqlalchemy import Engine, create_engine, event, inspect, make_url
+from sqlalchemy import Engine, create_engine, event, inspect, make_url, text
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +19,9 @@ from prunesched.errors import StorageError
 
 BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS = Path(__file__).with_name("migrations")
+SCHEMA_REVISION = "0001"
+"""The schema revision this prunesched writes: the head of ``migrations/versions`` (a test checks
+that they agree). Alembic itself is imported only to migrate, so reading a database stays quick."""
 
 Mode = Literal["read", "write", "create"]
 """``read``: the database must exist at the current schema. ``write``: it must exist; an older
@@ -65,24 +63,22 @@ def make_engine(location: str | Path, tuned: bool = True) -> Engine:
     return engine
 
 
-def alembic_config(engine: Engine) -> Config:
+def alembic_config(engine: Engine) -> Any:
+    """Alembic's configuration for running the migrations on ``engine``."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["engine"] = engine
     return config
 
 
-def head_revision() -> str:
-    """The schema revision this version of prunesched writes."""
-    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
-    assert head is not None
-    return head
-
-
 def current_revision(engine: Engine) -> str | None:
     """The schema revision stored in the database, or None for a database without our schema."""
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def open_database(location: str | Path, mode: Mode = "read") -> sessionmaker[Session]:
@@ -100,10 +96,10 @@ def open_database(location: str | Path, mode: Mode = "read") -> sessionmaker[Ses
         if not path.is_file():
             raise StorageError(f"no database at {str(path)!r}; run 'prunesched search launch' first or pass --db PATH")
     revision, tables = _inspect(url, shown)  # on an untuned connection: nothing is written before the checks
-    head = head_revision()
+    head = SCHEMA_REVISION
     if revision is None and tables:
         raise StorageError(f"{shown} has tables but no prunesched schema version; it is not a prunesched database")
-    if revision is not None and not _known_revision(revision):
+    if revision not in (None, head) and not _known_revision(revision):
         raise StorageError(f"database schema {revision!r} was written by a newer prunesched (this one reads up to {head!r}); upgrade prunesched")
     if revision is None and mode != "create":
         raise StorageError(f"{shown} is empty; run 'prunesched search launch' to start a search in it")
@@ -111,6 +107,8 @@ def open_database(location: str | Path, mode: Mode = "read") -> sessionmaker[Ses
     if revision != head:
         if mode == "read":
             raise StorageError(f"database schema {revision!r} is older than this prunesched's {head!r}; run 'prunesched db upgrade --db ...'")
+        from alembic import command
+
         command.upgrade(alembic_config(engine), "head")
     return sessionmaker(engine, expire_on_commit=False)
 
@@ -133,6 +131,9 @@ def _unusable(exc: Exception) -> str:
 
 
 def _known_revision(revision: str) -> bool:
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
     try:
         return ScriptDirectory(str(MIGRATIONS)).get_revision(revision) is not None
     except CommandError:

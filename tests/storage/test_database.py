@@ -7,27 +7,29 @@ import sqlite3
 
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from prunesched.errors import StorageError
 from prunesched.storage import Counts, Store
 from tests.storage.dump import database_dump
-from prunesched.storage.database import alembic_config, current_revision, head_revision, make_engine
+from prunesched.storage.database import MIGRATIONS, SCHEMA_REVISION, alembic_config, current_revision, make_engine
 
 TABLES = {"searches", "candidates", "evaluations", "generations", "exports", "alembic_version"}
 
 
 def test_migrations_upgrade_an_empty_database_to_head_and_back(tmp_path):
+    assert ScriptDirectory(str(MIGRATIONS)).get_current_head() == SCHEMA_REVISION  # the constant readers check against
     engine = make_engine(tmp_path / "m.db")
     config = alembic_config(engine)
     command.upgrade(config, "head")
     assert set(inspect(engine).get_table_names()) == TABLES
-    assert current_revision(engine) == head_revision()
+    assert current_revision(engine) == SCHEMA_REVISION
     command.downgrade(config, "base")
     assert set(inspect(engine).get_table_names()) == {"alembic_version"}
     assert current_revision(engine) is None
     command.upgrade(config, "head")
-    assert current_revision(engine) == head_revision()
+    assert current_revision(engine) == SCHEMA_REVISION
 
 
 def test_every_connection_uses_wal_and_a_busy_timeout(tmp_path):
