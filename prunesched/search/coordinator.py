@@ -27,7 +27,7 @@ from prunesched.search.dispatch import RayDispatcher, Task, ensure_ray
 from prunesched.search.evaluators import Evaluator, evaluator_factory
 from prunesched.search.pareto import front_indices, hypervolume, reference_point
 from prunesched.search.proposers import Proposer, make_proposer
-from prunesched.storage.store import FINISHED, Store
+from prunesched.storage.store import FINISHED, Counts, Outcome, Store
 
 
 class SearchStateError(PruneschedError):
@@ -172,7 +172,7 @@ def _generation(
     tasks = [Task(c.id, c.schedule, c.evaluation.attempts) for c in pending.values()]
     report = _reporter(store, search_id, number, config, progress)
     dispatcher.run(tasks, started=lambda task, worker, attempt: store.mark_running(task.candidate_id, worker, attempt),
-                   finished=lambda outcome: (store.record(outcome, config.objectives), report(False)))  # fmt: skip
+                   finished=lambda outcome: (store.record(outcome, config.objectives), report(False, outcome)))  # fmt: skip
     rows = store.candidates_by_id([c.id for c in members])
     objectives = np.array([[e.objective_0, e.objective_1] if e.status == "done" else [np.inf, np.inf] for _, e in rows], dtype=float)
     ok = np.array([e.status == "done" for _, e in rows], dtype=bool)
@@ -184,9 +184,9 @@ def _generation(
 
 def _front(store: Store, search_id: int) -> tuple[list[int], float | None]:
     """The front of everything evaluated so far (candidate ids) and its hypervolume."""
-    done = store.evaluations(search_id, status="done")
-    points = [[e.objective_0, e.objective_1] for _, e in done]
-    front = [done[i][0].id for i in front_indices(points)]
+    done = store.done_objectives(search_id)
+    points = [[first, second] for _, first, second in done]
+    front = [done[i][0] for i in front_indices(points)]
     reference = store.search(search_id).reference_point
     if reference is None and points:
         reference = reference_point(points)
@@ -194,12 +194,25 @@ def _front(store: Store, search_id: int) -> tuple[list[int], float | None]:
     return front, (hypervolume(points, reference) if reference is not None else None)
 
 
-def _reporter(store: Store, search_id: int, number: int, config: SearchConfig, progress: ProgressCallback | None) -> Callable[[bool], None]:
-    def report(stored: bool) -> None:
+def _reporter(
+    store: Store, search_id: int, number: int, config: SearchConfig, progress: ProgressCallback | None
+) -> Callable[[bool, Outcome | None], None]:
+    """``report(stored, outcome)`` tells ``progress`` where the search stands.
+
+    The counts are read from the database once per generation and when it is stored; in between,
+    each finished ``outcome`` updates them in memory, because a query over the whole search after
+    every evaluation would make a long search quadratic.
+    """
+    counts, latest = (store.counts(search_id), store.generation(search_id)) if progress else (Counts(), None)
+
+    def report(stored: bool, outcome: Outcome | None = None) -> None:
+        nonlocal counts, latest
         if progress is None:
             return
-        counts = store.counts(search_id)
-        latest = store.generation(search_id)
+        if stored:
+            counts, latest = store.counts(search_id), store.generation(search_id)
+        elif outcome is not None:
+            counts = Counts(done=counts.done + outcome.ok, active=counts.active - 1, failed=counts.failed + (not outcome.ok))
         progress(
             Progress(
                 search_id=search_id, generation=number, generations=config.proposer.generations, done=counts.done,

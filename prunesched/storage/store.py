@@ -194,6 +194,15 @@ class Store:
         with self.sessions() as session:
             return [(c, e) for c, e in session.execute(query)]
 
+    def done_objectives(self, search_id: int) -> list[tuple[int, float, float]]:
+        """``(candidate id, objective 0, objective 1)`` of every successful evaluation, oldest first: all a front needs."""
+        query = (
+            select(Candidate.id, Evaluation.objective_0, Evaluation.objective_1).join(Evaluation)
+            .where(Candidate.search_id == search_id, Evaluation.status == "done").order_by(Candidate.id)
+        )  # fmt: skip
+        with self.sessions() as session:
+            return [(i, first, second) for i, first, second in session.execute(query)]
+
     def counts(self, search_id: int) -> Counts:
         """Evaluations of a search by state."""
         query = select(Evaluation.status, func.count()).join(Candidate).where(Candidate.search_id == search_id).group_by(Evaluation.status)
