@@ -56,7 +56,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input_is_refused_in_one_line_with_exit_code_2_and_nothing_stored_changes(case: Case, databases, tmp_path):
+def test_bad_input_is_refused_in_one_line_with_exit_code_2_and_nothing_stored_changes(case: Case, databases, tmp_path, observe):
     scratch = tmp_path / "in"
     scratch.mkdir()
     for name, content in case.files.items():
@@ -70,6 +70,7 @@ def test_bad_input_is_refused_in_one_line_with_exit_code_2_and_nothing_stored_ch
 
     lines = result.output.strip().splitlines()
     errors = [line for line in lines if line.startswith("error: ")]
+    observe("bad input", case=case.name, command="prunesched " + " ".join(case.argv), exit_code=result.exit_code, observed=(lines[-1] if lines else "").replace(str(scratch), "{dir}").replace(str(db), "{db}"))
     assert result.exit_code == 2, result.output
     assert errors == lines[-1:], result.output  # one error line, last; progress lines of long commands may precede it
     assert case.expect in errors[0]

@@ -50,7 +50,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.mark.parametrize("run", range(RUNS))
-def test_a_coordinator_killed_anywhere_resumes_to_the_uninterrupted_front(run, uninterrupted, tmp_path):
+def test_a_coordinator_killed_anywhere_resumes_to_the_uninterrupted_front(run, uninterrupted, tmp_path, observe):
     import ray
 
     point = POINTS[run % len(POINTS)]
@@ -69,6 +69,8 @@ def test_a_coordinator_killed_anywhere_resumes_to_the_uninterrupted_front(run, u
     store = Store(db)
     rows = store.evaluations(1)
     hashes = [c.schedule_hash for c, _ in rows]
+    observe("coordinator crash", run=run, point=point, passage=count, status=store.search(1).status, evaluations=len(hashes),
+            evaluated_again=len(done_at_kill & set(evaluated_hashes(after))), same_front=final_front(db, 1) == uninterrupted["front"])  # fmt: skip
     assert store.search(1).status == "finished"
     assert all(e.status == "done" for _, e in rows) and len(hashes) == len(set(hashes))
     assert not done_at_kill & set(evaluated_hashes(after))  # nothing finished before the kill ran again

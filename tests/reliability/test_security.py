@@ -11,6 +11,7 @@ import hashlib
 import json
 import sqlite3
 from contextlib import closing
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,44 +39,45 @@ def workdir(tmp_path, monkeypatch) -> Path:
     assert not (tmp_path / "pwned").exists(), "a payload ran"
 
 
-def refused(argv: list[str], expect: str) -> None:
+def refused(observe: Callable[..., None], argv: list[str], expect: str) -> None:
     result = CliRunner().invoke(main, argv)
+    observe("attack", command="prunesched " + " ".join(argv), exit_code=result.exit_code, observed=result.output.strip().splitlines()[-1])
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines()[-1].startswith("error: ") and expect in result.output, result.output
 
 
 @pytest.mark.parametrize("payload", [SYSTEM, EVAL], ids=["os.system", "builtins.eval"])
-def test_a_pickle_is_never_read_as_a_schedule_or_a_config(workdir, payload):
+def test_a_pickle_is_never_read_as_a_schedule_or_a_config(workdir, payload, observe):
     (workdir / "s.json").write_bytes(payload)
     (workdir / "c.toml").write_bytes(payload)
-    refused(["schedule", "show", "s.json"], "is neither JSON")
-    refused(["search", "launch", "c.toml", "--db", "x.db"], "is not valid TOML")
+    refused(observe, ["schedule", "show", "s.json"], "is neither JSON")
+    refused(observe, ["search", "launch", "c.toml", "--db", "x.db"], "is not valid TOML")
     assert not (workdir / "x.db").exists()
 
 
-def test_object_tags_in_json_and_toml_are_unknown_fields_not_instructions(workdir):
+def test_object_tags_in_json_and_toml_are_unknown_fields_not_instructions(workdir, observe):
     tagged = {"format": "prunesched.schedule", "version": 1, "steps": [{"cache": "full", "prune": 0.0}]}
     (workdir / "a.json").write_text(json.dumps({**tagged, "py/object": "os.system"}))
     (workdir / "b.json").write_text(json.dumps({**tagged, "method": {"name": "dato", "py/reduce": ["os.system", "touch pwned"]}}))
     (workdir / "c.toml").write_text('[space]\nsteps = 4\n[evaluator]\nkind = "os.system"\n')
     (workdir / "d.toml").write_text('[space]\nsteps = 4\n[evaluator]\nkind = "synthetic"\nfactory = "subprocess:call"\n')
-    refused(["schedule", "show", "a.json"], "unknown schedule field 'py/object'")
-    refused(["schedule", "show", "b.json"], "has no parameter 'py/reduce'")
-    refused(["search", "launch", "c.toml", "--db", "x.db"], "os.system")
-    refused(["search", "launch", "d.toml", "--db", "x.db"], "unknown key 'factory'")
+    refused(observe, ["schedule", "show", "a.json"], "unknown schedule field 'py/object'")
+    refused(observe, ["schedule", "show", "b.json"], "has no parameter 'py/reduce'")
+    refused(observe, ["search", "launch", "c.toml", "--db", "x.db"], "os.system")
+    refused(observe, ["search", "launch", "d.toml", "--db", "x.db"], "unknown key 'factory'")
 
 
 @pytest.mark.parametrize("path", SHELL_PATHS)
-def test_paths_are_file_names_never_shell(workdir, path):
+def test_paths_are_file_names_never_shell(workdir, path, observe):
     (workdir / "s.json").write_text(prunesched.Schedule.uniform(5).to_json())
-    refused(["search", "launch", path, "--db", "x.db"], "cannot read search config")
-    refused(["front", "1", "--db", path], "no database at")
-    refused(["schedule", "show", path], "cannot read schedule file")
-    refused(["eval", "s.json", "--model", "tiny-sd", "--prompts", path, "--images", "1", "--steps", "4", "--cache-dir", "c"], "cannot read")
+    refused(observe, ["search", "launch", path, "--db", "x.db"], "cannot read search config")
+    refused(observe, ["front", "1", "--db", path], "no database at")
+    refused(observe, ["schedule", "show", path], "cannot read schedule file")
+    refused(observe, ["eval", "s.json", "--model", "tiny-sd", "--prompts", path, "--images", "1", "--steps", "4", "--cache-dir", "c"], "cannot read")
 
 
 @pytest.mark.parametrize("payload", [SYSTEM, EVAL], ids=["os.system", "builtins.eval"])
-def test_a_planted_snapshot_is_refused_even_with_a_matching_checksum(workdir, payload):
+def test_a_planted_snapshot_is_refused_even_with_a_matching_checksum(workdir, payload, observe):
     config = SearchConfig.from_dict({
         "space": {"kind": "dato", "steps": 4}, "evaluator": {"kind": "synthetic"},
         "proposer": {"population": 4, "generations": 2}, "dispatch": {"workers": 1},
@@ -86,7 +88,7 @@ def test_a_planted_snapshot_is_refused_even_with_a_matching_checksum(workdir, pa
                            (payload, hashlib.sha256(payload).hexdigest()))  # fmt: skip
         connection.execute("UPDATE searches SET status = 'interrupted', owner = NULL")
         connection.commit()
-    refused(["search", "resume", str(search_id), "--db", "s.db"], "which no proposer is made of")
+    refused(observe, ["search", "resume", str(search_id), "--db", "s.db"], "which no proposer is made of")
 
 
 def test_an_exported_schedule_is_standard_json(workdir):

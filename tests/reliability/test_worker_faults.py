@@ -40,12 +40,14 @@ def config() -> SearchConfig:
 
 @pytest.mark.parametrize("times", [1, RETRIES + 1], ids=["once", "always"])
 @pytest.mark.parametrize("fault", FAULTS)
-def test_a_faulty_evaluation_is_retried_then_recorded_with_its_cause_and_nothing_else_is_touched(tmp_path, fault, times):
+def test_a_faulty_evaluation_is_retried_then_recorded_with_its_cause_and_nothing_else_is_touched(tmp_path, fault, times, observe):
     search_id = launch(config(), tmp_path / "f.db", factory=lambda: FaultyEvaluator(tmp_path, fault, times))
     store = Store(tmp_path / "f.db")
     assert store.search(search_id).status == "finished"
     rows = {c.schedule_hash: (c, e) for c, e in store.evaluations(search_id)}
     (candidate, struck), attempts = rows.pop((tmp_path / "struck").read_text()), lines(tmp_path / "attempts")
+    observe("worker fault", fault=fault, struck="once" if times <= RETRIES else "on every attempt", status=struck.status,
+            attempts=struck.attempts, error=struck.error, others_done_once=all(e.status == "done" and e.attempts == 1 for _, e in rows.values()))  # fmt: skip
     assert struck.attempts == len(attempts) == min(times + 1, RETRIES + 1)
     if times <= RETRIES:
         assert struck.status == "done" and struck.error is None

@@ -1,0 +1,42 @@
+"""A reader process: runs one read-only command against a search database over and over, for a while.
+
+    python -m tests.reliability.reader COMMAND DB SECONDS OUT
+
+COMMAND is ``front``, ``history`` or ``status``. OUT receives JSON: how many reads, the slowest,
+and every error (with "database is locked" among them if SQLite ever refused a reader).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from prunesched.cli import main
+
+COMMANDS = {
+    "front": ["front", "1"],
+    "history": ["history", "--search", "1", "--limit", "50"],
+    "status": ["search", "status", "1"],
+}
+
+
+def read(command: str, db: str, seconds: float) -> dict[str, object]:
+    runner, reads, slowest, errors = CliRunner(), 0, 0.0, []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        start = time.perf_counter()
+        result = runner.invoke(main, [*COMMANDS[command], "--db", db])
+        slowest = max(slowest, time.perf_counter() - start)
+        reads += 1
+        if result.exit_code != 0:
+            errors.append(result.output.strip() or repr(result.exception))
+    return {"command": command, "reads": reads, "slowest_s": slowest, "errors": errors}
+
+
+if __name__ == "__main__":
+    command, db, seconds, out = sys.argv[1:]
+    Path(out).write_text(json.dumps(read(command, db, float(seconds))))
