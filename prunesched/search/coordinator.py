@@ -196,7 +196,7 @@ def _front(store: Store, search_id: int) -> tuple[list[int], float | None]:
 
 def _reporter(
     store: Store, search_id: int, number: int, config: SearchConfig, progress: ProgressCallback | None
-) -> Callable[[bool, Outcome | None], None]:
+) -> Callable[..., None]:
     """``report(stored, outcome)`` tells ``progress`` where the search stands.
 
     The counts are read from the database once per generation and when it is stored; in between,

@@ -53,9 +53,9 @@ def pick(points: list[FrontPoint], how: str = "weighted", weight: float = 1.0) -
     if not points:
         raise ConfigError("the front is empty: no evaluation of this search has succeeded")
     objectives = [p.objectives for p in points]
-    if how == "weighted" and not (math.isfinite(weight) and weight >= 0):
-        raise ConfigError(f"the weight of cost against quality must be a finite number >= 0, got {weight!r}")
     if how == "weighted":
+        if not (math.isfinite(weight) and weight >= 0):
+            raise ConfigError(f"the weight of cost against quality must be a finite number >= 0, got {weight!r}")
         return points[pick_weighted(objectives, weight)]
     axis = 1 if how == "fastest" else 0
     return min(points, key=lambda p: (p.objectives[axis], p.objectives[1 - axis]))
