@@ -9,9 +9,10 @@ The runtime's names load on first use: reading a search database or a schedule n
 import torch and diffusers.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prunesched.errors import PruneschedError, ScheduleError, UnsupportedModelError
+from prunesched.lazy import lazy_names
 
 if TYPE_CHECKING:
     from prunesched.runtime import DatoConfig, PatchHandle, RandomConfig, Schedule, SitoConfig, StepPlan, StepRecord, apply, remove
@@ -34,9 +35,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from prunesched import runtime
-
-        return getattr(runtime, name)
-    raise AttributeError(f"module 'prunesched' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, {name: "prunesched.runtime" for name in __all__ if name not in globals()})

@@ -4,8 +4,9 @@ Schedules and methods are plain Python; ``apply``, ``remove``, ``PatchHandle`` a
 load torch and diffusers on first use.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from prunesched.lazy import lazy_names
 from prunesched.runtime.methods import METHODS, DatoConfig, RandomConfig, SitoConfig, TokenMethod
 from prunesched.runtime.schedule import Schedule, StepPlan
 
@@ -27,12 +28,5 @@ __all__ = [
     "remove",
 ]
 
-_LAZY = {"PatchHandle": "patch", "apply": "patch", "remove": "patch", "StepRecord": "state"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f"prunesched.runtime.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'prunesched.runtime' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, {"PatchHandle": "prunesched.runtime.patch", "apply": "prunesched.runtime.patch",
+                                    "remove": "prunesched.runtime.patch", "StepRecord": "prunesched.runtime.state"})  # fmt: skip

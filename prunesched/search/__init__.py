@@ -7,7 +7,9 @@ The names below load on first use, so reading a search (``prunesched.search.revi
 start the machinery that runs one.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from prunesched.lazy import lazy_names
 
 if TYPE_CHECKING:
     from prunesched.search.config import SearchConfig
@@ -16,13 +18,5 @@ if TYPE_CHECKING:
 __all__ = ["Progress", "SearchConfig", "launch", "resume"]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "SearchConfig":
-        from prunesched.search.config import SearchConfig
-
-        return SearchConfig
-    if name in __all__:
-        from prunesched.search import coordinator
-
-        return getattr(coordinator, name)
-    raise AttributeError(f"module 'prunesched.search' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, {"SearchConfig": "prunesched.search.config", "Progress": "prunesched.search.coordinator",
+                                    "launch": "prunesched.search.coordinator", "resume": "prunesched.search.coordinator"})  # fmt: skip

@@ -200,8 +200,8 @@ def space_from_config(table: Mapping[str, Any]) -> Space:
             if not isinstance(value, list) or not value:
                 raise ConfigError(f"[space] {key} must be a non-empty list, got {value!r}")
             data[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-    if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in data.get("intervals", (1,))):
-        raise ConfigError(f"[space] intervals must be whole numbers >= 1 (a full iteration every N), got {list(data['intervals'])}")
+    for interval in data.get("intervals", ()):  # a full iteration every N: 0 would divide by zero
+        check_number(interval, "intervals", "[space]", integer=True, low=1)
     space = cls(**data)
     try:
         space.check()

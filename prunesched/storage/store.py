@@ -54,7 +54,6 @@ class Outcome:
     duration_s: float | None = None
 
 
-
 def checked_metrics(metrics: Any, objectives: Sequence[str]) -> tuple[dict[str, Any], list[float]]:
     """``metrics`` as plain JSON (numpy numbers become floats, NaN and infinities None) and its objective values.
 

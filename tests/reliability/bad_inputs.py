@@ -98,7 +98,7 @@ CASES = [
     Case("seed beyond 32 bits", LAUNCH, "seed must be an integer", config('seed = 4294967296\n[space]\nsteps = 4\n[evaluator]\nkind = "synthetic"\n')),
     Case("space ratios out of range", LAUNCH, "[space] describes invalid schedules", config('[space]\nsteps = 4\nratios = [0.9]\n[evaluator]\nkind = "synthetic"\n')),
     Case("space with an unknown method", LAUNCH, "unknown method 'tome'", config('[space]\nsteps = 4\nmethod = { name = "tome" }\n[evaluator]\nkind = "synthetic"\n')),
-    Case("dsap interval 0", LAUNCH, "intervals must be whole numbers >= 1", config('[space]\nkind = "dsap"\nsteps = 4\nintervals = [0]\n[evaluator]\nkind = "synthetic"\n')),
+    Case("dsap interval 0", LAUNCH, "[space] intervals must be an integer >= 1, got 0", config('[space]\nkind = "dsap"\nsteps = 4\nintervals = [0]\n[evaluator]\nkind = "synthetic"\n')),
     Case("more GPUs than the cluster has", LAUNCH, "need 1 GPUs", config(VALID + "[dispatch]\nworkers = 1\ngpus_per_worker = 1\n")),
     # databases
     Case("database is a text file", ["front", "1", "--db", "{db}"], "is not a prunesched database", db="text"),

@@ -17,6 +17,7 @@ import numpy as np
 
 from prunesched.runtime.schedule import Schedule
 from prunesched.search.evaluators import Metrics, SyntheticEvaluator, worker_name
+from tests.search.fakes import evaluated_hashes as lines  # the entries of a log file, one per line
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -75,10 +76,6 @@ class NumpyEvaluator(SyntheticEvaluator):
         metrics = super().evaluate(schedule)
         as_numpy = {name: {**m, "value": np.float32(m["value"])} for name, m in metrics.items()}
         return {**as_numpy, "spread": {"value": float("nan"), "n": np.int64(1), "ci": None}}
-
-
-def lines(path: Path) -> list[str]:
-    return path.read_text().split() if path.exists() else []
 
 
 def strict_json(text: str) -> object:
