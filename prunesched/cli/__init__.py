@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from prunesched.cli import bench, evaluate, schedule, search
+from prunesched.cli import bench, demo, evaluate, schedule, search
 from prunesched.errors import PruneschedError
 
 
@@ -42,5 +42,5 @@ def main() -> None:
     """Search, export and apply per-step caching and token-pruning schedules for diffusers pipelines."""
 
 
-for command in (search.search, search.front, search.export, search.history, search.db, schedule.schedule, evaluate.evaluate, bench.bench):
+for command in (search.search, search.front, search.export, search.history, search.db, schedule.schedule, evaluate.evaluate, demo.demo, bench.bench):
     main.add_command(command)

@@ -24,8 +24,8 @@ def prompts_option(value: str) -> Any:
 
 @click.command("eval")
 @click.argument("schedule_path", metavar="SCHEDULE", type=click.Path(path_type=Path))
-@click.option("--model", default="tiny-sd", show_default=True, help="Built-in name, diffusers folder, or hub id in the local cache.")
-@click.option("--prompts", "prompts", default=None, help="shapes | imagenet | coco:FILE | parti:FILE | text:FILE | FILE (one prompt per line).")
+@click.option("--model", default="shapes", show_default=True, help="Built-in name, diffusers folder, or hub id in the local cache.")
+@click.option("--prompts", "prompts", default=None, show_default="shapes", help="shapes | imagenet | coco:FILE | parti:FILE | text:FILE | FILE (one prompt per line).")
 @click.option("--images", type=int, default=4, show_default=True, help="Images to generate (image i uses seed SEED + i).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--steps", "num_inference_steps", type=int, default=10, show_default=True, help="num_inference_steps of the pipeline call.")

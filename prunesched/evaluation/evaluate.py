@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ def default_cache_dir() -> Path:
 class EvalSettings:
     """How a schedule is evaluated; the ``[evaluator]`` table of kind ``pipeline`` holds these keys.
 
+    The defaults evaluate on the embedded shapes model with its held-out captions.
     ``prompts`` is a list of prompts or a prompt-set table (:func:`prunesched.evaluation.prompts.prompt_set`,
     e.g. ``{kind = "imagenet"}``); image i uses seed ``seed + i``; a larger set is subsampled with
     ``seed``, a smaller one cycled through. ``reference`` turns on FID and KID: ``"model"`` (the
@@ -63,8 +64,8 @@ class EvalSettings:
     excluded) or ``pipeline``.
     """
 
-    model: str = "tiny-sd"
-    prompts: Any = ("a red circle", "a blue square", "a green triangle", "a yellow star")
+    model: str = "shapes"
+    prompts: Any = field(default_factory=lambda: {"kind": "shapes"})
     images: int = 4
     seed: int = 0
     num_inference_steps: int = 10

@@ -1,0 +1,29 @@
+"""``prunesched demo``: the embedded model with and without well-known schedules, as a picture and a table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from prunesched.cli.render import number, table
+
+
+@click.command("demo")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("demo.png"), show_default=True, help="The image grid.")
+@click.option("--images", type=int, default=8, show_default=True, help="Images per schedule (held-out captions, seeds 0..N-1).")
+@click.option("--steps", "num_inference_steps", type=int, default=50, show_default=True, help="PNDM steps, as SD 1.5.")
+@click.option("--repeats", type=int, default=2, show_default=True, help="Timed runs per speed-up, each paired with a full run.")
+@click.option("--cache-dir", default=None, help="Images and reference features [default: $PRUNESCHED_CACHE or ~/.cache/prunesched].")
+def demo(output: Path, images: int, num_inference_steps: int, repeats: int, cache_dir: str | None) -> None:
+    """Compare the shapes model's full output with all-full, DeepCache, SiTo 0.5 and DaTo schedules."""
+    from prunesched.demo import run_demo, save_grid
+
+    rows = run_demo(images, num_inference_steps, repeats, cache_dir, log=lambda line: click.echo(line, err=True))
+    names = ["caption_accuracy", "fid", "psnr", "relative_latency"]
+    table(
+        ["schedule", "judge accuracy", "FID to full", "PSNR dB", "speed-up"],
+        [[row.name, *(number(row.metrics[n]["value"]) if n in row.metrics else "-" for n in names[:3]),
+          f"{1 / row.metrics['relative_latency']['value']:.2f}x"] for row in rows[1:]],
+    )  # fmt: skip
+    click.echo(f"wrote {save_grid(rows, output)}")
