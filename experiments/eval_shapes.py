@@ -4,7 +4,7 @@
 
 Generates one image per held-out caption (captions never seen in training; 50 PNDM steps,
 guidance 7.5, as SD 1.5 is usually run), then reports
-  - the judge's caption accuracy: main object's shape and colour both right (chance 1/24),
+  - the judge's caption accuracy: main object's shape and colour both right (chance 1/18),
   - FID and KID of the generated images against rendered held-out images, in the judge's
     feature space (torch-fidelity's own code path, with the judge registered as its extractor),
   - the same for the judge on the rendered images themselves (its ceiling),

@@ -29,7 +29,7 @@ from prunesched.search.coordinator import launch
 from prunesched.storage import Store
 
 REFERENCE = Path(__file__).parent / "data" / "shapes_reference.png"
-PROMPTS = ["a large red circle on a striped blue background", "a small yellow triangle left of a green square on a dotted purple background"]
+PROMPTS = ["a large red circle on a striped blue background", "a small yellow triangle left of a green square on a dotted white background"]
 
 
 @pytest.fixture(scope="module")
