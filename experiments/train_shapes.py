@@ -11,9 +11,8 @@ Stages (each saved under --work, so a crash resumes where it stopped):
          10 % empty captions for guidance, bf16 autocast, EMA weights)
   ship   write the diffusers folder and the judge into the package, the loss curves to --log and --plot
 
-Its output at these defaults, written to prunesched/models/shapes/weights, is what the package is
-to ship. No run has met the model's quality bar yet (the judge must read the main object's shape
-and colour in >= 80 % of generated held-out images), so no weights are shipped so far.
+Its output at these defaults, written to prunesched/models/shapes/weights, is what the package
+ships (docs/shapes-model.md).
 """
 
 from __future__ import annotations
