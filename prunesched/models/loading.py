@@ -45,18 +45,24 @@ def load_pipeline(model: str) -> Any:
 
 @contextlib.contextmanager
 def _quiet_loading() -> Iterator[None]:
-    """Without diffusers' and transformers' loading bars, which would fill every worker's log; restored after."""
+    """Without diffusers' and transformers' loading bars and advice (such as installing accelerate), which would
+    fill every worker's log; restored after."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    shown = [lib for lib in (diffusers_logging, transformers_logging) if lib.is_progress_bar_enabled()]
-    for lib in shown:
+    libraries = (diffusers_logging, transformers_logging)
+    shown = [lib for lib in libraries if lib.is_progress_bar_enabled()]
+    levels = [lib.get_verbosity() for lib in libraries]
+    for lib in libraries:
         lib.disable_progress_bar()
+        lib.set_verbosity_error()
     try:
         yield
     finally:
         for lib in shown:
             lib.enable_progress_bar()
+        for lib, level in zip(libraries, levels):
+            lib.set_verbosity(level)
 
 
 def model_fingerprint(model: str) -> str:
