@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from prunesched.cli import bench, demo, evaluate, schedule, search
+from prunesched.cli import bench, demo, evaluate, report, schedule, search
 from prunesched.errors import PruneschedError
 
 
@@ -42,5 +42,9 @@ def main() -> None:
     """Search, export and apply per-step caching and token-pruning schedules for diffusers pipelines."""
 
 
-for command in (search.search, search.front, search.export, search.history, search.db, schedule.schedule, evaluate.evaluate, demo.demo, bench.bench):
+COMMANDS = (
+    search.search, search.front, search.export, search.history, report.report, report.compare, report.export_optuna,
+    search.db, schedule.schedule, evaluate.evaluate, demo.demo, bench.bench,
+)  # fmt: skip
+for command in COMMANDS:
     main.add_command(command)

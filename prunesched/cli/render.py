@@ -47,14 +47,20 @@ class ProgressView:
             sys.exit(130)
 
 
-def table(headers: list[str], rows: list[list[object]]) -> None:
+def table(headers: list[str], rows: list[list[object]], page: bool = False) -> None:
+    """Print a table; with ``page``, one taller than a terminal opens in its pager (``$PAGER``) to browse."""
+    from contextlib import nullcontext
+
     from rich.console import Console
     from rich.table import Table
 
     table = Table(*headers, box=None, pad_edge=False)
     for row in rows:
         table.add_row(*[str(v) for v in row])
-    Console(width=200).print(table)
+    console = Console(width=200)
+    paged = page and console.is_terminal and len(rows) + 2 > console.height
+    with console.pager(styles=True) if paged else nullcontext():
+        console.print(table)
 
 
 def number(value: float | None) -> str:
@@ -67,15 +73,6 @@ def metric(metrics: dict | None, name: str) -> str:
     item = metrics[name]
     ci = item.get("ci")
     return f"{item['value']:.4g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "") + f" n={item['n']}"
-
-
-def cache_summary(schedule: dict) -> str:
-    caches = [s["cache"] for s in schedule["steps"]]
-    return f"{caches.count('full')}/{sum(isinstance(c, int) for c in caches)}/{caches.count('reuse')}"
-
-
-def mean_prune(schedule: dict) -> str:
-    return f"{sum(s['prune'] for s in schedule['steps']) / len(schedule['steps']):.3f}"
 
 
 def row_dict(candidate, evaluation, names) -> dict:  # type: ignore[no-untyped-def]

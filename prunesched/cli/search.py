@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
 
-from prunesched.cli.render import ProgressView, cache_summary, mean_prune, metric, number, row_dict, table
+from prunesched.cli.render import ProgressView, metric, number, row_dict, table
+from prunesched.report.record import cache_summary, mean_prune
 
 DB_OPTION = click.option(
     "--db", default="prunesched.db", show_default=True, envvar="PRUNESCHED_DB",
@@ -121,6 +123,10 @@ def export(search_id: int, output: Path, how: str, weight: float, candidate_id: 
     from prunesched.search.review import export
     from prunesched.storage import Store
 
+    given = click.get_current_context().get_parameter_source
+    picking = [option for option, name in (("--pick", "how"), ("--weight", "weight"), ("--generation", "generation")) if given(name).name != "DEFAULT"]
+    if candidate_id is not None and picking:
+        raise click.UsageError(f"--candidate names the schedule to export; {', '.join(picking)} (which pick from a front) cannot come with it")
     schedule = export(Store(db), search_id, output, how, weight, candidate_id, generation)
     click.echo(f"wrote candidate {schedule.provenance['candidate']} ({schedule.provenance['pick']}) to {output}")
 
@@ -129,17 +135,20 @@ def export(search_id: int, output: Path, how: str, weight: float, candidate_id: 
 @click.option("--search", "search_id", type=int, default=None, help="Only this search's evaluations (default: list the searches).")
 @click.option("--status", type=click.Choice(["queued", "running", "done", "failed"]), default=None)
 @click.option("--generation", type=int, default=None, help="Only candidates born in this generation.")
+@click.option("--range", "ranges", metavar="METRIC:LOW:HIGH", multiple=True, callback=lambda _c, _p, v: [metric_range(r) for r in v],
+              help="Only evaluations whose METRIC lies in [LOW, HIGH]; either bound may be empty (fid::0.5). Repeatable.")
 @click.option("--limit", type=click.IntRange(min=1), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @DB_OPTION
-def history(search_id: int | None, status: str | None, generation: int | None, limit: int | None, as_json: bool, db: str) -> None:
-    """What was tried: the searches, or one search's evaluations, filtered."""
+def history(search_id: int | None, status: str | None, generation: int | None, ranges: list[tuple[str, float, float]],
+            limit: int | None, as_json: bool, db: str) -> None:  # fmt: skip
+    """What was tried: the searches, or one search's evaluations, filtered (paged on a terminal)."""
     from prunesched.storage import Store
 
     store = Store(db)
     if search_id is None:
-        if status is not None or generation is not None:
-            raise click.UsageError("--status and --generation filter one search's evaluations; add --search ID")
+        if status is not None or generation is not None or ranges:
+            raise click.UsageError("--status, --generation and --range filter one search's evaluations; add --search ID")
         searches = store.searches()
         if as_json:
             click.echo(json.dumps([{"id": s.id, "name": s.name, "status": s.status, "created_at": s.created_at.isoformat(),
@@ -149,7 +158,8 @@ def history(search_id: int | None, status: str | None, generation: int | None, l
                [[s.id, s.name, s.status, f"{s.created_at:%Y-%m-%d %H:%M}", store.counts(s.id).total] for s in searches])  # fmt: skip
         return
     names = store.search(search_id).objectives
-    rows = store.evaluations(search_id, status=status, generation=generation, limit=limit)
+    rows = store.evaluations(search_id, status=status, generation=generation, limit=None if ranges else limit)
+    rows = [(c, e) for c, e in rows if in_ranges(e.metrics, ranges)][:limit]
     if as_json:
         click.echo(json.dumps([row_dict(c, e, names) for c, e in rows], indent=2))
         return
@@ -157,6 +167,7 @@ def history(search_id: int | None, status: str | None, generation: int | None, l
         ["candidate", "born", "status", names[0], names[1], "attempts", "worker", "seconds", "error"],
         [[c.id, c.generation_born, e.status, metric(e.metrics, names[0]), metric(e.metrics, names[1]), e.attempts,
           e.worker or "", number(e.duration_s), (e.error or "")[:60]] for c, e in rows],
+        page=True,
     )  # fmt: skip
 
 
@@ -174,6 +185,22 @@ def db_upgrade(db: str) -> None:
 
     Store(db, mode="write")
     click.echo(f"{db} is at schema {SCHEMA_REVISION}")
+
+
+def metric_range(text: str) -> tuple[str, float, float]:
+    """``"fid:0:0.5"`` as ``("fid", 0.0, 0.5)``; an empty bound is open."""
+    parts = text.split(":")
+    try:
+        if len(parts) != 3 or not parts[0]:
+            raise ValueError
+        return parts[0], float(parts[1] or "-inf"), float(parts[2] or "inf")
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not METRIC:LOW:HIGH (e.g. fid:0:0.5 or relative_latency::0.6)", param_hint="--range") from None
+
+
+def in_ranges(metrics: dict | None, ranges: list[tuple[str, float, float]]) -> bool:
+    """Whether every named metric is present and within its range."""
+    return all(low <= (metrics or {}).get(name, {}).get("value", math.nan) <= high for name, low, high in ranges)
 
 
 def _given(**options: object) -> dict[str, object]:

@@ -99,6 +99,7 @@ CASES = [
     Case("space ratios out of range", LAUNCH, "[space] describes invalid schedules", config('[space]\nsteps = 4\nratios = [0.9]\n[evaluator]\nkind = "synthetic"\n')),
     Case("space with an unknown method", LAUNCH, "unknown method 'tome'", config('[space]\nsteps = 4\nmethod = { name = "tome" }\n[evaluator]\nkind = "synthetic"\n')),
     Case("dsap interval 0", LAUNCH, "[space] intervals must be an integer >= 1, got 0", config('[space]\nkind = "dsap"\nsteps = 4\nintervals = [0]\n[evaluator]\nkind = "synthetic"\n')),
+    Case("Optuna sampler with pymoo", LAUNCH, "sampler 'tpe' is an Optuna sampler", config(VALID + '[proposer]\nbackend = "pymoo"\nsampler = "tpe"\n')),
     Case("more GPUs than the cluster has", LAUNCH, "need 1 GPUs", config(VALID + "[dispatch]\nworkers = 1\ngpus_per_worker = 1\n")),
     # databases
     Case("database is a text file", ["front", "1", "--db", "{db}"], "is not a prunesched database", db="text"),
@@ -117,6 +118,12 @@ CASES = [
     Case("export onto the database", ["export", "1", "-o", "{db}", "--db", "{db}"], "is the search database itself"),
     Case("export weight NaN", ["export", "1", "--weight", "nan", "-o", "{dir}/x.json", "--db", "{db}"], "must be a finite number >= 0"),
     Case("resume a finished search", ["search", "resume", "1", "--db", "{db}"], "has finished; there is nothing to resume"),
+    Case("export a candidate and a pick", ["export", "1", "--candidate", "2", "--pick", "fastest", "-o", "{dir}/x.json", "--db", "{db}"],
+         "--candidate names the schedule to export; --pick (which pick from a front) cannot come with it"),
+    Case("unknown search id (report)", ["report", "9", "-o", "{dir}/r.html", "--db", "{db}"], "no search with id 9"),
+    Case("unknown search id (export-optuna)", ["export-optuna", "9", "--storage", "sqlite:///{dir}/o.db", "--db", "{db}"], "no search with id 9"),
+    Case("compare one search", ["compare", "1", "-o", "{dir}/f.png", "--db", "{db}"], "compare needs two or more search ids"),
+    Case("metric range without bounds", ["history", "--search", "1", "--range", "fid", "--db", "{db}"], "'fid' is not METRIC:LOW:HIGH"),
     # the command line itself
     Case("search id not a number", ["front", "abc", "--db", "{db}"], "'abc' is not a valid integer"),
     Case("unknown status filter", ["history", "--search", "1", "--status", "lost", "--db", "{db}"], "Invalid value for '--status'"),

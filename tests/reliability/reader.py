@@ -2,7 +2,8 @@
 
     python -m tests.reliability.reader COMMAND DB SECONDS OUT
 
-COMMAND is ``front``, ``history`` or ``status``. OUT receives JSON: how many reads, the slowest,
+COMMAND is one of :data:`COMMANDS`: the front, the history, the status, the HTML report (plots only,
+written to /dev/null) and the Optuna mirror (into an in-memory Optuna database). OUT receives JSON: how many reads, the slowest,
 and every error (with "database is locked" among them if SQLite ever refused a reader).
 """
 
@@ -21,6 +22,8 @@ COMMANDS = {
     "front": ["front", "1"],
     "history": ["history", "--search", "1", "--limit", "50"],
     "status": ["search", "status", "1"],
+    "report": ["report", "1", "--images", "0", "-o", "/dev/null"],
+    "export-optuna": ["export-optuna", "1", "--storage", "sqlite:///:memory:"],
 }
 
 

@@ -1,0 +1,138 @@
+"""The report's pictures, as matplotlib figures: evaluations, fronts, hypervolume, schedule strips, and fronts compared."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prunesched.report.record import Point, SearchRecord
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def _figure(width: float = 6.4, height: float = 4.2) -> tuple[Figure, Any]:
+    """A figure without pyplot: no global state, no display needed."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout="constrained")
+    return figure, figure.subplots()
+
+
+def _axes_labels(ax: Any, record: SearchRecord) -> None:
+    ax.set_xlabel(f"{record.objectives[1]} (lower is cheaper)")
+    ax.set_ylabel(f"{record.objectives[0]} (lower is better)")
+    ax.grid(alpha=0.3)
+
+
+def _staircase(ax: Any, points: Sequence[Point], **style: Any) -> None:
+    """A front as the step line that bounds what it dominates."""
+    ordered = sorted(points, key=lambda p: p.cost)
+    ax.step([p.cost for p in ordered], [p.quality for p in ordered], where="post", **style)
+
+
+def evaluations_plot(record: SearchRecord) -> Figure:
+    """Every successful evaluation, coloured by the generation it was born in, and the latest front."""
+    figure, ax = _figure()
+    scatter = ax.scatter([p.cost for p in record.points], [p.quality for p in record.points],
+                         c=[p.generation for p in record.points], cmap="viridis", s=18, alpha=0.8)  # fmt: skip
+    front = record.front()
+    if front:
+        _staircase(ax, front, color="crimson", label="latest front")
+        ax.scatter([p.cost for p in front], [p.quality for p in front], facecolors="none", edgecolors="crimson", s=60)
+        ax.legend(loc="upper right")
+    figure.colorbar(scatter, ax=ax, label="generation born", ticks=sorted({p.generation for p in record.points}))
+    ax.set_title(f"search {record.id}: {len(record.points)} evaluations")
+    _axes_labels(ax, record)
+    return figure
+
+
+def fronts_plot(record: SearchRecord) -> Figure:
+    """The front after each generation: how far the search pushed it, and when (the latest first, earlier ones drawn over it)."""
+    from matplotlib import colormaps
+
+    figure, ax = _figure()
+    colours = colormaps["viridis"]
+    last = max(len(record.generations) - 1, 1)
+    for i, generation in reversed(list(enumerate(record.generations))):
+        _staircase(ax, record.front(generation.number), color=colours(i / last), marker="o", markersize=3, label=f"after {generation.number}")
+    if record.generations:
+        ax.legend(title="generation", fontsize=8, ncols=2 if len(record.generations) > 8 else 1)
+    ax.set_title("Pareto front per generation")
+    _axes_labels(ax, record)
+    return figure
+
+
+def hypervolume_plot(record: SearchRecord) -> Figure:
+    """Hypervolume of the front against the evaluations spent."""
+    figure, ax = _figure(6.4, 3.2)
+    stored = [g for g in record.generations if g.hypervolume is not None]
+    ax.plot([g.evaluations for g in stored], [g.hypervolume for g in stored], "o-")
+    ax.set_xlabel("evaluations finished")
+    ax.set_ylabel("hypervolume")
+    ax.set_title("hypervolume over evaluations")
+    ax.grid(alpha=0.3)
+    return figure
+
+
+def cache_label(cache: str | int) -> str:
+    return f"branch {cache}" if isinstance(cache, int) else str(cache)
+
+
+def strips_plot(points: Sequence[Point]) -> Figure:
+    """Each front point's schedule as a strip: the cache choice per step as colour, the prune ratio as a line over it."""
+    from matplotlib import colormaps
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    choices = sorted({cache_label(s["cache"]) for p in points for s in p.schedule["steps"]}, key=_cache_order)
+    palette = ListedColormap([colormaps["Blues_r"](0.1 + 0.75 * i / max(len(choices) - 1, 1)) for i in range(len(choices))])
+    steps = max((len(p.schedule["steps"]) for p in points), default=1)
+    figure, ax = _figure(8, 0.5 + 0.45 * max(len(points), 1))
+    for row, point in enumerate(points):
+        plans = point.schedule["steps"]
+        codes = [[choices.index(cache_label(s["cache"])) for s in plans]]
+        ax.imshow(codes, cmap=palette, vmin=0, vmax=max(len(choices) - 1, 1), aspect="auto",
+                  extent=(-0.5, len(plans) - 0.5, row + 0.45, row - 0.45))  # fmt: skip
+        ax.plot(range(len(plans)), [row + 0.4 - 0.8 * s["prune"] for s in plans], color="black", linewidth=1.2)
+    ax.set_xlim(-0.5, steps - 0.5)
+    ax.set_ylim(len(points) - 0.5, -0.5)
+    ax.set_yticks(range(len(points)), [f"#{p.candidate}" for p in points])
+    ax.set_xlabel("loop iteration (black line: prune ratio, 0 at the bottom of a strip, 1 at the top)")
+    handles = [Patch(color=palette.colors[i], label=c) for i, c in enumerate(choices)]
+    figure.legend(handles=handles, loc="outside upper center", ncols=len(choices), fontsize=8)
+    return figure
+
+
+def _cache_order(label: str) -> tuple[int, int]:
+    """full first, then branches deepest first (the most computed), then reuse: darkest to lightest."""
+    if label in ("full", "reuse"):
+        return (0 if label == "full" else 2, 0)
+    return (1, -int(label.split()[1]))
+
+
+def compare_plot(records: Sequence[SearchRecord]) -> Figure:
+    """The latest front of each search in one plot."""
+    figure, ax = _figure()
+    for record in records:
+        front = record.front()
+        _staircase(ax, front, marker="o", markersize=4, label=f"#{record.id} {record.name} ({len(front)} points)")
+    ax.legend(fontsize=8)
+    ax.set_title("fronts compared")
+    _axes_labels(ax, records[0])
+    return figure
+
+
+def png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def save_png(figure: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png(figure))
+    return path

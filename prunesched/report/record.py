@@ -1,0 +1,74 @@
+"""One search as a report sees it: every successful evaluation and every stored generation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prunesched.storage.store import Store
+
+
+@dataclass(frozen=True)
+class Point:
+    """One successfully evaluated candidate: the generation it was born in, its two objectives, its schedule."""
+
+    candidate: int
+    generation: int
+    quality: float
+    cost: float
+    schedule: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class GenerationRecord:
+    """A told generation: the evaluations finished by then, the hypervolume, and the front's candidate ids."""
+
+    number: int
+    evaluations: int
+    hypervolume: float | None
+    front: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SearchRecord:
+    id: int
+    name: str
+    status: str
+    objectives: tuple[str, str]
+    config: dict[str, Any]
+    points: tuple[Point, ...]
+    generations: tuple[GenerationRecord, ...]
+    failed: int
+
+    def front(self, generation: int | None = None) -> list[Point]:
+        """The front after ``generation`` (default: the latest), sorted by quality; empty before the first generation."""
+        if not self.generations:
+            return []
+        stored = self.generations[-1] if generation is None else next(g for g in self.generations if g.number == generation)
+        by_id = {p.candidate: p for p in self.points}
+        return sorted((by_id[i] for i in stored.front), key=lambda p: (p.quality, p.cost))
+
+
+def read_search(store: Store, search_id: int) -> SearchRecord:
+    """Read search ``search_id`` whole; an unknown id is a :class:`prunesched.errors.ConfigError`."""
+    search = store.search(search_id)
+    points = tuple(
+        Point(c.id, c.generation_born, float(e.objective_0), float(e.objective_1), c.schedule, e.metrics or {})  # type: ignore[arg-type]
+        for c, e in store.evaluations(search_id, status="done")
+    )
+    generations = tuple(GenerationRecord(g.number, g.evaluations, g.hypervolume, tuple(g.front)) for g in store.generations(search_id))
+    objectives = (str(search.objectives[0]), str(search.objectives[1]))
+    return SearchRecord(search.id, search.name, search.status, objectives, search.config, points, generations, store.counts(search_id).failed)
+
+
+def cache_summary(schedule: dict[str, Any]) -> str:
+    """How many steps of a stored schedule compute in full, from a cached branch, and reuse: ``"full/branch/reuse"``."""
+    caches = [s["cache"] for s in schedule["steps"]]
+    return f"{caches.count('full')}/{sum(isinstance(c, int) for c in caches)}/{caches.count('reuse')}"
+
+
+def mean_prune(schedule: dict[str, Any]) -> str:
+    """The mean prune ratio over a stored schedule's steps, to three decimals."""
+    return f"{sum(s['prune'] for s in schedule['steps']) / len(schedule['steps']):.3f}"
