@@ -1,6 +1,6 @@
 """Quality against speed on the shipped shapes model: SiTo, DaTo, random pruning and DeepCache-style caching.
 
-    python experiments/compare_shapes.py      # about 20 minutes on 2 CPU cores
+    python experiments/compare_shapes.py      # about 75 minutes on 2 CPU cores (--images 16 --repeats 2: about 45)
 
 Every schedule runs the same held-out captions and seeds (50 PNDM steps, guidance 7.5, as SD 1.5
 is run in the papers). Quality: FID and KID to the full model's images in the judge's feature
