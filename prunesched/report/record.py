@@ -54,11 +54,13 @@ class SearchRecord:
 def read_search(store: Store, search_id: int) -> SearchRecord:
     """Read search ``search_id`` whole; an unknown id is a :class:`prunesched.errors.ConfigError`."""
     search = store.search(search_id)
+    # generations first: every front member was evaluated before its generation was stored, so
+    # evaluations read after them include every front of a search that is still writing
+    generations = tuple(GenerationRecord(g.number, g.evaluations, g.hypervolume, tuple(g.front)) for g in store.generations(search_id))
     points = tuple(
         Point(c.id, c.generation_born, float(e.objective_0), float(e.objective_1), c.schedule, e.metrics or {})  # type: ignore[arg-type]
         for c, e in store.evaluations(search_id, status="done")
     )
-    generations = tuple(GenerationRecord(g.number, g.evaluations, g.hypervolume, tuple(g.front)) for g in store.generations(search_id))
     objectives = (str(search.objectives[0]), str(search.objectives[1]))
     return SearchRecord(search.id, search.name, search.status, objectives, search.config, points, generations, store.counts(search_id).failed)
 
