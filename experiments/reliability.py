@@ -43,6 +43,7 @@ def main() -> None:
 
 def render(observed: dict[str, list[dict[str, Any]]]) -> str:
     load, readers = observed["load"][0], observed["readers"][0]
+    commands = ", ".join(f"`{r['command']}`" for r in readers["readers"])
     parts = [
         HEADER,
         "## Bad input\n\nEach is one CLI command; `{dir}` is a scratch folder, `{db}` a copy of a real search database "
@@ -71,8 +72,8 @@ def render(observed: dict[str, list[dict[str, Any]]]) -> str:
             ["database, checkpointed", f"{load['checkpointed_bytes'] / 2**20:.1f} MiB ({load['checkpointed_bytes_per_1000_evaluations'] / 2**10:.0f} KiB per 1000 evaluations)"],
             *[[f"`{name}` (in process / fresh process)", f"{read['in_process_s']:.2f} / {read['fresh_process_s']:.2f} s"] for name, read in load["read_s"].items()],
         ]),  # fmt: skip
-        f"## Concurrent readers\n\nThree processes ran `front`, `history` and `search status` in a loop for {readers['seconds']:.0f} s "
-        "while a search wrote the same SQLite file.\n",
+        f"## Concurrent readers\n\n{len(readers['readers'])} processes, one per command, ran {commands} in a loop for "
+        f"{readers['seconds']:.0f} s while a search wrote the same SQLite file.\n",
         table(["reader", "reads", "slowest", "errors"], [[r["command"], r["reads"], f"{r['slowest_s']:.2f} s", len(r["errors"])] for r in readers["readers"]]),
         f"The writer committed {readers['writes']} times meanwhile; the slowest write took {readers['slowest_write_s'] * 1000:.0f} ms.\n",
     ]
