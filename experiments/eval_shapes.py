@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from prunesched.evaluation.evaluate import EvalSettings, Evaluation
-from prunesched.evaluation.generation import load_images
+from prunesched.evaluation.generation import load_images, tile
 from prunesched.evaluation.stats import metric
 from prunesched.models.shapes import fingerprint
 from prunesched.models.shapes.data import save_samples, scene
@@ -67,13 +66,8 @@ def main() -> None:
 
 
 def _grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
-    side = images.shape[-1]
-    rows = (len(images) + columns - 1) // columns
-    grid = Image.new("RGB", (columns * side, rows * side), "white")
-    for i, image in enumerate(images):
-        grid.paste(Image.fromarray(image.permute(1, 2, 0).numpy()), ((i % columns) * side, (i // columns) * side))
     path.parent.mkdir(parents=True, exist_ok=True)
-    grid.resize((columns * side * 2, rows * side * 2), Image.Resampling.NEAREST).save(path)
+    tile(images, columns, scale=2).save(path)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from prunesched.evaluation.evaluate import EvalSettings, Evaluation
-from prunesched.evaluation.generation import load_images
+from prunesched.evaluation.generation import load_images, tile
 from prunesched.evaluation.stats import Metrics
 from prunesched.runtime.paper_tables import dato_ours_b1
 from prunesched.runtime.schedule import Schedule
@@ -72,9 +72,7 @@ def image_grid(rows: list[DemoRow], scale: int = 2, label_width: int = 150) -> I
         if "caption_accuracy" in row.metrics:
             label += f"\njudge {row.metrics['caption_accuracy']['value']:.0%}"
         draw.multiline_text((6, r * side + 6), label, fill="black")
-        for c, image in enumerate(row.images):
-            tile = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((side, side), Image.Resampling.NEAREST)
-            grid.paste(tile, (label_width + c * side, r * side))
+        grid.paste(tile(row.images, count, scale), (label_width, r * side))
     return grid
 
 

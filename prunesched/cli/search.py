@@ -123,8 +123,9 @@ def export(search_id: int, output: Path, how: str, weight: float, candidate_id: 
     from prunesched.search.review import export
     from prunesched.storage import Store
 
-    given = click.get_current_context().get_parameter_source
-    picking = [option for option, name in (("--pick", "how"), ("--weight", "weight"), ("--generation", "generation")) if given(name).name != "DEFAULT"]
+    source = click.get_current_context().get_parameter_source
+    options = (("--pick", "how"), ("--weight", "weight"), ("--generation", "generation"))
+    picking = [option for option, name in options if source(name) is not click.core.ParameterSource.DEFAULT]
     if candidate_id is not None and picking:
         raise click.UsageError(f"--candidate names the schedule to export; {', '.join(picking)} (which pick from a front) cannot come with it")
     schedule = export(Store(db), search_id, output, how, weight, candidate_id, generation)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 import statistics
+import tempfile
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -160,6 +160,16 @@ class ImageGenerator:
 def median_ratio(numerators: Sequence[Sample], denominators: Sequence[Sample]) -> float:
     """The median of pairwise wall-time ratios: a speed comparison that survives the machine's drift."""
     return statistics.median(a.wall / b.wall for a, b in zip(numerators, denominators))
+
+
+def tile(images: torch.Tensor, columns: int, scale: int = 1) -> Image.Image:
+    """uint8 (N, 3, H, W) images in rows of ``columns`` on white, each upscaled ``scale`` times without smoothing."""
+    side = images.shape[-1] * scale
+    grid = Image.new("RGB", (columns * side, -(-len(images) // columns) * side), "white")
+    for i, image in enumerate(images):
+        picture = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((side, side), Image.Resampling.NEAREST)
+        grid.paste(picture, ((i % columns) * side, (i // columns) * side))
+    return grid
 
 
 def save_images(images: torch.Tensor, folder: Path) -> None:

@@ -32,14 +32,15 @@ def mirror_to_optuna(store: Store, search_id: int, storage: str, name: str | Non
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([str(o) for o in search.objectives])
     study.set_user_attr("prunesched_search", search.id)
-    rows = store.evaluations(search_id, status="done") + store.evaluations(search_id, status="failed")
-    caches = sorted({str(s["cache"]) for c, _ in rows for s in c.schedule["steps"]})
+    rows = [(c, e) for c, e in store.evaluations(search_id) if e.status in ("done", "failed")]  # oldest first
+    cache = CategoricalDistribution(sorted({str(s["cache"]) for c, _ in rows for s in c.schedule["steps"]}))
+    prune = FloatDistribution(0.0, 1.0)
     trials = []
-    for candidate, evaluation in sorted(rows, key=lambda row: row[0].id):
+    for candidate, evaluation in rows:
         params, distributions = {}, {}
         for i, step in enumerate(candidate.schedule["steps"]):
-            params[f"step{i:03d}_cache"], distributions[f"step{i:03d}_cache"] = str(step["cache"]), CategoricalDistribution(caches)
-            params[f"step{i:03d}_prune"], distributions[f"step{i:03d}_prune"] = float(step["prune"]), FloatDistribution(0.0, 1.0)
+            params[f"step{i:03d}_cache"], distributions[f"step{i:03d}_cache"] = str(step["cache"]), cache
+            params[f"step{i:03d}_prune"], distributions[f"step{i:03d}_prune"] = float(step["prune"]), prune
         metrics = {k: v["value"] for k, v in (evaluation.metrics or {}).items() if isinstance(v, dict) and "value" in v}
         attrs = {"candidate": candidate.id, "generation_born": candidate.generation_born, "schedule_hash": candidate.schedule_hash, **metrics}
         done = evaluation.status == "done"

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from PIL import Image
 
+from prunesched.evaluation.generation import tile
 from prunesched.report import plots
 from prunesched.report.record import Point, SearchRecord, cache_summary, mean_prune
 from prunesched.report.samples import sample_images
@@ -100,10 +100,6 @@ def _samples_section(record: SearchRecord, front: list[Point], images: int) -> s
 
 def _strip(images: torch.Tensor, scale: int = 2) -> bytes:
     """uint8 (N, 3, H, W) images side by side, upscaled without smoothing, as PNG bytes."""
-    side = images.shape[-1] * scale
-    strip = Image.new("RGB", (len(images) * side, side), "white")
-    for i, image in enumerate(images):
-        strip.paste(Image.fromarray(image.permute(1, 2, 0).numpy()).resize((side, side), Image.Resampling.NEAREST), (i * side, 0))
     buffer = io.BytesIO()
-    strip.save(buffer, format="PNG")
+    tile(images, len(images), scale).save(buffer, format="PNG")
     return buffer.getvalue()

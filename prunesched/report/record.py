@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -47,8 +48,11 @@ class SearchRecord:
         if not self.generations:
             return []
         stored = self.generations[-1] if generation is None else next(g for g in self.generations if g.number == generation)
-        by_id = {p.candidate: p for p in self.points}
-        return sorted((by_id[i] for i in stored.front), key=lambda p: (p.quality, p.cost))
+        return sorted((self._by_id[i] for i in stored.front), key=lambda p: (p.quality, p.cost))
+
+    @cached_property
+    def _by_id(self) -> dict[int, Point]:
+        return {p.candidate: p for p in self.points}
 
 
 def read_search(store: Store, search_id: int) -> SearchRecord:
