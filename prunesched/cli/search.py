@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from prunesched.cli.render import ProgressView, metric, number, row_dict, table
 from prunesched.report.record import cache_summary, mean_prune
+
+if TYPE_CHECKING:
+    from prunesched.search.config import SearchConfig
 
 DB_OPTION = click.option(
     "--db", default="prunesched.db", show_default=True, envvar="PRUNESCHED_DB",
@@ -36,7 +40,6 @@ def search_launch(
     from dataclasses import replace
 
     from prunesched.search.config import SearchConfig
-    from prunesched.search.coordinator import launch
 
     loaded = SearchConfig.default() if config is None else SearchConfig.load(config)
     loaded = replace(
@@ -44,9 +47,17 @@ def search_launch(
         dispatch=replace(loaded.dispatch, **_given(address=address, workers=workers)),
         proposer=replace(loaded.proposer, **_given(backend=backend, sampler=sampler)),
     )
-    with ProgressView(loaded.proposer.generations, db) as view:
-        search_id = launch(loaded, db, progress=view)
+    launch_with_progress(loaded, db)
+
+
+def launch_with_progress(config: SearchConfig, db: str) -> int:
+    """Run ``config`` to the end in ``db`` with the live progress line, and say where its front is; returns its id."""
+    from prunesched.search.coordinator import launch
+
+    with ProgressView(config.proposer.generations, db) as view:
+        search_id = launch(config, db, progress=view)
     click.echo(f"search {search_id} finished; see 'prunesched front {search_id} --db {db}'")
+    return search_id
 
 
 @search.command("resume")
