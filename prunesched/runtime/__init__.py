@@ -7,8 +7,8 @@ load torch and diffusers on first use.
 from typing import TYPE_CHECKING
 
 from prunesched.lazy import lazy_names
-from prunesched.runtime.methods import METHODS, DatoConfig, RandomConfig, SitoConfig, TokenMethod
-from prunesched.runtime.schedule import Schedule, StepPlan
+from prunesched.runtime.methods import METHODS, AtedmConfig, DatoConfig, RandomConfig, SimilarityMethod, SitoConfig, TokenMethod
+from prunesched.runtime.schedule import PruneLess, Schedule, StepPlan
 
 if TYPE_CHECKING:
     from prunesched.runtime.patch import PatchHandle, apply, remove
@@ -16,10 +16,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METHODS",
+    "AtedmConfig",
     "DatoConfig",
     "PatchHandle",
+    "PruneLess",
     "RandomConfig",
     "Schedule",
+    "SimilarityMethod",
     "SitoConfig",
     "StepPlan",
     "StepRecord",

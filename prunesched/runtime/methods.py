@@ -20,7 +20,49 @@ AlignSource = Literal["cond", "uncond"]
 
 @dataclass(frozen=True)
 class TokenMethod:
-    """Parameters shared by every similarity-recovery pruning method.
+    """What every token-pruning method has: a name, a private random seed, and the largest ratio it accepts.
+
+    Attributes:
+        seed: seed of the method's private random generator, reset at the start of every
+            generation, so pruning never consumes the pipeline's own random stream.
+    """
+
+    name: ClassVar[str] = ""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._check()
+
+    @property
+    def max_prune(self) -> float:
+        """The largest prune ratio this method accepts."""
+        raise NotImplementedError
+
+    def describe_limit(self) -> str:
+        """The accepted prune ratios, for error messages."""
+        return f"method {self.name!r} accepts 0 to {self.max_prune:g}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``method`` object of a schedule document."""
+        return {"name": self.name, **dataclasses.asdict(self)}
+
+    def _check(self) -> None:
+        for field in dataclasses.fields(self):  # noise and score weights: NaN or a negative weight would mean nothing
+            value = getattr(self, field.name)
+            if isinstance(field.default, float) and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ScheduleError(f"method {self.name!r}: {field.name} must be a finite number >= 0, got {value!r}")
+        for key, valid in self._choices().items():
+            if getattr(self, key) not in valid:
+                raise ScheduleError(f"method {self.name!r}: {key} must be one of {', '.join(valid)}, got {getattr(self, key)!r}")
+
+    def _choices(self) -> dict[str, tuple[str, ...]]:
+        """The string parameters and their valid values."""
+        return {}
+
+
+@dataclass(frozen=True)
+class SimilarityMethod(TokenMethod):
+    """Parameters shared by the similarity-recovery methods (SiTo, DaTo, random): base tokens and copies.
 
     Attributes:
         patch: side s of the s x s cells that each contribute one base token. A slot of N
@@ -35,43 +77,32 @@ class TokenMethod:
         align_source: which half's base tokens both halves use. ``"cond"`` (default) as the
             paper says (Fig. 3b: the unconditional half follows the guided one); the released
             code copies the unconditional half instead (``"uncond"``).
-        seed: seed of the method's private random generator, reset at the start of every
-            generation, so pruning never consumes the pipeline's own random stream.
     """
 
-    name: ClassVar[str] = ""
     patch: int = 2
     recover_from: Recovery = "kept"
     align_cfg: bool = False
     align_source: AlignSource = "cond"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self._check()
 
     @property
     def max_prune(self) -> float:
-        """The largest prune ratio this method accepts (base tokens cannot be pruned)."""
+        """Base tokens cannot be pruned: ``1 - 1/patch**2``."""
         return 1.0 - 1.0 / (self.patch * self.patch)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The ``method`` object of a schedule document."""
-        return {"name": self.name, **dataclasses.asdict(self)}
+    def describe_limit(self) -> str:
+        return f"method {self.name!r} with patch {self.patch} accepts 0 to {self.max_prune:g}"
 
     def _check(self) -> None:
         if not isinstance(self.patch, int) or isinstance(self.patch, bool) or self.patch < 2:
             raise ScheduleError(f"method {self.name!r}: patch must be an integer >= 2, got {self.patch!r}")
-        for field in dataclasses.fields(self):  # noise and score weights: NaN or a negative weight would mean nothing
-            value = getattr(self, field.name)
-            if isinstance(field.default, float) and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ScheduleError(f"method {self.name!r}: {field.name} must be a finite number >= 0, got {value!r}")
-        for key, valid in (("recover_from", ("kept", "base")), ("align_source", ("cond", "uncond"))):
-            if getattr(self, key) not in valid:
-                raise ScheduleError(f"method {self.name!r}: {key} must be one of {', '.join(valid)}, got {getattr(self, key)!r}")
+        super()._check()
+
+    def _choices(self) -> dict[str, tuple[str, ...]]:
+        return {"recover_from": ("kept", "base"), "align_source": ("cond", "uncond")}
 
 
 @dataclass(frozen=True)
-class SitoConfig(TokenMethod):
+class SitoConfig(SimilarityMethod):
     """SiTo: base tokens by similarity score (sum of a token's cosine similarities) plus noise.
 
     Attributes:
@@ -85,7 +116,7 @@ class SitoConfig(TokenMethod):
 
 
 @dataclass(frozen=True)
-class DatoConfig(TokenMethod):
+class DatoConfig(SimilarityMethod):
     """DaTo: base tokens by DiffScore, the temporal change of a feature between the two previous steps.
 
     Attributes:
@@ -121,23 +152,57 @@ class DatoConfig(TokenMethod):
         """
         return cls(diff_source="model_output", diff_weight=0.1, random_sign=True, noise=0.1, align_source="uncond")
 
-    def _check(self) -> None:
-        super()._check()
-        if self.diff_source not in ("up_block", "model_output"):
-            raise ScheduleError(
-                f"method 'dato': diff_source must be 'up_block' or 'model_output', got {self.diff_source!r}"
-            )
+    def _choices(self) -> dict[str, tuple[str, ...]]:
+        return super()._choices() | {"diff_source": ("up_block", "model_output")}
 
 
 @dataclass(frozen=True)
-class RandomConfig(TokenMethod):
+class RandomConfig(SimilarityMethod):
     """Uniformly random base and pruned tokens with the same similarity recovery: the ablation baseline."""
 
     name: ClassVar[str] = "random"
     align_cfg: bool = True
 
 
-METHODS: dict[str, type[TokenMethod]] = {cls.name: cls for cls in (SitoConfig, DatoConfig, RandomConfig)}
+@dataclass(frozen=True)
+class AtedmConfig(TokenMethod):
+    """AT-EDM: tokens ranked by G-WPR on the attention map, pruned after the first layer of an attention
+    block and carried through the following layers, recovered by similarity-based copy before the ResNet.
+
+    Attributes:
+        source: which attention map G-WPR reads: ``"self"`` (default; the paper's choice, Fig. 8)
+            or ``"cross"`` (entropy-weighted, Eq. 1).
+        iterations: G-WPR iterations. 0 (default) iterates until the scores change by less than
+            ``epsilon`` (the paper's Algorithm 1); n > 0 runs exactly n, with no host synchronisation,
+            which batches and suits GPUs (the criticism SiTo makes of AT-EDM).
+        epsilon: the convergence threshold, on the L1 change of the unit-L1 scores.
+        chunk: query rows per softmax chunk of the explicit attention map.
+
+    Ratios up to 0.99 are accepted (at least one token of every slot is kept).
+    """
+
+    name: ClassVar[str] = "atedm"
+    source: Literal["self", "cross"] = "self"
+    iterations: int = 0
+    epsilon: float = 1e-6
+    chunk: int = 1024
+
+    @property
+    def max_prune(self) -> float:
+        return 0.99
+
+    def _check(self) -> None:
+        for key, low in (("iterations", 0), ("chunk", 1)):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ScheduleError(f"method 'atedm': {key} must be an integer >= {low}, got {value!r}")
+        super()._check()
+
+    def _choices(self) -> dict[str, tuple[str, ...]]:
+        return {"source": ("self", "cross")}
+
+
+METHODS: dict[str, type[TokenMethod]] = {cls.name: cls for cls in (SitoConfig, DatoConfig, RandomConfig, AtedmConfig)}
 
 
 def method_from_dict(data: Any) -> TokenMethod:

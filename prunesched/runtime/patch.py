@@ -10,13 +10,14 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from prunesched.errors import ScheduleError, UnsupportedModelError
 from prunesched.runtime.caching import install_caching
-from prunesched.runtime.methods import DatoConfig
+from prunesched.runtime.atedm_pruning import install_atedm
+from prunesched.runtime.methods import AtedmConfig, DatoConfig, SimilarityMethod
 from prunesched.runtime.patcher import Patcher
 from prunesched.runtime.pruning import check_prune_limits, install_pruning
 from prunesched.runtime.schedule import Cache, Schedule
 from prunesched.runtime.state import RunState, StepRecord
 from prunesched.runtime.tracking import StepTracker
-from prunesched.runtime.unet_layout import CacheUnit, Slot, cache_units, select_slots
+from prunesched.runtime.unet_layout import CacheUnit, Slot, cache_units, prune_less_blocks, select_slots
 
 _ATTRIBUTE = "_prunesched_handle"
 _MULTI_CHUNK_CFG = ("PAG", "InstructPix2Pix")
@@ -45,7 +46,7 @@ def apply(pipe: Any, schedule: Schedule, *, resample: bool = False) -> PatchHand
         raise UnsupportedModelError("prunesched.apply needs a pipeline with a scheduler at pipe.scheduler")
     if not isinstance(schedule, Schedule):
         raise ScheduleError(f"expected a prunesched.Schedule, got {type(schedule).__name__}; use Schedule.load(path)")
-    if schedule.prunes and schedule.method.align_cfg and any(k in type(pipe).__name__ for k in _MULTI_CHUNK_CFG):
+    if schedule.prunes and isinstance(schedule.method, SimilarityMethod) and schedule.method.align_cfg and any(k in type(pipe).__name__ for k in _MULTI_CHUNK_CFG):
         raise UnsupportedModelError(
             f"{type(pipe).__name__} batches guidance in more than two chunks, so CFG alignment would mix samples; "
             "use a method with align_cfg=false"
@@ -73,13 +74,15 @@ class PatchHandle:
         self.slots = slots
         """The transformer blocks the schedule prunes (see :func:`~prunesched.runtime.unet_layout.select_slots`)."""
         self._resample = resample
-        self._state = RunState(schedule)
+        self._state = RunState(schedule, prune_less_blocks(unet, schedule))
         self._tracker = StepTracker(pipe)
         self._patcher = Patcher()
 
         install_caching(self._patcher, units, self._state)
         method = schedule.method
-        if schedule.prunes:
+        if schedule.prunes and isinstance(method, AtedmConfig):
+            install_atedm(self._patcher, slots, self._state, method)
+        elif schedule.prunes:
             install_pruning(self._patcher, slots, self._state)
             if isinstance(method, DatoConfig):
                 feature = unet.up_blocks[-1] if method.diff_source == "up_block" else unet.conv_out
@@ -129,7 +132,7 @@ class PatchHandle:
                 raise UnsupportedModelError(
                     "cache steps cannot be combined with T2I-Adapter residuals (the UNet adds them in place to cached features)"
                 )
-            state.begin_call(position.stream, branch, step.prune, tuple(sample.shape[-2:]), cfg)
+            state.begin_call(position.iteration, position.stream, branch, step.prune, tuple(sample.shape[-2:]), cfg)
             output = original(*args, **kwargs)
             result = output[0] if isinstance(output, tuple) else output.sample
             state.last_output[position.stream] = result

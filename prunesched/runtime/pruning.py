@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor
 
 from prunesched.errors import ScheduleError, UnsupportedModelError
-from prunesched.runtime.methods import DatoConfig, RandomConfig, SitoConfig, TokenMethod
+from prunesched.runtime.methods import DatoConfig, RandomConfig, SimilarityMethod, SitoConfig, TokenMethod
 from prunesched.runtime.patcher import Patcher
 from prunesched.runtime.schedule import Schedule
 from prunesched.runtime.state import RunState
@@ -45,6 +45,8 @@ def plan_tokens(method: TokenMethod, x: Tensor, grid: tuple[int, int], num_prune
 
 def check_prune_limits(slots: list[Slot], schedule: Schedule, latent_hw: tuple[int, int]) -> None:
     """Refuse, before any work, a ratio that would prune base tokens on this latent's grids."""
+    if not isinstance(schedule.method, SimilarityMethod):
+        return  # only base tokens set a limit below the schedule's own range
     ratio, patch = max(s.prune for s in schedule.steps), schedule.method.patch
     for slot in slots:
         grid = token_grid(latent_hw, slot.level)
@@ -61,8 +63,10 @@ def _pruned_attention(original: Callable[..., Tensor], slot: Slot, state: RunSta
     method = state.schedule.method
 
     def forward(hidden_states: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        ratio = state.prune
+        ratio = state.ratio(slot.attention_block)
         if ratio == 0:
+            if state.prune > 0:  # held prune-less by DSAP: recorded, so a record shows which blocks pruned
+                state.record_tokens(slot.name, hidden_states.shape[1], hidden_states.shape[1])
             return original(hidden_states, *args, **kwargs)
         if args or kwargs.get("encoder_hidden_states") is not None or kwargs.get("attention_mask") is not None:
             raise UnsupportedModelError(f"cannot prune {slot.name}: its self-attention is called with a mask or context")

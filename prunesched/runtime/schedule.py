@@ -60,6 +60,42 @@ class StepPlan:
 
 
 @dataclass(frozen=True)
+class PruneLess:
+    """DSAP's prune-less schedule (AT-EDM §3.3): some attention blocks do not prune in the first iterations.
+
+    Early attention maps are nearly uniform and rank tokens poorly, and some blocks matter more to
+    the image than others, so for the first ``steps`` loop iterations the attention blocks in
+    ``blocks`` prune nothing; every method honours it. ``blocks="dsap"`` (default) is the paper's
+    set: the first attention block of each down stage and the last of each up stage (never the
+    mid block); otherwise a list of attention-block names such as ``down_blocks.1.attentions.0``.
+    """
+
+    steps: int
+    blocks: Slots = "dsap"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 0:
+            raise ScheduleError(f"prune_less steps must be an integer >= 0, got {self.steps!r}")
+        if isinstance(self.blocks, str):
+            if self.blocks != "dsap":
+                raise ScheduleError(f"prune_less blocks must be 'dsap' or a list of attention-block names, got {self.blocks!r}")
+        elif not self.blocks or not all(isinstance(b, str) and b for b in self.blocks):
+            raise ScheduleError(f"prune_less blocks must be 'dsap' or a non-empty list of attention-block names, got {self.blocks!r}")
+        else:
+            object.__setattr__(self, "blocks", tuple(self.blocks))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "blocks": self.blocks if isinstance(self.blocks, str) else list(self.blocks)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PruneLess:
+        if not isinstance(data, dict) or set(data) - {"steps", "blocks"} or "steps" not in data:
+            raise ScheduleError(f"'prune_less' must be an object with 'steps' and optionally 'blocks', got {data!r:.80}")
+        blocks = data.get("blocks", "dsap")
+        return cls(data["steps"], blocks if isinstance(blocks, str) else _slot_list(blocks))
+
+
+@dataclass(frozen=True)
 class Schedule:
     """A per-iteration acceleration plan for one pipeline configuration.
 
@@ -71,6 +107,7 @@ class Schedule:
     method: TokenMethod = field(default_factory=lambda: METHODS["sito"]())
     slots: Slots = "highest-resolution"
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    prune_less: PruneLess | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
@@ -167,7 +204,8 @@ class Schedule:
         else:
             index = [math.floor(j * (old - 1) / (steps - 1) + 0.5) for j in range(steps)]
         provenance = {**self.provenance, "resampled_from": old}
-        return replace(self, steps=tuple(self.steps[i] for i in index), provenance=provenance)
+        prune_less = self.prune_less and replace(self.prune_less, steps=math.floor(self.prune_less.steps * steps / old + 0.5))
+        return replace(self, steps=tuple(self.steps[i] for i in index), provenance=provenance, prune_less=prune_less)
 
     def with_provenance(self, **info: Any) -> Schedule:
         """A copy whose provenance is extended with ``info``."""
@@ -183,6 +221,7 @@ class Schedule:
             "method": self.method.to_dict(),
             "slots": self.slots if isinstance(self.slots, str) else list(self.slots),
             "steps": [s.to_dict() for s in self.steps],
+            **({"prune_less": self.prune_less.to_dict()} if self.prune_less else {}),
             "provenance": dict(self.provenance),
         }
 
@@ -207,9 +246,10 @@ class Schedule:
         version = data.get("version")
         if version != VERSION:
             raise ScheduleError(f"schedule version {version!r} is not supported; this prunesched reads version {VERSION}")
-        unknown = sorted(set(data) - {"format", "version", "method", "slots", "steps", "provenance"})
+        fields = ("format", "version", "method", "slots", "steps", "prune_less", "provenance")
+        unknown = sorted(set(data) - set(fields))
         if unknown:
-            raise ScheduleError(f"unknown schedule field {unknown[0]!r}; valid fields: format, version, method, slots, steps, provenance")
+            raise ScheduleError(f"unknown schedule field {unknown[0]!r}; valid fields: {', '.join(fields)}")
         if "steps" not in data:
             raise ScheduleError("schedule has no 'steps'; it needs a list of {\"cache\": ..., \"prune\": ...} objects")
         steps = data["steps"]
@@ -224,6 +264,7 @@ class Schedule:
             method=method_from_dict(data.get("method", "sito")),
             slots=slots if isinstance(slots, str) else _slot_list(slots),
             provenance=provenance,
+            prune_less=None if data.get("prune_less") is None else PruneLess.from_dict(data["prune_less"]),
         )
 
     @classmethod
@@ -317,6 +358,8 @@ def _validate(schedule: Schedule) -> None:
         raise ScheduleError("schedule has no steps; it needs one step per iteration of the denoising loop")
     if not isinstance(schedule.method, TokenMethod):
         raise ScheduleError(f"method must be one of {sorted(METHODS)}, got {schedule.method!r}")
+    if schedule.prune_less is not None and not isinstance(schedule.prune_less, PruneLess):
+        raise ScheduleError(f"prune_less must be a PruneLess, got {schedule.prune_less!r}")
     if isinstance(schedule.slots, str) and schedule.slots not in SLOT_KEYWORDS:
         raise ScheduleError(f"unknown slots {schedule.slots!r}; valid: {', '.join(SLOT_KEYWORDS)} or a list of module names")
     limit = schedule.method.max_prune
@@ -330,6 +373,5 @@ def _validate(schedule: Schedule) -> None:
         prune = step.prune
         if isinstance(prune, bool) or not isinstance(prune, (int, float)) or not 0.0 <= prune <= limit:
             raise ScheduleError(
-                f"step {i}: prune ratio {prune!r} is out of range; method {schedule.method.name!r} "
-                f"with patch {schedule.method.patch} accepts 0 to {limit:g}"
+                f"step {i}: prune ratio {prune!r} is out of range; {schedule.method.describe_limit()}"
             )

@@ -23,7 +23,9 @@ class StepRecord:
         performed: what was done: ``"full"``, a branch id, or ``"reuse"``.
         cache_missing: the requested cache did not exist yet, so the step was computed in full.
         prune: the prune ratio in force.
-        tokens: per pruned slot, ``(tokens that entered self-attention, all tokens)``.
+        tokens: per slot of a pruning step, ``(tokens the slot computed on, all tokens)``: the
+            tokens that entered self-attention for SiTo, DaTo and random; for AT-EDM, all tokens
+            in a block's first layer and the kept ones after it; all tokens in a block DSAP holds.
         unet_calls: UNet calls in this iteration that did work or reused (2 for non-batched CFG).
     """
 
@@ -43,9 +45,12 @@ class RunState:
     an iteration), so pipelines that run CFG as two calls keep their halves apart.
     """
 
-    def __init__(self, schedule: Schedule) -> None:
+    def __init__(self, schedule: Schedule, prune_less: frozenset[str] = frozenset()) -> None:
         self.schedule = schedule
+        self.prune_less = prune_less
+        """The attention blocks that prune nothing in the schedule's first ``prune_less.steps`` iterations."""
         self.records: list[StepRecord] = []
+        self.iteration = 0
         self.stream = 0
         self.branch: int | None = None
         self.prune = 0.0
@@ -76,9 +81,16 @@ class RunState:
             self._generators[self.stream] = torch.Generator(device=self._device).manual_seed(self.schedule.method.seed)
         return self._generators[self.stream]
 
-    def begin_call(self, stream: int, branch: int | None, prune: float, latent_hw: tuple[int, int], cfg: bool) -> None:
-        self.stream, self.branch, self.prune, self.latent_hw, self.cfg = stream, branch, prune, latent_hw, cfg
+    def begin_call(self, iteration: int, stream: int, branch: int | None, prune: float, latent_hw: tuple[int, int], cfg: bool) -> None:
+        self.iteration, self.stream, self.branch, self.prune, self.latent_hw, self.cfg = iteration, stream, branch, prune, latent_hw, cfg
         self._diffs.clear()
+
+    def ratio(self, attention_block: str) -> float:
+        """The prune ratio of ``attention_block`` in the current call: the step's, or 0 while DSAP keeps the block prune-less."""
+        prune_less = self.schedule.prune_less
+        if prune_less is not None and self.iteration < prune_less.steps and attention_block in self.prune_less:
+            return 0.0
+        return self.prune
 
     def cache(self) -> dict[str, Any]:
         """The cached module outputs of the current stream."""

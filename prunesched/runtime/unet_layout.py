@@ -31,6 +31,11 @@ class Slot:
     block: nn.Module
     level: int
 
+    @property
+    def attention_block(self) -> str:
+        """The attention block (``Transformer2DModel``) the slot belongs to, e.g. ``down_blocks.0.attentions.1``."""
+        return self.name.rsplit(".transformer_blocks.", 1)[0]
+
 
 @dataclass(frozen=True)
 class CacheUnit:
@@ -97,6 +102,21 @@ def select_slots(unet: nn.Module, schedule: Schedule) -> list[Slot]:
     for slot in chosen:
         check_supported(slot)
     return chosen
+
+
+def prune_less_blocks(unet: nn.Module, schedule: Schedule) -> frozenset[str]:
+    """The attention blocks the schedule's DSAP prune-less set names, checked against this UNet."""
+    if schedule.prune_less is None:
+        return frozenset()
+    blocks = {s.attention_block for s in all_slots(unet)}
+    if schedule.prune_less.blocks == "dsap":  # the first of each down stage, the last of each up stage
+        chosen = {f"down_blocks.{i}.attentions.0" for i, b in enumerate(unet.down_blocks) if getattr(b, "attentions", None)}
+        chosen |= {f"up_blocks.{i}.attentions.{len(b.attentions) - 1}" for i, b in enumerate(unet.up_blocks) if getattr(b, "attentions", None)}
+        return frozenset(chosen)
+    missing = [b for b in schedule.prune_less.blocks if b not in blocks]
+    if missing:
+        raise ScheduleError(f"prune_less block {missing[0]!r} is not an attention block of this UNet; valid: {', '.join(sorted(blocks))}")
+    return frozenset(schedule.prune_less.blocks)
 
 
 def check_supported(slot: Slot) -> None:
