@@ -102,9 +102,7 @@ def _scoring_self_attention(
         ratio = state.ratio(block.name)
         block.active, block.plan = ratio > 0, None
         if not block.active:
-            if state.prune > 0:  # held prune-less by DSAP: recorded, so a record shows which blocks pruned
-                for layer in block.layers:
-                    state.record_tokens(layer.name, hidden_states.shape[1], hidden_states.shape[1])
+            state.record_held([layer.name for layer in block.layers], hidden_states.shape[1])
             return original(hidden_states, *args, **kwargs)
         if args or kwargs.get("encoder_hidden_states") is not None or kwargs.get("attention_mask") is not None:
             raise UnsupportedModelError(f"cannot prune {block.name}: its self-attention is called with a mask or context")

@@ -65,8 +65,7 @@ def _pruned_attention(original: Callable[..., Tensor], slot: Slot, state: RunSta
     def forward(hidden_states: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         ratio = state.ratio(slot.attention_block)
         if ratio == 0:
-            if state.prune > 0:  # held prune-less by DSAP: recorded, so a record shows which blocks pruned
-                state.record_tokens(slot.name, hidden_states.shape[1], hidden_states.shape[1])
+            state.record_held([slot.name], hidden_states.shape[1])
             return original(hidden_states, *args, **kwargs)
         if args or kwargs.get("encoder_hidden_states") is not None or kwargs.get("attention_mask") is not None:
             raise UnsupportedModelError(f"cannot prune {slot.name}: its self-attention is called with a mask or context")

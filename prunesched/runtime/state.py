@@ -107,6 +107,12 @@ class RunState:
             self._diffs[grid] = diff_score(history[0], history[1], grid) if len(history) == 2 else None
         return self._diffs[grid]
 
+    def record_held(self, slots: list[str], tokens: int) -> None:
+        """In a step that prunes, record ``slots`` DSAP holds prune-less with all their tokens (records show which blocks pruned)."""
+        if self.prune > 0:
+            for slot in slots:
+                self.record_tokens(slot, tokens, tokens)
+
     def record_tokens(self, slot: str, kept: int, total: int) -> None:
         if self.records:
             self.records[-1].tokens[slot] = (kept, total)
