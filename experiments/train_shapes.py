@@ -1,6 +1,6 @@
 """Train the embedded shapes model and its judge from scratch, on a CPU, with a fixed seed.
 
-    python experiments/train_shapes.py            # about 85 minutes on 2 CPU cores
+    python experiments/train_shapes.py            # about 76 minutes on 2 idle CPU cores
 
 Stages (each saved under --work, so a crash resumes where it stopped):
   data   render the training images and captions (prunesched.models.shapes.data)
