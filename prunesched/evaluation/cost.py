@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from prunesched.bench.timing import Marks
 from prunesched.errors import ConfigError
-from prunesched.evaluation.generation import ImageGenerator, key_hash, median_ratio
+from prunesched.evaluation.generation import ImageGenerator, key_hash, median_ratio, step_callback
 from prunesched.runtime.schedule import Schedule, StepPlan
 
 FULL = "full@0.0"
@@ -44,7 +44,7 @@ class CostTable:
     ``relative[l]``: the time of a step with plan ``l`` over the time of the full step before it
     (median of pairs); ``full_s``: a full step's seconds; ``overhead``: a call's time outside its
     steps, in full steps; ``unaccelerated``: the unpatched pipeline's call time, in full steps;
-    ``macs[l]``: multiply-accumulates of the step's UNet call.
+    ``macs[l]``: multiply-accumulates of the step's denoiser call.
     """
 
     key: dict[str, Any]
@@ -159,18 +159,12 @@ class CostModel:
         return out
 
     def _time(self, schedule: Schedule) -> tuple[list[float], float]:
-        """Each step's seconds (step 0 from its UNet call on) and the call's seconds outside its steps."""
+        """Each step's seconds (step 0 from its denoiser call on) and the call's seconds outside its steps."""
         marks = Marks(self.generator.device)
-        unet = self.generator.pipe.unet
-        hook = unet.register_forward_pre_hook(lambda *_: marks.mark() if len(marks.points) == 1 else None)
-
-        def step_end(pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            marks.mark()
-            return kwargs
-
+        hook = self.generator.denoiser.register_forward_pre_hook(lambda *_: marks.mark() if len(marks.points) == 1 else None)
         try:
             marks.mark()
-            self.generator.first_batch(schedule, callback_on_step_end=step_end)
+            self.generator.first_batch(schedule, **step_callback(self.generator.pipe, lambda _i: marks.mark()))
             marks.mark()
         finally:
             hook.remove()
@@ -178,10 +172,10 @@ class CostModel:
         return gaps[1:-1], gaps[0] + gaps[-1]
 
     def _count(self, schedule: Schedule, table: CostTable) -> None:
-        """Record the multiply-accumulates of each step's UNet calls (none for a reused step, which computes nothing)."""
+        """Record the multiply-accumulates of each step's denoiser calls (none for a reused step, which computes nothing)."""
         per_step = [0] * len(schedule)
         step = [0]
-        unet = self.generator.pipe.unet
+        denoiser = self.generator.denoiser
         counter: list[FlopCounterMode] = []
 
         def before(*_: Any) -> None:
@@ -192,13 +186,12 @@ class CostModel:
             counter[-1].__exit__(None, None, None)
             per_step[step[0]] += counter.pop().get_total_flops() // 2
 
-        def step_end(pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        def step_end(i: int) -> None:
             step[0] = i + 1
-            return kwargs
 
-        hooks = [unet.register_forward_pre_hook(before), unet.register_forward_hook(after)]
+        hooks = [denoiser.register_forward_pre_hook(before), denoiser.register_forward_hook(after)]
         try:
-            self.generator.first_batch(schedule, callback_on_step_end=step_end)
+            self.generator.first_batch(schedule, **step_callback(self.generator.pipe, step_end))
         finally:
             for hook in hooks:
                 hook.remove()

@@ -8,11 +8,12 @@ Images stay on the machine that made them (saved as PNG under a cache folder); o
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import shutil
 import statistics
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
@@ -27,6 +28,7 @@ import prunesched
 from prunesched.bench.timing import Sample, Stopwatch
 from prunesched.errors import ConfigError
 from prunesched.models.loading import model_fingerprint
+from prunesched.runtime.patch import find_denoiser
 from prunesched.runtime.schedule import Schedule
 
 LATENCY_SCOPES = ("loop", "pipeline")
@@ -59,11 +61,12 @@ class ImageGenerator:
 
     def __init__(self, pipe: Any, spec: GenerationSpec) -> None:
         self.pipe, self.spec = pipe, spec
+        self.denoiser = find_denoiser(pipe)
         self.device = pipe.device
         self.stopwatch = Stopwatch(self.device)
         pipe.scheduler.set_timesteps(spec.num_inference_steps)
         self.loop_length = len(pipe.scheduler.timesteps)
-        self.size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        self.size = self.denoiser.config.sample_size * pipe.vae_scale_factor
         self._timed_batch = self._embed(self._batches()[0][0])
 
     @property
@@ -75,7 +78,7 @@ class ImageGenerator:
         spec["batch_size"] = self.batch_size
         device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
         versions = {name: version(name) for name in ("torch", "diffusers", "prunesched")}
-        return {**spec, "size": self.size, "device": device, "dtype": str(self.pipe.unet.dtype), **versions}
+        return {**spec, "size": self.size, "device": device, "dtype": str(self.denoiser.dtype), **versions}
 
     @property
     def batch_size(self) -> int:
@@ -84,8 +87,8 @@ class ImageGenerator:
 
     @property
     def attention(self) -> str:
-        """The attention processor(s) the UNet runs, recorded with every latency."""
-        return ",".join(sorted({type(p).__name__ for p in self.pipe.unet.attn_processors.values()}))
+        """The attention processor(s) the denoiser runs, recorded with every latency."""
+        return ",".join(sorted({type(p).__name__ for p in self.denoiser.attn_processors.values()}))
 
     def images(self, schedule: Schedule | None = None) -> torch.Tensor:
         """All images as uint8 (N, 3, H, W) on the CPU, with ``schedule`` applied (None: unaccelerated)."""
@@ -132,29 +135,50 @@ class ImageGenerator:
         return nullcontext() if schedule is None else prunesched.apply(self.pipe, schedule)
 
     def _embed(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Text embeddings as pipeline keyword arguments (SD returns two tensors, SDXL four)."""
+        """Text embeddings as pipeline keyword arguments (SD returns two tensors, SDXL and SD3 four, PixArt four with masks)."""
         names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+        if "prompt_attention_mask" in _parameters(self.pipe):
+            names = ("prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds", "negative_prompt_attention_mask")
+        others = {k: None for k in ("prompt_2", "prompt_3") if k in inspect.signature(self.pipe.encode_prompt).parameters}  # SD3: the same
         with torch.no_grad():
             out = self.pipe.encode_prompt(
-                prompt=list(prompts), device=self.device, num_images_per_prompt=1,
+                prompt=list(prompts), **others, device=self.device, num_images_per_prompt=1,
                 do_classifier_free_guidance=self.spec.guidance_scale > 1,
             )  # fmt: skip
-        return {name: value for name, value in zip(names, out) if value is not None}
+        embeddings = {name: value for name, value in zip(names, out) if value is not None}
+        if "negative_prompt_embeds" in embeddings:  # PixArt's negative_prompt defaults to "", which would conflict
+            embeddings["negative_prompt"] = None
+        return embeddings
 
     def _loop(self, inputs: dict[str, Any], seeds: Sequence[int]) -> torch.Tensor:
         generators = [torch.Generator(self.device).manual_seed(seed) for seed in seeds]
+        # PixArt: the model's own size needs no aspect-ratio binning, and captions go in as given
+        options = {k: False for k in ("use_resolution_binning", "clean_caption") if k in _parameters(self.pipe)}
         with torch.no_grad():
             return self.pipe(
-                **inputs, generator=generators, output_type="latent",
+                **inputs, **options, generator=generators, output_type="latent",
                 num_inference_steps=self.spec.num_inference_steps, guidance_scale=self.spec.guidance_scale,
             ).images  # fmt: skip
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.pipe.vae
+        shift = getattr(vae.config, "shift_factor", None) or 0.0  # SD3's VAE is shifted
         with torch.no_grad():
-            decoded = vae.decode(latents / vae.config.scaling_factor).sample
+            decoded = vae.decode(latents / vae.config.scaling_factor + shift).sample
         pixels = (decoded.float().cpu() / 2 + 0.5).clamp(0, 1)
         return (pixels * 255).round().to(torch.uint8)  # as diffusers' own PIL conversion rounds
+
+
+def step_callback(pipe: Any, after: Callable[[int], None]) -> dict[str, Any]:
+    """Pipeline keyword arguments that call ``after(i)`` at the end of loop iteration ``i``: ``callback_on_step_end``,
+    or the older ``callback`` where a pipeline has only that (PixArt)."""
+    if "callback_on_step_end" in _parameters(pipe):
+        return {"callback_on_step_end": lambda _pipe, i, _t, tensors: (after(i), tensors)[1]}
+    return {"callback": lambda i, _t, _latents: after(i), "callback_steps": 1}
+
+
+def _parameters(pipe: Any) -> Any:
+    return inspect.signature(pipe.__call__).parameters
 
 
 def median_ratio(numerators: Sequence[Sample], denominators: Sequence[Sample]) -> float:

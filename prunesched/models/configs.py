@@ -1,4 +1,4 @@
-"""UNet configs of the real Stable Diffusion architectures (from their public ``unet/config.json``).
+"""UNet and DiT configs of the real Stable Diffusion / PixArt architectures (from their public ``config.json``).
 
 Built with random weights they have the real shapes and costs, which is all a per-step
 latency or FLOP benchmark needs.
@@ -53,3 +53,39 @@ SDXL_UNET: dict[str, Any] = {
     "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
     "use_linear_projection": True,
 }
+
+SD3_MEDIUM_TRANSFORMER: dict[str, Any] = {
+    "attention_head_dim": 64,
+    "caption_projection_dim": 1536,
+    "in_channels": 16,
+    "joint_attention_dim": 4096,
+    "num_attention_heads": 24,
+    "num_layers": 24,
+    "out_channels": 16,
+    "patch_size": 2,
+    "pooled_projection_dim": 2048,
+    "pos_embed_max_size": 192,
+    "sample_size": 128,
+}
+"""``stabilityai/stable-diffusion-3-medium-diffusers``' transformer: the MMDiT that CAT's SD3 numbers are for."""
+
+PIXART_SIGMA_TRANSFORMER: dict[str, Any] = {
+    "activation_fn": "gelu-approximate",
+    "attention_bias": True,
+    "attention_head_dim": 72,
+    "caption_channels": 4096,
+    "cross_attention_dim": 1152,
+    "in_channels": 4,
+    "interpolation_scale": 2,
+    "norm_elementwise_affine": False,
+    "norm_eps": 1e-06,
+    "norm_type": "ada_norm_single",
+    "num_attention_heads": 16,
+    "num_embeds_ada_norm": 1000,
+    "num_layers": 28,
+    "out_channels": 8,
+    "patch_size": 2,
+    "sample_size": 128,
+    "use_additional_conditions": False,
+}
+"""``PixArt-alpha/PixArt-Sigma-XL-2-1024-MS``' transformer: CAT's PixArt-Σ numbers are for it."""

@@ -1,4 +1,4 @@
-"""Tiny SD-1.x-style and SDXL-style pipelines built from configs, with random weights.
+"""Tiny SD-1.x, SDXL, SD3 and PixArt-Σ-style pipelines built from configs, with random weights.
 
 They run every code path of the real pipelines in well under a second per image on a CPU, which
 makes them the test bed of the runtime. Their images are noise: use them to test mechanics,
@@ -12,15 +12,21 @@ import tempfile
 import torch
 from diffusers import (
     AutoencoderKL,
-    PNDMScheduler,
+    DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    PixArtSigmaPipeline,
+    PixArtTransformer2DModel,
+    PNDMScheduler,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer, T5Config, T5EncoderModel
 
-from prunesched.models.tokenizer import clip_tokenizer
+from prunesched.models.tokenizer import clip_tokenizer, word_tokenizer
 
 SD_SCHEDULER = {
     "beta_start": 0.00085,
@@ -47,10 +53,10 @@ def _tokenizer() -> CLIPTokenizer:
         return clip_tokenizer(directory)
 
 
-def _vae() -> AutoencoderKL:
+def _vae(**config: float) -> AutoencoderKL:
     return AutoencoderKL(
         block_out_channels=[16, 32], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
-        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2, **config,
     )  # fmt: skip
 
 
@@ -95,5 +101,40 @@ def tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
     return pipe
 
 
-TINY_PIPELINES = {"tiny-sd": tiny_sd_pipeline, "tiny-sdxl": tiny_sdxl_pipeline}
+def tiny_sd3_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
+    """An SD3-shaped pipeline: a two-layer MMDiT (joint attention, patch 2), both CLIP encoders, no T5, flow matching."""
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8,
+        num_attention_heads=4, joint_attention_dim=64, caption_projection_dim=32, pooled_projection_dim=64,
+    )  # fmt: skip
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer.eval(), scheduler=FlowMatchEulerDiscreteScheduler(), vae=_vae(shift_factor=0.0609),
+        text_encoder=CLIPTextModelWithProjection(_text_config()), tokenizer=_tokenizer(),
+        text_encoder_2=CLIPTextModelWithProjection(_text_config()), tokenizer_2=_tokenizer(),
+        text_encoder_3=None, tokenizer_3=None,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_pixart_pipeline(seed: int = 0) -> PixArtSigmaPipeline:
+    """A PixArt-Σ-shaped pipeline: a two-layer DiT with ada_norm_single, learned variance, a tiny T5, DPM-Solver."""
+    torch.manual_seed(seed)
+    transformer = PixArtTransformer2DModel(
+        sample_size=16, num_layers=2, patch_size=2, attention_head_dim=8, num_attention_heads=3, caption_channels=32,
+        in_channels=4, out_channels=8, cross_attention_dim=24, attention_bias=True, activation_fn="gelu-approximate",
+        num_embeds_ada_norm=1000, norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
+    )  # fmt: skip
+    text_encoder = T5EncoderModel(T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4))
+    pipe = PixArtSigmaPipeline(
+        tokenizer=word_tokenizer(), text_encoder=text_encoder.eval(), vae=_vae(), transformer=transformer.eval(),
+        scheduler=DPMSolverMultistepScheduler(),
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+TINY_PIPELINES = {"tiny-sd": tiny_sd_pipeline, "tiny-sdxl": tiny_sdxl_pipeline, "tiny-sd3": tiny_sd3_pipeline,
+                  "tiny-pixart": tiny_pixart_pipeline}  # fmt: skip
 """The random-weight pipelines a config can name, for tests of mechanics."""

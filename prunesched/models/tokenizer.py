@@ -1,4 +1,4 @@
-"""A CLIP tokenizer whose vocabulary files we write ourselves, so pipelines load without a download."""
+"""Tokenizers built here (CLIP BPE files we write, a T5-style word tokenizer in memory), so pipelines load without a download."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from transformers import CLIPTokenizer
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+from tokenizers.normalizers import Lowercase
+from tokenizers.pre_tokenizers import Whitespace
+from tokenizers.processors import TemplateProcessing
+from transformers import CLIPTokenizer, PreTrainedTokenizerFast
 
 
 def _byte_alphabet() -> list[str]:
@@ -64,3 +69,19 @@ def clip_tokenizer(directory: str | Path, words: Iterable[str] = (), max_length:
     """Write the vocabulary files into ``directory`` and load a ``CLIPTokenizer`` from them."""
     path = write_clip_tokenizer(directory, words)
     return CLIPTokenizer.from_pretrained(str(path), model_max_length=max_length)
+
+
+def word_tokenizer(words: Iterable[str] = ()) -> PreTrainedTokenizerFast:
+    """A T5-style word tokenizer (``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, then ``words``), built in memory.
+
+    It stands in for T5's SentencePiece files in the tiny PixArt-Σ pipeline: lower-cased words
+    split on whitespace and punctuation, ``</s>`` appended, unknown words as ``<unk>``.
+    """
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for word in words:
+        vocab.setdefault(word.lower(), len(vocab))
+    backend = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    backend.normalizer = Lowercase()
+    backend.pre_tokenizer = Whitespace()
+    backend.post_processor = TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")

@@ -7,7 +7,7 @@ load torch and diffusers on first use.
 from typing import TYPE_CHECKING
 
 from prunesched.lazy import lazy_names
-from prunesched.runtime.methods import METHODS, AtedmConfig, DatoConfig, RandomConfig, SimilarityMethod, SitoConfig, TokenMethod
+from prunesched.runtime.methods import METHODS, AtedmConfig, CatConfig, DatoConfig, RandomConfig, SimilarityMethod, SitoConfig, TokenMethod
 from prunesched.runtime.schedule import PruneLess, Schedule, StepPlan
 
 if TYPE_CHECKING:
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 __all__ = [
     "METHODS",
     "AtedmConfig",
+    "CatConfig",
     "DatoConfig",
     "PatchHandle",
     "PruneLess",

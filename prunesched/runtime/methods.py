@@ -202,7 +202,55 @@ class AtedmConfig(TokenMethod):
         return {"source": ("self", "cross")}
 
 
-METHODS: dict[str, type[TokenMethod]] = {cls.name: cls for cls in (SitoConfig, DatoConfig, RandomConfig, AtedmConfig)}
+@dataclass(frozen=True)
+class CatConfig(TokenMethod):
+    """CAT pruning for DiTs (SD3, PixArt-Σ): each pruned step recomputes a fraction alpha = 1 - prune of the
+    image tokens and every other token reuses its value from the previous step.
+
+    The tokens a step recomputes are those whose predicted noise moved most since the reference
+    step t0 (relative noise magnitude), taken inside the highest-scoring spatial clusters, plus
+    the stalest tokens (lowest EWMA selection frequency). The steps before the first pruned one
+    run in full; the second-to-last of them is t0, and the last one gives the first selection
+    and the clusters (K-means on relative noise + positional encoding, once per generation).
+
+    Attributes:
+        clusters: K-means clusters (the paper's 20).
+        kmeans_iterations: Lloyd iterations, a fixed count so that nothing waits on the GPU.
+        position_weight: weight of the positional encoding (Eq. 3) against the relative noise,
+            which is first scaled to unit RMS so that the balance does not depend on the model's
+            output scale.
+        decay: the EWMA factor a of the selection frequency f_t = a * f_{t-1} + I_t (Eq. 2).
+        noise_share: share of a step's tokens chosen by relative noise magnitude inside the top
+            clusters; the rest are the stalest tokens (the released code's 25 %).
+        top_clusters: clusters the noise share is spread over, weighted n, n-1, ..., 1 (the released code's 3).
+
+    Ratios up to 0.99 are accepted (at least one token is recomputed).
+    """
+
+    name: ClassVar[str] = "cat"
+    clusters: int = 20
+    kmeans_iterations: int = 10
+    position_weight: float = 1.0
+    decay: float = 0.5
+    noise_share: float = 0.25
+    top_clusters: int = 3
+
+    @property
+    def max_prune(self) -> float:
+        return 0.99
+
+    def _check(self) -> None:
+        for key, low in (("clusters", 1), ("kmeans_iterations", 0), ("top_clusters", 1)):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ScheduleError(f"method 'cat': {key} must be an integer >= {low}, got {value!r}")
+        super()._check()
+        for key in ("decay", "noise_share"):
+            if getattr(self, key) > 1:
+                raise ScheduleError(f"method 'cat': {key} must be between 0 and 1, got {getattr(self, key)!r}")
+
+
+METHODS: dict[str, type[TokenMethod]] = {cls.name: cls for cls in (SitoConfig, DatoConfig, RandomConfig, AtedmConfig, CatConfig)}
 
 
 def method_from_dict(data: Any) -> TokenMethod:

@@ -99,7 +99,7 @@ class PruneLess:
 class Schedule:
     """A per-iteration acceleration plan for one pipeline configuration.
 
-    Build one with :meth:`uniform`, :meth:`deepcache`, :meth:`from_dato` or :meth:`load`;
+    Build one with :meth:`uniform`, :meth:`deepcache`, :meth:`cat`, :meth:`from_dato` or :meth:`load`;
     apply it with :func:`prunesched.apply`.
     """
 
@@ -147,6 +147,18 @@ class Schedule:
             raise ScheduleError(f"interval must be an integer >= 1, got {interval!r}")
         plans = tuple(StepPlan("full" if i % interval == 0 else branch, prune) for i in range(steps))
         return cls(steps=plans, method=_method(method))
+
+    @classmethod
+    def cat(cls, steps: int, t0: int = 8, alpha: float = 0.3, method: str | TokenMethod = "cat") -> Schedule:
+        """CAT pruning's schedule for a DiT (SD3, PixArt-Σ): ``t0`` full steps, then every step recomputes a
+        fraction ``alpha`` of the image tokens (``prune = 1 - alpha``). The paper's setting: 28 steps, t0 8, alpha 0.3."""
+        _check_step_count(steps)
+        if not isinstance(t0, int) or isinstance(t0, bool) or not 0 <= t0 <= steps:
+            raise ScheduleError(f"t0 must be an integer from 0 to the step count {steps}, got {t0!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
+            raise ScheduleError(f"alpha, the fraction of image tokens recomputed, must be in (0, 1], got {alpha!r}")
+        prune = round(1 - alpha, 6)  # 0.7, not 0.7000000000000001
+        return cls(steps=tuple(StepPlan("full", 0.0 if i < t0 else prune) for i in range(steps)), method=_method(method))
 
     @classmethod
     def from_dato(

@@ -21,11 +21,13 @@ class StepRecord:
         index: the iteration, i.e. the position in the scheduler's timesteps.
         requested: the cache choice the schedule asked for.
         performed: what was done: ``"full"``, a branch id, or ``"reuse"``.
-        cache_missing: the requested cache did not exist yet, so the step was computed in full.
+        cache_missing: the requested cache did not exist yet (a cache branch or reuse before any full
+            step; CAT pruning before two computed steps), so the step was computed in full.
         prune: the prune ratio in force.
         tokens: per slot of a pruning step, ``(tokens the slot computed on, all tokens)``: the
             tokens that entered self-attention for SiTo, DaTo and random; for AT-EDM, all tokens
-            in a block's first layer and the kept ones after it; all tokens in a block DSAP holds.
+            in a block's first layer and the kept ones after it; all tokens in a block DSAP holds; for
+            CAT, ``"transformer"``: the image tokens recomputed in each CFG half.
         unet_calls: UNet calls in this iteration that did work or reused (2 for non-batched CFG).
     """
 
@@ -55,7 +57,8 @@ class RunState:
         self.branch: int | None = None
         self.prune = 0.0
         self.latent_hw: tuple[int, int] = (0, 0)
-        self.cfg = False
+        self.cfg: bool | None = False
+        """Whether the batch is a CFG pair [uncond, cond]; None when the pipeline does not say (PixArt)."""
         self._device = torch.device("cpu")
         self._generators: dict[int, torch.Generator] = {}
         self.caches: dict[int, dict[str, Any]] = {}
@@ -81,7 +84,7 @@ class RunState:
             self._generators[self.stream] = torch.Generator(device=self._device).manual_seed(self.schedule.method.seed)
         return self._generators[self.stream]
 
-    def begin_call(self, iteration: int, stream: int, branch: int | None, prune: float, latent_hw: tuple[int, int], cfg: bool) -> None:
+    def begin_call(self, iteration: int, stream: int, branch: int | None, prune: float, latent_hw: tuple[int, int], cfg: bool | None) -> None:
         self.iteration, self.stream, self.branch, self.prune, self.latent_hw, self.cfg = iteration, stream, branch, prune, latent_hw, cfg
         self._diffs.clear()
 
@@ -112,6 +115,11 @@ class RunState:
         if self.prune > 0:
             for slot in slots:
                 self.record_tokens(slot, tokens, tokens)
+
+    def record_missing(self) -> None:
+        """The current step asked for something whose cache does not exist yet, so it is computed in full."""
+        if self.records:
+            self.records[-1].cache_missing = True
 
     def record_tokens(self, slot: str, kept: int, total: int) -> None:
         if self.records:

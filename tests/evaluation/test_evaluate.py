@@ -37,6 +37,18 @@ def test_same_prompts_and_seeds_give_bit_identical_images_and_exact_paired_metri
     assert first["relative_latency"]["value"] > 0 and first["latency_s"]["n"] == 1
 
 
+@pytest.mark.parametrize("model", ["tiny-sd3", "tiny-pixart"])
+def test_dit_pipelines_are_evaluated_with_cat_schedules_measured_and_counted(model, tmp_path):
+    """SD3 (four embeddings, a shifted VAE) and PixArt-Σ (embeddings with masks, the older step callback)."""
+    settings = EvalSettings(model=model, images=2, num_inference_steps=4, batch_size=2, repeats=1,
+                            cost=("measured", "macs"), cache_dir=str(tmp_path))  # fmt: skip
+    evaluation = Evaluation(settings)
+    full = evaluation.evaluate(Schedule.uniform(evaluation.steps))
+    assert full["mse"]["value"] == 0.0 and full["relative_macs"]["value"] == 1.0
+    cat = evaluation.evaluate(Schedule.cat(evaluation.steps, t0=2, alpha=0.5))
+    assert cat["mse"]["value"] > 0 and 0 < cat["relative_macs"]["value"] < 1 and cat["relative_latency"]["value"] > 0
+
+
 def test_the_unaccelerated_images_are_generated_once_per_machine(settings, monkeypatch):
     Evaluation(settings)
     calls = []

@@ -69,7 +69,7 @@ CASES = [
     Case("negative prune ratio", SHOW, "prune ratio -0.1 is out of range", {"s.json": step(prune=-0.1)}),
     Case("prune ratio as a string", SHOW, "prune ratio '0.5' is out of range", {"s.json": step(prune="0.5")}),
     Case("prune ratio NaN", SHOW, "prune ratio nan is out of range", {"s.json": step(prune=float("nan"))}),
-    Case("unknown method", SHOW, "unknown method 'cat'", {"s.json": schedule(method={"name": "cat"})}),
+    Case("unknown method", SHOW, "unknown method 'tome'", {"s.json": schedule(method={"name": "tome"})}),
     Case("method parameter of the wrong type", SHOW, "parameter 'patch' must be of type int", {"s.json": schedule(method={"name": "dato", "patch": "2"})}),
     Case("negative method noise", SHOW, "noise must be a finite number >= 0", {"s.json": schedule(method={"name": "sito", "noise": -1})}),
     Case("unknown slot keyword", SHOW, "unknown slots 'lowest'", {"s.json": schedule(slots="lowest")}),

@@ -250,9 +250,9 @@ def test_gligen_unet_is_refused():
         prunesched.apply(pipe, Schedule.uniform(7, prune=0.5))
 
 
-def test_pipelines_without_a_unet_are_refused():
-    class DiTPipeline:
+def test_pipelines_without_a_supported_denoiser_are_refused():
+    class OtherDiTPipeline:  # e.g. Flux: a transformer prunesched does not patch
         transformer = torch.nn.Linear(1, 1)
 
-    with pytest.raises(UnsupportedModelError, match="needs a pipeline with a UNet2DConditionModel at pipe.unet; got NoneType"):
-        prunesched.apply(DiTPipeline(), Schedule.uniform(3))
+    with pytest.raises(UnsupportedModelError, match="at pipe.unet, or an SD3Transformer2DModel or PixArtTransformer2DModel at pipe.transformer; got Linear"):
+        prunesched.apply(OtherDiTPipeline(), Schedule.uniform(3))

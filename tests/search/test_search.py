@@ -74,6 +74,23 @@ def test_a_pipeline_search_on_two_actors_stores_everything_and_exports_a_schedul
     assert [e.candidate_id for e in store.exports(search_id)] == [chosen.id]
 
 
+def test_a_search_over_cat_schedules_runs_on_a_dit_pipeline(tmp_path):
+    """The same space and proposer search CAT schedules on SD3: full or reuse per step, and the share of image tokens reused."""
+    db = tmp_path / "cat.db"
+    config = SearchConfig.from_dict({
+        "name": "tiny-sd3-cat", "seed": 0, "objectives": ["mse", "relative_latency"],
+        "space": {"kind": "dato", "steps": 4, "caches": ["reuse", "full"], "ratios": [0.5, 0.7], "method": "cat"},
+        "evaluator": {"kind": "pipeline", "model": "tiny-sd3", "images": 2, "num_inference_steps": 4},
+        "proposer": {"population": 4, "generations": 1}, "dispatch": {"workers": 1, "timeout_s": 300},
+    })  # fmt: skip
+    search_id = launch(config, db)
+    store = Store(db)
+    rows = store.evaluations(search_id)
+    assert store.search(search_id).status == "finished" and rows and all(e.status == "done" for _, e in rows)
+    schedules = [Schedule.from_dict(c.schedule) for c, _ in rows]
+    assert all(s.method.name == "cat" for s in schedules) and any(step.prune > 0 for s in schedules for step in s.steps)
+
+
 class Interrupt(Exception):
     pass
 

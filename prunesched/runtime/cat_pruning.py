@@ -1,0 +1,149 @@
+"""CAT pruning in a DiT (``SD3Transformer2DModel``, ``PixArtTransformer2DModel``): recompute a fraction of
+the image tokens at each pruned step and let the others reuse their previous-step values (Algorithm 1).
+
+At a pruned step the selected image tokens are gathered right after the patch embedding, so
+every transformer block (attention, feed-forward, and their adaptive norms, PixArt's
+``ada_norm_single`` included, which act per token) runs on them alone. In self-attention the
+selected queries attend to all image tokens: the keys and values of the unselected ones are
+the previous step's. After the output projection the unselected tokens take their previous
+output. SD3's text tokens are always computed. A step that does not prune computes everything
+and refreshes every cache.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from diffusers.models.attention_processor import Attention
+from torch import Tensor, nn
+
+from prunesched.errors import UnsupportedModelError
+from prunesched.runtime.methods import CatConfig
+from prunesched.runtime.patcher import Patcher
+from prunesched.runtime.state import RunState
+from prunesched.runtime.tokens.cat import cat_clusters, cat_select
+
+RECORD_NAME = "transformer"
+"""The key of a pruned step's ``StepRecord.tokens``: ``(image tokens recomputed, all image tokens)``."""
+
+
+@dataclass
+class CatStream:
+    """What one stream of transformer calls carries from step to step of a generation.
+
+    ``outputs``: the output tokens of the last two computed steps (the model output before
+    unpatchify, ``(B, N, p*p*C)``); ``reference``: ``n_t0`` of the selection samples; ``labels``
+    and ``adjacency``: the clusters; ``frequency``: the EWMA selection frequency ``(B, N)``;
+    ``keys_values``: each self-attention's last keys and values; ``index``: the tokens this call
+    computes ``(B, k)``, or None when it computes all.
+    """
+
+    outputs: deque[Tensor] = field(default_factory=lambda: deque(maxlen=2))
+    reference: Tensor | None = None
+    labels: Tensor | None = None
+    adjacency: Tensor | None = None
+    frequency: Tensor | None = None
+    keys_values: dict[str, Tensor] = field(default_factory=dict)
+    index: Tensor | None = None
+
+
+def self_attentions(transformer: nn.Module) -> dict[str, Attention]:
+    """The attention modules whose keys and values come from the image tokens (SD3's joint and dual
+    attention, PixArt's ``attn1``); cross-attention reads only the text and needs no cache."""
+    found = {
+        name: module
+        for name, module in transformer.transformer_blocks.named_modules(prefix="transformer_blocks")
+        if isinstance(module, Attention) and not module.is_cross_attention
+    }
+    fused = [name for name, module in found.items() if getattr(module, "fused_projections", False)]
+    if fused:
+        raise UnsupportedModelError(f"CAT pruning needs separate key and value projections, but {fused[0]} has fused ones; "
+                                    "call transformer.unfuse_qkv_projections() before prunesched.apply")  # fmt: skip
+    return found
+
+
+def install_cat(patcher: Patcher, transformer: nn.Module, state: RunState, method: CatConfig) -> None:
+    """Hook the patch embedding (gather), the output projection (scatter) and each self-attention's key and value projections."""
+    run = _CatRun(state, method, transformer.config.patch_size)
+    hooks = [transformer.pos_embed.register_forward_hook(run.gather), transformer.proj_out.register_forward_hook(run.scatter)]
+    for name, attention in self_attentions(transformer).items():
+        for projection, suffix in ((attention.to_k, "k"), (attention.to_v, "v")):
+            hooks.append(projection.register_forward_hook(lambda _m, _a, out, key=f"{name}.{suffix}": run.refresh(key, out)))
+    for hook in hooks:
+        patcher.on_undo(hook.remove)
+
+
+class _CatRun:
+    def __init__(self, state: RunState, method: CatConfig, patch: int) -> None:
+        self.state = state
+        self.method = method
+        self.patch = patch
+
+    def stream(self) -> CatStream:
+        """The current stream's CAT state; the run state drops its caches at every new generation."""
+        return self.state.cache().setdefault("cat", CatStream())
+
+    def gather(self, _module: nn.Module, args: tuple[Any, ...], tokens: Tensor) -> Tensor | None:
+        """After the patch embedding: keep only the tokens this step recomputes."""
+        stream, state = self.stream(), self.state
+        stream.index = None
+        if state.prune == 0:
+            return None
+        if len(stream.outputs) < 2:  # n_t0 and a later output are needed to rank tokens: compute this step in full
+            state.record_missing()
+            return None
+        latent = args[0]
+        grid = (latent.shape[-2] // self.patch, latent.shape[-1] // self.patch)
+        total = tokens.shape[1]
+        count = total - int(state.prune * total)
+        pairs = state.cfg if state.cfg is not None else _equal_halves(latent)
+        rows = slice(latent.shape[0] // 2, None) if pairs else slice(None)  # diffusers batches CFG as [uncond, cond]
+        selection = self._select(stream, rows, grid, count)
+        stream.index = torch.cat([selection, selection]) if pairs else selection
+        state.record_tokens(RECORD_NAME, count, total)
+        return tokens.gather(1, _expand(stream.index, tokens.shape[-1]))
+
+    def refresh(self, key: str, projected: Tensor) -> Tensor:
+        """A self-attention's keys or values: this step's for the recomputed tokens, the previous step's for the rest."""
+        stream = self.stream()
+        if stream.index is not None:
+            projected = stream.keys_values[key].scatter(1, _expand(stream.index, projected.shape[-1]), projected)
+        stream.keys_values[key] = projected
+        return projected
+
+    def scatter(self, _module: nn.Module, _args: tuple[Any, ...], output: Tensor) -> Tensor:
+        """After the output projection: every token's output, the unselected ones from the previous step."""
+        stream = self.stream()
+        if stream.index is None:
+            computed: Tensor | float = 1.0
+        else:
+            output = stream.outputs[-1].scatter(1, _expand(stream.index, output.shape[-1]), output)
+            computed = torch.zeros(output.shape[:2], device=output.device).scatter_(1, stream.index, 1.0)
+        previous = stream.frequency if stream.frequency is not None else torch.zeros(output.shape[:2], device=output.device)
+        stream.frequency = self.method.decay * previous + computed
+        stream.outputs.append(output)
+        return output
+
+    def _select(self, stream: CatStream, rows: slice, grid: tuple[int, int], count: int) -> Tensor:
+        method, latest = self.method, stream.outputs[-1][rows].float()
+        if stream.reference is None:  # the first pruned step (Algorithm 2, i = t0 + 1): fix n_t0 and cluster
+            stream.reference = stream.outputs[0][rows].float()
+            stream.labels, stream.adjacency = cat_clusters(latest - stream.reference, grid, method.clusters,
+                                                           method.kmeans_iterations, method.position_weight)  # fmt: skip
+        assert stream.labels is not None and stream.adjacency is not None and stream.frequency is not None
+        magnitude = (latest - stream.reference).norm(dim=-1)
+        return cat_select(magnitude, stream.frequency[rows], stream.labels, stream.adjacency, count,
+                          method.noise_share, method.top_clusters)  # fmt: skip
+
+
+def _expand(index: Tensor, channels: int) -> Tensor:
+    return index[..., None].expand(-1, -1, channels)
+
+
+def _equal_halves(latent: Tensor) -> bool:
+    """Whether the batch is a classifier-free-guidance pair: two halves with the very same latents (one host sync)."""
+    half = latent.shape[0] // 2
+    return latent.shape[0] % 2 == 0 and half > 0 and torch.equal(latent[:half], latent[half:])
