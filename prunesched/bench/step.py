@@ -25,19 +25,12 @@ from diffusers import DDIMScheduler, PNDMScheduler, UNet2DConditionModel
 
 import prunesched
 from prunesched import Schedule, StepPlan
-from prunesched.bench.timing import ZERO, Sample, Stopwatch, Timing
+from prunesched.bench.timing import RELATIVE, ZERO, Sample, Stopwatch, Timing, paired
 from prunesched.models.configs import SD15_UNET
 from prunesched.models.tiny import SD_SCHEDULER
 from prunesched.runtime import pruning
 from prunesched.runtime.paper_tables import dato_ours_b1
 from prunesched.runtime.schedule import Cache
-
-RELATIVE = "relative_to_full"
-"""The cost every ratio, composition and goal uses: the median over timed pairs of (step time / the full step
-timed just before it). Every measured loop is [full, X] + [full, X] * repeats: the first pair warms up (and
-fills the caches and the DiffScore history). On shared virtual machines the CPU's speed drifts by tens of
-percent within a minute (hypervisor steal time), so only neighbours are compared."""
-
 
 @dataclass(frozen=True)
 class StepBenchConfig:
@@ -130,10 +123,7 @@ def _entry(times: list[Sample], selection: list[Sample] | None = None) -> dict[s
 
     ``selection`` holds the token-selection time of every UNet call of the loop.
     """
-    references, steps = times[2::2], times[3::2]
-    entry = {**Timing(tuple(steps)).to_dict(), "reference_full_s": [r.wall for r in references]}
-    entry[RELATIVE] = statistics.median(x.wall / r.wall for r, x in zip(references, steps))
-    entry["cpu_relative_to_full"] = statistics.median(x.cpu / r.cpu for r, x in zip(references, steps))
+    entry = paired(times)
     if selection and any(s.cpu for s in selection):
         chosen = Timing(tuple(selection[3::2])).median
         entry["selection_median_s"] = chosen.wall

@@ -4,7 +4,7 @@ On a CPU each region is measured twice: wall-clock time, which is what a user wa
 process's CPU time, kept for information. Neither is steady on a shared virtual machine: steal
 time moved wall-clock step times by tens of percent within minutes, and CPU time is no cure,
 because OpenMP threads spin while their sibling is descheduled and spinning counts. Callers
-compare neighbouring regions instead (see ``prunesched.bench.step.RELATIVE``).
+compare neighbouring regions instead (see :func:`paired`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,12 @@ class Sample:
 
 ZERO = Sample(0.0, 0.0)
 
+RELATIVE = "relative_to_full"
+"""The cost every ratio, composition and goal uses: the median over timed pairs of (step time / the full step
+timed just before it). Every measured loop is [full, X] + [full, X] * repeats: the first pair warms up (and
+fills the caches and the DiffScore history). On shared virtual machines the CPU's speed drifts by tens of
+percent within a minute (hypervisor steal time), so only neighbours are compared."""
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -51,6 +57,12 @@ class Timing:
             "cpu_median_s": median.cpu,
             "cpu_repeats_s": [s.cpu for s in self.samples],
         }
+
+
+def timing_device() -> tuple[torch.device, torch.dtype]:
+    """Where the benchmarks time by default: a CUDA GPU in fp16 when there is one, else the CPU in fp32."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return device, torch.float16 if device.type == "cuda" else torch.float32
 
 
 class Stopwatch:
@@ -97,3 +109,18 @@ class Marks:
             self.points[-1].synchronize()
             return [a.elapsed_time(b) / 1000 for a, b in zip(self.points, self.points[1:])]
         return [b - a for a, b in zip(self.points, self.points[1:])]
+
+
+def paired(times: list[Sample]) -> dict[str, Any]:
+    """One step kind, from a loop of alternating [full, X] iterations whose first pair is a warm-up.
+
+    X's times and medians, the full steps they are paired with, and X relative to the full step
+    just before it (median over pairs), on wall-clock and on CPU time.
+    """
+    references, steps = times[2::2], times[3::2]
+    return {
+        **Timing(tuple(steps)).to_dict(),
+        "reference_full_s": [r.wall for r in references],
+        RELATIVE: statistics.median(x.wall / r.wall for r, x in zip(references, steps)),
+        "cpu_relative_to_full": statistics.median(x.cpu / r.cpu for r, x in zip(references, steps)),
+    }

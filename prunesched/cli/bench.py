@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -18,6 +19,17 @@ def _floats(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[f
         return tuple(float(v) for v in value.split(","))
     except ValueError:
         raise click.BadParameter(f"expected comma-separated numbers like 0.3,0.5, got {value!r}") from None
+
+
+def _report(result: dict[str, Any], output: Path, summary: str = "") -> None:
+    """Write ``result`` as JSON to ``output``, then print ``summary``, every goal with whether it is met, and the path."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if summary:
+        click.echo(summary)
+    for name, goal in result["goals"].items():
+        click.echo(f"{'met ' if goal['met'] else 'MISS'}  {name}: {goal['value']:.3f} (goal {goal['goal']})")
+    click.echo(f"wrote {output}")
 
 
 @bench.command("step")
@@ -37,11 +49,7 @@ def bench_step(latent: int, batch: int, repeats: int, ratios: tuple[float, ...],
             raise click.BadParameter(f"must be >= 1, got {value}", param_hint=name)
     config = StepBenchConfig(latent=latent, batch=batch, repeats=repeats, ratios=ratios, e2e_latent=e2e_latent, device=device)
     result = run_step_bench(config, log=lambda message: click.echo(message, err=True))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    for name, goal in result["goals"].items():
-        click.echo(f"{'met ' if goal['met'] else 'MISS'}  {name}: {goal['value']:.3f} (goal {goal['goal']})")
-    click.echo(f"wrote {output}")
+    _report(result, output)
 
 
 @bench.command("atedm")
@@ -62,12 +70,34 @@ def bench_atedm(output: Path, **options: float) -> None:
         if options[name] < 1:
             raise click.BadParameter(f"must be >= 1, got {options[name]}", param_hint=f"--{name}")
     result = run_atedm_bench(AtedmBenchConfig(**options), log=lambda message: click.echo(message, err=True))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     macs, dsap = result["macs_per_call"], result["dsap"]
-    click.echo(f"MACs per step: full {macs['full'] / 1e12:.2f} T, AT-EDM {macs['atedm'] / 1e12:.2f} T ({result['mac_reduction']:.1%} fewer; "
-               f"paper {result['paper_reduction']:.1%}); with DSAP {dsap['mac_reduction_at_the_same_ratio']:.1%} fewer at the same ratio, "
-               f"the same budget at ratio {dsap['ratio_for_the_same_budget']:.3f}")  # fmt: skip
-    for name, goal in result["goals"].items():
-        click.echo(f"{'met ' if goal['met'] else 'MISS'}  {name}: {goal['value']:.3f} (goal {goal['goal']})")
-    click.echo(f"wrote {output}")
+    _report(result, output, f"MACs per step: full {macs['full'] / 1e12:.2f} T, AT-EDM {macs['atedm'] / 1e12:.2f} T "
+                            f"({result['mac_reduction']:.1%} fewer; paper {result['paper_reduction']:.1%}); with DSAP "
+                            f"{dsap['mac_reduction_at_the_same_ratio']:.1%} fewer at the same ratio, the same budget at ratio "
+                            f"{dsap['ratio_for_the_same_budget']:.3f}")  # fmt: skip
+
+
+@bench.command("cat")
+@click.option("--latent", default=128, show_default=True, help="Latent side of the MAC count (128 = 1024x1024 on SD3; counted on the meta device).")
+@click.option("--batch", default=2, show_default=True, help="Transformer batch (2 = one image with CFG).")
+@click.option("--steps", default=28, show_default=True, help="Denoising steps of the generation.")
+@click.option("--t0", default=8, show_default=True, help="Full steps before CAT starts.")
+@click.option("--alpha", default=0.3, show_default=True, help="Fraction of the image tokens each CAT step recomputes.")
+@click.option("--latency-latent", default=32, show_default=True, help="Latent side of the timed runs (0 skips timing; a CPU handles 32, a GPU 128).")
+@click.option("--repeats", default=2, show_default=True, help="Timed [full, CAT] pairs.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench_cat.json"), show_default=True)
+def bench_cat(output: Path, **options: float) -> None:
+    """CAT pruning's MACs and latency on the SD3-medium transformer at the paper's setting (28 steps, t0 8, alpha 0.3)."""
+    from prunesched.bench.cat import CatBenchConfig, run_cat_bench
+
+    for name in ("latent", "batch", "steps", "repeats"):
+        if options[name] < 1:
+            raise click.BadParameter(f"must be >= 1, got {options[name]}", param_hint=f"--{name}")
+    if not 0 < options["alpha"] <= 1:
+        raise click.BadParameter(f"must be in (0, 1], got {options['alpha']}", param_hint="--alpha")
+    if not 0 <= options["t0"] < options["steps"]:
+        raise click.BadParameter(f"must be from 0 to --steps - 1, got {options['t0']}", param_hint="--t0")
+    result = run_cat_bench(CatBenchConfig(**options), log=lambda message: click.echo(message, err=True))
+    macs = result["macs_per_generation"]
+    _report(result, output, f"MACs per generation: full {macs['full'] / 1e12:.1f} T, CAT {macs['cat'] / 1e12:.1f} T "
+                            f"({result['mac_reduction']:.1%} fewer; paper {result['paper']['mac_reduction']:.1%})")  # fmt: skip

@@ -28,7 +28,7 @@ def test_a_run_reports_macs_the_dsap_budget_latency_and_goals():
     assert data["dsap"]["mac_reduction_at_the_same_ratio"] < data["mac_reduction"]
     assert data["dsap"]["ratio_for_the_same_budget"] > 0.63
     assert set(data["latency"]["steps"]) == {"atedm", "atedm_dsap_held"}
-    assert all(len(step["step_s"]) == 1 for step in data["latency"]["steps"].values())  # one timed pair after the warm-up
+    assert all(len(step["repeats_s"]) == 1 for step in data["latency"]["steps"].values())  # one timed pair after the warm-up
     assert set(data["goals"]) == {"mac_reduction_within_5_percent_of_paper", "latency_reduction_at_least_80_percent_of_mac_reduction"}
 
 
