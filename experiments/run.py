@@ -24,8 +24,9 @@ A config is a TOML file (docs/experiments.md lists them all):
     [search]                        # search: a search config, as `prunesched search launch` takes
 
 Schedules of a row: ``{kind = "uniform", prune, cache, method}``, ``{kind = "deepcache", interval,
-branch, prune, method}``, ``{kind = "dato-ours-b1"}`` (DaTo's published table) or ``{kind = "file",
-path}``, each optionally with ``prune_less = TAU`` (DSAP); a row without a schedule shows the paper's
+branch, prune, method}``, ``{kind = "cat", t0, alpha}`` (CAT on a DiT), ``{kind = "dato-ours-b1"}``
+(DaTo's published table) or ``{kind = "file", path}``, each optionally with ``prune_less = TAU``
+(DSAP) and ``slots`` (where a UNet method prunes); a row without a schedule shows the paper's
 numbers only (a method prunesched does not run).
 A table writes its rows as JSON (--out), the same table as Markdown beside it, and with ``plot =
 true`` quality against cost per family as a PNG (--plot). A search is stored in --db.
@@ -51,7 +52,7 @@ from prunesched.runtime.schedule import PruneLess, Schedule
 
 ROOT = Path(__file__).resolve().parent
 KINDS = ("table", "search")
-SCHEDULE_KINDS = ("uniform", "deepcache", "dato-ours-b1", "file")
+SCHEDULE_KINDS = ("uniform", "deepcache", "cat", "dato-ours-b1", "file")
 COLUMNS = ("fid", "caption_accuracy", "psnr", "relative_macs", "relative_latency", "speedup")
 """Measured columns of a table, in this order, where the evaluation gives them; speed-up is 1 / relative latency."""
 
@@ -104,16 +105,19 @@ def substitute(value: Any, paths: Mapping[str, str], config: Path) -> Any:
 def row_schedule(spec: Any, steps: int) -> Schedule:
     """The schedule a row's ``schedule`` table names, at the pipeline's loop length ``steps``.
 
-    Any kind takes ``prune_less = TAU``: DSAP's blocks stay unpruned for the first TAU iterations.
+    Any kind takes ``prune_less = TAU`` (DSAP's blocks stay unpruned for the first TAU iterations)
+    and ``slots`` (the schedule's slots, e.g. ``"all"``).
     """
     if not isinstance(spec, Mapping) or spec.get("kind") not in SCHEDULE_KINDS:
         raise ConfigError(f"a row's schedule must be a table with kind one of {', '.join(SCHEDULE_KINDS)}, got {spec!r:.80}")
-    options = {k: v for k, v in spec.items() if k not in ("kind", "prune_less")}
+    options = {k: v for k, v in spec.items() if k not in ("kind", "prune_less", "slots")}
     try:
         if spec["kind"] == "uniform":
             schedule = Schedule.uniform(steps, **options)
         elif spec["kind"] == "deepcache":
             schedule = Schedule.deepcache(steps, **options)
+        elif spec["kind"] == "cat":
+            schedule = Schedule.cat(steps, **options)
         elif spec["kind"] == "dato-ours-b1":
             schedule = dato_ours_b1(**options)
         elif set(options) != {"path"}:
@@ -122,6 +126,8 @@ def row_schedule(spec: Any, steps: int) -> Schedule:
             schedule = Schedule.load(options["path"])
     except TypeError as exc:
         raise ConfigError(f"schedule {dict(spec)!r:.80}: {exc}") from None
+    if "slots" in spec:
+        schedule = dataclasses.replace(schedule, slots=spec["slots"])
     return schedule if "prune_less" not in spec else dataclasses.replace(schedule, prune_less=PruneLess(spec["prune_less"]))
 
 

@@ -161,7 +161,7 @@ def test_malformed_configs_are_refused_with_what_would_be_valid(tmp_path, text, 
 
 
 def test_a_row_schedule_of_an_unknown_kind_names_the_valid_ones():
-    with pytest.raises(ConfigError, match="kind one of uniform, deepcache, dato-ours-b1, file"):
+    with pytest.raises(ConfigError, match="kind one of uniform, deepcache, cat, dato-ours-b1, file"):
         run.row_schedule({"kind": "tomesd", "ratio": 0.5}, 11)
 
 
