@@ -41,7 +41,7 @@ def gwpr(attn: Tensor, source: Source = "self", iterations: int | None = None, e
         focus = (-(attn * attn.clamp_min(1e-12).log()).sum(dim=-1)).clamp_min(1e-12)  # entropy of each query's row
     score = attn.new_full(attn.shape[:-1], 1.0 / attn.shape[-2])
     for _ in range(max_iterations if iterations is None else iterations):
-        keys = (attn.transpose(-1, -2) @ score.unsqueeze(-1)).squeeze(-1)
+        keys = (score.unsqueeze(-2) @ attn).squeeze(-2)  # s_K = A^T s_Q as a row vector times A: a contiguous read of A
         new = keys if focus is None else (attn @ keys.unsqueeze(-1)).squeeze(-1) / focus
         new = new / new.sum(dim=-1, keepdim=True).clamp_min(1e-30)
         converged = iterations is None and bool(((new - score).abs().sum(dim=-1) <= epsilon).all())
@@ -91,9 +91,10 @@ def scored_self_attention(
 def attention_map(q: Tensor, k: Tensor, scale: float, chunk: int = 1024) -> Tensor:
     """``softmax(q k^T * scale)`` of ``(B, M, d)`` and ``(B, N, d)`` in float32, built ``chunk`` query rows at a time."""
     out = torch.empty(q.shape[0], q.shape[1], k.shape[1], dtype=torch.float32, device=q.device)
+    keys = k.float().transpose(1, 2)
     for start in range(0, q.shape[1], chunk):
         rows = slice(start, start + chunk)
-        out[:, rows] = ((q[:, rows].float() @ k.float().transpose(1, 2)) * scale).softmax(dim=-1)
+        out[:, rows] = ((q[:, rows].float() * scale) @ keys).softmax(dim=-1)  # scaling q is cheaper than scaling the map
     return out
 
 
