@@ -21,6 +21,13 @@ def _floats(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[f
         raise click.BadParameter(f"expected comma-separated numbers like 0.3,0.5, got {value!r}") from None
 
 
+def _at_least_one(options: dict[str, float]) -> None:
+    """Refuse a count option below 1, naming it (``{"latent": 0}`` -> ``--latent``)."""
+    for name, value in options.items():
+        if value < 1:
+            raise click.BadParameter(f"must be >= 1, got {value}", param_hint=f"--{name}")
+
+
 def _report(result: dict[str, Any], output: Path, summary: str = "") -> None:
     """Write ``result`` as JSON to ``output``, then print ``summary``, every goal with whether it is met, and the path."""
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -44,9 +51,7 @@ def bench_step(latent: int, batch: int, repeats: int, ratios: tuple[float, ...],
     """Per-step latency of full, cache and reuse steps and of each pruning method, next to tomesd and DeepCache, on the SD 1.5 UNet."""
     from prunesched.bench.step import StepBenchConfig, run_step_bench
 
-    for name, value in (("--latent", latent), ("--batch", batch), ("--repeats", repeats)):
-        if value < 1:
-            raise click.BadParameter(f"must be >= 1, got {value}", param_hint=name)
+    _at_least_one({"latent": latent, "batch": batch, "repeats": repeats})
     config = StepBenchConfig(latent=latent, batch=batch, repeats=repeats, ratios=ratios, e2e_latent=e2e_latent, device=device)
     result = run_step_bench(config, log=lambda message: click.echo(message, err=True))
     _report(result, output)
@@ -66,9 +71,7 @@ def bench_atedm(output: Path, **options: float) -> None:
     """AT-EDM's MACs and latency per step on the SDXL UNet at the paper's budget (rho 63 %, DSAP 15 of 50 steps)."""
     from prunesched.bench.atedm import AtedmBenchConfig, run_atedm_bench
 
-    for name in ("latent", "batch", "steps", "iterations", "repeats"):
-        if options[name] < 1:
-            raise click.BadParameter(f"must be >= 1, got {options[name]}", param_hint=f"--{name}")
+    _at_least_one({name: options[name] for name in ("latent", "batch", "steps", "iterations", "repeats")})
     result = run_atedm_bench(AtedmBenchConfig(**options), log=lambda message: click.echo(message, err=True))
     macs, dsap = result["macs_per_call"], result["dsap"]
     _report(result, output, f"MACs per step: full {macs['full'] / 1e12:.2f} T, AT-EDM {macs['atedm'] / 1e12:.2f} T "
@@ -90,9 +93,7 @@ def bench_cat(output: Path, **options: float) -> None:
     """CAT pruning's MACs and latency on the SD3-medium transformer at the paper's setting (28 steps, t0 8, alpha 0.3)."""
     from prunesched.bench.cat import CatBenchConfig, run_cat_bench
 
-    for name in ("latent", "batch", "steps", "repeats"):
-        if options[name] < 1:
-            raise click.BadParameter(f"must be >= 1, got {options[name]}", param_hint=f"--{name}")
+    _at_least_one({name: options[name] for name in ("latent", "batch", "steps", "repeats")})
     if not 0 < options["alpha"] <= 1:
         raise click.BadParameter(f"must be in (0, 1], got {options['alpha']}", param_hint="--alpha")
     if not 0 <= options["t0"] < options["steps"]:
