@@ -30,7 +30,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         log = Path(folder) / "observed.jsonl"
         env = os.environ | {"PRUNESCHED_RELIABILITY_LOG": str(log), "PRUNESCHED_READERS_S": str(args.readers_s)}
-        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/reliability"], cwd=ROOT, env=env)
+        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow or not slow", "tests/reliability"], cwd=ROOT, env=env)
         if run.returncode != 0:
             sys.exit(f"the reliability suite failed (exit code {run.returncode}); {args.page} left as it was")
         observed: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -83,7 +83,7 @@ def render(observed: dict[str, list[dict[str, Any]]]) -> str:
 HEADER = """# Reliability
 
 What prunesched does when things go wrong, as observed by the reliability suite
-(`tests/reliability/`, part of `python -m pytest`). This page is its output:
+(`tests/reliability/`: `python -m pytest` runs it but for the two soak tests, `-m slow` runs those). This page is its output:
 `python experiments/reliability.py` runs the suite and rewrites the page, and refuses to when
 any test fails.
 """

@@ -26,7 +26,7 @@ from prunesched.search.coordinator import Progress, launch
 from prunesched.storage import Store
 from tests.reliability.reader import COMMANDS
 
-pytestmark = pytest.mark.usefixtures("ray_local")
+pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 SECONDS = float(os.environ.get("PRUNESCHED_READERS_S", "90"))

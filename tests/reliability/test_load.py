@@ -26,7 +26,7 @@ from prunesched.search.config import SearchConfig
 from prunesched.search.coordinator import Progress, launch
 from prunesched.storage import Store
 
-pytestmark = pytest.mark.usefixtures("ray_local")
+pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
 
 EVALUATIONS = int(os.environ.get("PRUNESCHED_LOAD_EVALUATIONS", "20000"))
 POPULATION = 200
