@@ -38,7 +38,8 @@ class CatStream:
     unpatchify, ``(B, N, p*p*C)``); ``reference``: ``n_t0`` of the selection samples; ``labels``
     and ``adjacency``: the clusters; ``frequency``: the EWMA selection frequency ``(B, N)``;
     ``keys_values``: each self-attention's last keys and values; ``index``: the tokens this call
-    computes ``(B, k)``, or None when it computes all.
+    computes ``(B, k)``, or None when it computes all; ``pairs``: whether the batch is a
+    classifier-free-guidance pair, decided at the first pruned step and kept for the generation.
     """
 
     outputs: deque[Tensor] = field(default_factory=lambda: deque(maxlen=2))
@@ -48,26 +49,34 @@ class CatStream:
     frequency: Tensor | None = None
     keys_values: dict[str, Tensor] = field(default_factory=dict)
     index: Tensor | None = None
+    pairs: bool | None = None
 
 
 def self_attentions(transformer: nn.Module) -> dict[str, Attention]:
     """The attention modules whose keys and values come from the image tokens (SD3's joint and dual
     attention, PixArt's ``attn1``); cross-attention reads only the text and needs no cache."""
-    found = {
+    return {
         name: module
         for name, module in transformer.transformer_blocks.named_modules(prefix="transformer_blocks")
         if isinstance(module, Attention) and not module.is_cross_attention
     }
-    fused = [name for name, module in found.items() if getattr(module, "fused_projections", False)]
+
+
+def check_cat_pipeline(pipe: Any, transformer: nn.Module) -> None:
+    """Refuse, before anything is patched, what CAT pruning cannot run correctly."""
+    fused = [name for name, module in self_attentions(transformer).items() if getattr(module, "fused_projections", False)]
     if fused:
         raise UnsupportedModelError(f"CAT pruning needs separate key and value projections, but {fused[0]} has fused ones; "
                                     "call transformer.unfuse_qkv_projections() before prunesched.apply")  # fmt: skip
-    return found
+    if getattr(pipe, "controlnet", None) is not None:
+        raise UnsupportedModelError(f"CAT pruning does not run {type(pipe).__name__}: its ControlNet adds a residual to every image "
+                                    "token, but a pruned step's blocks see only the recomputed ones; use the pipeline without ControlNet")  # fmt: skip
 
 
 def install_cat(patcher: Patcher, transformer: nn.Module, state: RunState, method: CatConfig) -> None:
     """Hook the patch embedding (gather), the output projection (scatter) and each self-attention's key and value projections."""
-    run = _CatRun(state, method, transformer.config.patch_size)
+    config = transformer.config
+    run = _CatRun(state, method, config.patch_size, config.in_channels, config.out_channels)
     hooks = [transformer.pos_embed.register_forward_hook(run.gather), transformer.proj_out.register_forward_hook(run.scatter)]
     for name, attention in self_attentions(transformer).items():
         for projection, suffix in ((attention.to_k, "k"), (attention.to_v, "v")):
@@ -77,10 +86,12 @@ def install_cat(patcher: Patcher, transformer: nn.Module, state: RunState, metho
 
 
 class _CatRun:
-    def __init__(self, state: RunState, method: CatConfig, patch: int) -> None:
+    def __init__(self, state: RunState, method: CatConfig, patch: int, noise_channels: int, out_channels: int) -> None:
         self.state = state
         self.method = method
         self.patch = patch
+        self.noise_channels = noise_channels
+        self.out_channels = out_channels
 
     def stream(self) -> CatStream:
         """The current stream's CAT state; the run state drops its caches at every new generation."""
@@ -99,10 +110,11 @@ class _CatRun:
         grid = (latent.shape[-2] // self.patch, latent.shape[-1] // self.patch)
         total = tokens.shape[1]
         count = total - int(state.prune * total)
-        pairs = state.cfg if state.cfg is not None else _equal_halves(latent)
-        rows = slice(latent.shape[0] // 2, None) if pairs else slice(None)  # diffusers batches CFG as [uncond, cond]
+        if stream.pairs is None:
+            stream.pairs = _cfg_pair(state, latent)
+        rows = slice(latent.shape[0] // 2, None) if stream.pairs else slice(None)  # diffusers batches CFG as [uncond, cond]
         selection = self._select(stream, rows, grid, count)
-        stream.index = torch.cat([selection, selection]) if pairs else selection
+        stream.index = torch.cat([selection, selection]) if stream.pairs else selection
         state.record_tokens(RECORD_NAME, count, total)
         return tokens.gather(1, _expand(stream.index, tokens.shape[-1]))
 
@@ -128,9 +140,9 @@ class _CatRun:
         return output
 
     def _select(self, stream: CatStream, rows: slice, grid: tuple[int, int], count: int) -> Tensor:
-        method, latest = self.method, stream.outputs[-1][rows].float()
+        method, latest = self.method, self._noise(stream.outputs[-1][rows])
         if stream.reference is None:  # the first pruned step (Algorithm 2, i = t0 + 1): fix n_t0 and cluster
-            stream.reference = stream.outputs[0][rows].float()
+            stream.reference = self._noise(stream.outputs[0][rows])
             stream.labels, stream.adjacency = cat_clusters(latest - stream.reference, grid, method.clusters,
                                                            method.kmeans_iterations, method.position_weight)  # fmt: skip
         assert stream.labels is not None and stream.adjacency is not None and stream.frequency is not None
@@ -138,12 +150,23 @@ class _CatRun:
         return cat_select(magnitude, stream.frequency[rows], stream.labels, stream.adjacency, count,
                           method.noise_share, method.top_clusters)  # fmt: skip
 
+    def _noise(self, output: Tensor) -> Tensor:
+        """The predicted noise of output tokens ``(B, N, p*p*C)``, in fp32: PixArt-Σ also predicts a variance per
+        channel (``C = 2 * in_channels``), which the pipeline discards and which is no part of the noise."""
+        if self.out_channels == 2 * self.noise_channels:
+            output = output.unflatten(-1, (-1, self.out_channels))[..., : self.noise_channels].flatten(-2)
+        return output.float()
+
 
 def _expand(index: Tensor, channels: int) -> Tensor:
     return index[..., None].expand(-1, -1, channels)
 
 
-def _equal_halves(latent: Tensor) -> bool:
-    """Whether the batch is a classifier-free-guidance pair: two halves with the very same latents (one host sync)."""
+def _cfg_pair(state: RunState, latent: Tensor) -> bool:
+    """Whether a stream's batch is a classifier-free-guidance pair ``[uncond, cond]``: only the first call of an
+    iteration can be (SD3's skip-layer guidance adds a call on the conditional half alone); where the pipeline
+    does not say whether it guides (PixArt), a pair is two halves with the very same latents (one host sync)."""
     half = latent.shape[0] // 2
-    return latent.shape[0] % 2 == 0 and half > 0 and torch.equal(latent[:half], latent[half:])
+    if state.stream != 0 or latent.shape[0] % 2 or half == 0:
+        return False
+    return state.cfg if state.cfg is not None else torch.equal(latent[:half], latent[half:])

@@ -210,8 +210,9 @@ class CatConfig(TokenMethod):
     The tokens a step recomputes are those whose predicted noise moved most since the reference
     step t0 (relative noise magnitude), taken inside the highest-scoring spatial clusters, plus
     the stalest tokens (lowest EWMA selection frequency). The steps before the first pruned one
-    run in full; the second-to-last of them is t0, and the last one gives the first selection
-    and the clusters (K-means on relative noise + positional encoding, once per generation).
+    (``Schedule.cat``'s ``t0`` of them) run in full; the relative noise is measured against the
+    output of the second-to-last of them (the paper's n_t0), and the last one gives the first
+    selection and the clusters (K-means on relative noise + positional encoding, once per generation).
 
     Attributes:
         clusters: K-means clusters (the paper's 20).

@@ -14,7 +14,7 @@ from torch import nn
 from prunesched.errors import ScheduleError, UnsupportedModelError
 from prunesched.runtime.atedm_pruning import install_atedm
 from prunesched.runtime.caching import install_caching
-from prunesched.runtime.cat_pruning import install_cat
+from prunesched.runtime.cat_pruning import check_cat_pipeline, install_cat
 from prunesched.runtime.methods import AtedmConfig, CatConfig, DatoConfig, SimilarityMethod
 from prunesched.runtime.patcher import Patcher
 from prunesched.runtime.pruning import check_prune_limits, install_pruning
@@ -55,6 +55,8 @@ def apply(pipe: Any, schedule: Schedule, *, resample: bool = False) -> PatchHand
         units = cache_units(denoiser, {s.cache for s in schedule.steps if isinstance(s.cache, int)})
     else:
         _check_dit_schedule(schedule)
+        if schedule.prunes:
+            check_cat_pipeline(pipe, denoiser)
         slots, units = [], []
     remove(pipe)
     return PatchHandle(pipe, denoiser, schedule, slots, units, resample)

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import prunesched
-from prunesched import CatConfig, Schedule, ScheduleError, StepPlan
+from prunesched import CatConfig, Schedule, ScheduleError, StepPlan, UnsupportedModelError
 from prunesched.models.tiny import tiny_pixart_pipeline, tiny_sd3_pipeline, tiny_sd_pipeline
 from prunesched.runtime import cat_pruning
+from prunesched.runtime.tokens.cat import cat_clusters, cat_select
 from tests.runtime.helpers import PROMPT
 
 STEPS, T0, PRUNE = 6, 3, 0.7
@@ -89,6 +90,56 @@ def _positions(full: torch.Tensor, computed: torch.Tensor) -> list[int]:
     return [int((full == row).all(-1).nonzero()[0]) for row in computed]
 
 
+def test_the_runtime_recomputes_what_cat_select_chooses_from_the_conditional_halfs_noise_and_staleness(dit):
+    """The wiring, checked against the token functions on the outputs the pipeline really produced: the reference
+    is the second-to-last full step, the conditional half chooses, the EWMA counts every computed token, and
+    PixArt's variance channels are no part of the noise."""
+    kind, pipe = dit
+    transformer, method = pipe.transformer, CatConfig()
+    seen: dict[str, list[torch.Tensor]] = {"all": [], "computed": [], "outputs": []}
+    hooks = [  # registered before apply: the patch embedding's full output, and the tokens the blocks compute
+        transformer.pos_embed.register_forward_hook(lambda _m, _a, out: seen["all"].append(out)),
+        transformer.transformer_blocks[0].register_forward_pre_hook(
+            lambda _m, args, kwargs: seen["computed"].append(kwargs.get("hidden_states", args[0] if args else None)), with_kwargs=True),
+    ]  # fmt: skip
+    try:
+        with prunesched.apply(pipe, cat_schedule()):
+            hooks.append(transformer.proj_out.register_forward_hook(lambda _m, _a, out: seen["outputs"].append(out)))  # after CAT's scatter
+            run(kind, pipe)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    channels = transformer.config.out_channels
+    noise = [out[1:].unflatten(-1, (-1, channels))[..., : transformer.config.in_channels].flatten(-2) for out in seen["outputs"]]
+    grid = (32 // 2 // 2, 48 // 2 // 2)
+    tokens = grid[0] * grid[1]
+    reference = noise[T0 - 2]
+    labels, adjacency = cat_clusters(noise[T0 - 1] - reference, grid, method.clusters, method.kmeans_iterations, method.position_weight)
+    frequency = torch.zeros(1, tokens)
+    for step in range(STEPS):
+        computed = torch.ones(1, tokens)
+        if step >= T0:
+            magnitude = (noise[step - 1] - reference).norm(dim=-1)
+            expected = cat_select(magnitude, frequency, labels, adjacency, math.ceil(0.3 * tokens), method.noise_share, method.top_clusters)
+            assert sorted(_positions(seen["all"][step][1], seen["computed"][step][1])) == expected[0].tolist(), f"step {step}"
+            computed = torch.zeros(1, tokens).scatter(1, expected, 1.0)
+        frequency = method.decay * frequency + computed
+
+
+def test_two_images_without_guidance_and_skip_layer_guidance_keep_their_own_selections(dit):
+    """Without guidance a batch of two images is no CFG pair, even when both start from the same latents (PixArt
+    cannot say whether it guides); SD3's skip-layer-guidance call carries the conditional half alone."""
+    kind, pipe = dit
+    latents = torch.randn(1, pipe.transformer.config.in_channels, 16, 24, generator=torch.Generator().manual_seed(2)).repeat(2, 1, 1, 1)
+    with prunesched.apply(pipe, cat_schedule()) as handle:
+        images, _ = run(kind, pipe, guidance_scale=1.0, num_images_per_prompt=2, latents=latents)
+    assert images.shape[0] == 2 and all(r.tokens for r in handle.records[T0:])
+    if kind == "sd3":
+        with prunesched.apply(pipe, cat_schedule()) as handle:
+            images, _ = run(kind, pipe, skip_guidance_layers=[1], skip_layer_guidance_stop=1.0)
+        assert images.shape[0] == 1 and all(r.tokens for r in handle.records[T0:])
+
+
 def test_kmeans_runs_once_per_generation(dit, monkeypatch):
     kind, pipe = dit
     calls = []
@@ -145,7 +196,7 @@ def test_a_pruned_step_on_unchanged_inputs_reproduces_the_full_step(dit):
 
 def test_the_first_pruned_step_is_full_until_two_steps_exist(dit):
     kind, pipe = dit
-    base, base_latents = run(kind, pipe)
+    _, base_latents = run(kind, pipe)
     with prunesched.apply(pipe, cat_schedule(t0=1)) as handle:
         _, latents = run(kind, pipe)
     assert handle.records[1].cache_missing and not handle.records[1].tokens
@@ -175,6 +226,20 @@ def test_unet_only_schedules_are_refused_on_a_dit(dit, schedule, message):
     with pytest.raises(ScheduleError, match=message):
         prunesched.apply(pipe, schedule)
     assert not hasattr(pipe.transformer, "_prunesched_handle")
+
+
+def test_fused_projections_are_refused_before_anything_is_patched(dit):
+    _kind, pipe = dit
+    previous = prunesched.apply(pipe, Schedule.uniform(STEPS))
+    pipe.transformer.fuse_qkv_projections()
+    try:
+        with pytest.raises(UnsupportedModelError, match="unfuse_qkv_projections"):
+            prunesched.apply(pipe, cat_schedule())
+        assert pipe.transformer._prunesched_handle is previous  # the schedule in place stays
+        assert not pipe.transformer.pos_embed._forward_hooks and not pipe.transformer.proj_out._forward_hooks
+    finally:
+        pipe.transformer.unfuse_qkv_projections()
+        previous.remove()
 
 
 def test_cat_is_refused_on_a_unet_pipeline():

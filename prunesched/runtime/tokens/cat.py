@@ -88,16 +88,15 @@ def cat_select(
     smaller than its quota gives what it has). Then the stalest tokens: lowest selection
     frequency, ties broken by larger magnitude, until ``count`` tokens are chosen.
     """
-    samples, tokens = magnitude.shape
+    samples = magnitude.shape[0]
     clusters = adjacency.shape[-1]
     top = min(top_clusters, clusters)
-    weights = list(range(top, 0, -1))
     noise_count = round(noise_share * count)
-    quotas = [noise_count * w // sum(weights) for w in weights]
-    quotas[0] += noise_count - sum(quotas)
+    quotas = noise_count * torch.arange(top, 0, -1, device=labels.device) // (top * (top + 1) // 2)  # built on the device: no copy
+    quotas[0] += noise_count - quotas.sum()
     ranked = cluster_scores(magnitude, labels, adjacency).argsort(dim=-1, descending=True, stable=True)[:, :top]
     quota = torch.zeros(samples, clusters, dtype=torch.long, device=labels.device)
-    quota = quota.scatter(1, ranked, torch.tensor(quotas, device=labels.device).expand(samples, -1))
+    quota = quota.scatter(1, ranked, quotas.expand(samples, -1))
 
     by_magnitude = magnitude.argsort(dim=-1, descending=True, stable=True)
     members = F.one_hot(labels.gather(1, by_magnitude), clusters)
