@@ -72,7 +72,7 @@ def sd3_loop(transformer: SD3Transformer2DModel, latent: int, batch: int, text_t
         return transformer(hidden_states=sample, timestep=t.expand(batch).to(sample.device), **context).sample
 
     pipe = SimpleNamespace(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-                           do_classifier_free_guidance=batch == 2)  # fmt: skip
+                           do_classifier_free_guidance=batch % 2 == 0)  # fmt: skip
     return DenoiserLoop(pipe, call, sample)
 
 

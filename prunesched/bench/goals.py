@@ -13,7 +13,7 @@ def matches_paper(reduction: float, paper: float, tolerance: float = 0.05) -> di
 def latency_tracks_macs(latency_reduction: float, mac_reduction: float, share: float = 0.8) -> dict[str, Any]:
     """The measured latency reduction reaches ``share`` of the MAC reduction at the same size, selection overhead included."""
     return {
-        "value": latency_reduction / mac_reduction,
+        "value": latency_reduction / mac_reduction if mac_reduction > 0 else None,  # None: nothing to track (e.g. alpha 1)
         "goal": f">= {share} (at the timed latent)",
         "met": latency_reduction >= share * mac_reduction,
     }

@@ -32,6 +32,7 @@ from prunesched.runtime import pruning
 from prunesched.runtime.paper_tables import dato_ours_b1
 from prunesched.runtime.schedule import Cache
 
+
 @dataclass(frozen=True)
 class StepBenchConfig:
     """What ``prunesched bench step`` measures.

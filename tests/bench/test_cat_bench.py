@@ -35,6 +35,13 @@ def test_a_run_reports_macs_latency_and_goals():
     assert set(data["goals"]) == {"mac_reduction_within_5_percent_of_paper", "latency_reduction_at_least_80_percent_of_mac_reduction"}
 
 
+def test_alpha_one_recomputes_everything_and_reports_no_latency_ratio():
+    tiny = dict(tiny_sd3_pipeline().transformer.config)
+    data = run_cat_bench(CatBenchConfig(transformer=tiny, latent=16, latency_latent=16, text_tokens=7, steps=4, t0=2, alpha=1.0, repeats=1))
+    assert data["mac_reduction"] == 0  # prune 1 - alpha = 0: every step is a full one
+    assert data["goals"]["latency_reduction_at_least_80_percent_of_mac_reduction"]["value"] is None  # no ratio to a zero reduction
+
+
 @pytest.mark.parametrize("option, value", [("--latent", "0"), ("--alpha", "1.5"), ("--t0", "28")])
 def test_the_command_refuses_bad_settings_before_any_work(tmp_path, option, value):
     result = CliRunner().invoke(main, ["bench", "cat", option, value, "-o", str(tmp_path / "x.json")])
