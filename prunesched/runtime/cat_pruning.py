@@ -166,7 +166,7 @@ def _cfg_pair(state: RunState, latent: Tensor) -> bool:
     """Whether a stream's batch is a classifier-free-guidance pair ``[uncond, cond]``: only the first call of an
     iteration can be (SD3's skip-layer guidance adds a call on the conditional half alone); where the pipeline
     does not say whether it guides (PixArt), a pair is two halves with the very same latents (one host sync)."""
-    half = latent.shape[0] // 2
-    if state.stream != 0 or latent.shape[0] % 2 or half == 0:
+    if state.stream != 0 or latent.shape[0] % 2:
         return False
+    half = latent.shape[0] // 2
     return state.cfg if state.cfg is not None else torch.equal(latent[:half], latent[half:])

@@ -61,11 +61,7 @@ def test_exactly_ceil_alpha_n_tokens_are_recomputed_with_one_index_set_for_both_
     kind, pipe = dit
     transformer = pipe.transformer
     seen: dict[str, list[torch.Tensor]] = {"all": [], "computed": []}
-    hooks = [  # registered before apply: sees the patch embedding's full output, before CAT gathers
-        transformer.pos_embed.register_forward_hook(lambda _m, _a, out: seen["all"].append(out)),
-        transformer.transformer_blocks[0].register_forward_pre_hook(
-            lambda _m, args, kwargs: seen["computed"].append(kwargs.get("hidden_states", args[0] if args else None)), with_kwargs=True),
-    ]  # fmt: skip
+    hooks = _watch_tokens(transformer, seen)
     try:
         with prunesched.apply(pipe, cat_schedule()) as handle:
             run(kind, pipe, height, width)
@@ -85,6 +81,16 @@ def test_exactly_ceil_alpha_n_tokens_are_recomputed_with_one_index_set_for_both_
         assert halves[0] == halves[1] and len(set(halves[0])) == expected
 
 
+def _watch_tokens(transformer: Any, seen: dict[str, list[torch.Tensor]]) -> list[Any]:
+    """Hooks that append the patch embedding's full output to ``seen["all"]`` and the tokens the first block computes
+    to ``seen["computed"]``; registered before ``apply``, they see the tokens before CAT gathers them."""
+    return [
+        transformer.pos_embed.register_forward_hook(lambda _m, _a, out: seen["all"].append(out)),
+        transformer.transformer_blocks[0].register_forward_pre_hook(
+            lambda _m, args, kwargs: seen["computed"].append(kwargs.get("hidden_states", args[0] if args else None)), with_kwargs=True),
+    ]  # fmt: skip
+
+
 def _positions(full: torch.Tensor, computed: torch.Tensor) -> list[int]:
     """Where each computed token sits among all tokens (patch embeddings carry their position, so rows are unique)."""
     return [int((full == row).all(-1).nonzero()[0]) for row in computed]
@@ -97,11 +103,7 @@ def test_the_runtime_recomputes_what_cat_select_chooses_from_the_conditional_hal
     kind, pipe = dit
     transformer, method = pipe.transformer, CatConfig()
     seen: dict[str, list[torch.Tensor]] = {"all": [], "computed": [], "outputs": []}
-    hooks = [  # registered before apply: the patch embedding's full output, and the tokens the blocks compute
-        transformer.pos_embed.register_forward_hook(lambda _m, _a, out: seen["all"].append(out)),
-        transformer.transformer_blocks[0].register_forward_pre_hook(
-            lambda _m, args, kwargs: seen["computed"].append(kwargs.get("hidden_states", args[0] if args else None)), with_kwargs=True),
-    ]  # fmt: skip
+    hooks = _watch_tokens(transformer, seen)
     try:
         with prunesched.apply(pipe, cat_schedule()):
             hooks.append(transformer.proj_out.register_forward_hook(lambda _m, _a, out: seen["outputs"].append(out)))  # after CAT's scatter
