@@ -12,13 +12,17 @@ import sys
 def main(path: str) -> None:
     result = json.load(open(path, encoding="utf-8"))
     steps, peers, meta = result["steps"], result["peers"], result["meta"]
-    print(f"Measured {meta['date']} on {meta['device']} ({meta['cpu_threads']} threads), {meta['dtype']}, "
-          f"latent {meta['config']['latent']}x{meta['config']['latent']}, batch {meta['config']['batch']}, "
-          f"attention {', '.join(meta['attention_processors'])}, timer {meta['timer']}, "
-          f"median of {meta['config']['repeats']} repeats; torch {meta['torch']}, diffusers {meta['diffusers']}.\n")
-    print(f"Full step: median {steps['full']['median_s']:.2f} s over {len(steps['full']['repeats_s'])} reference steps "
-          f"(range {min(steps['full']['repeats_s']):.2f}-{max(steps['full']['repeats_s']):.2f} s). "
-          "'x full' is the median over pairs of (step / the full step timed just before it).\n")
+    print(
+        f"Measured {meta['date']} on {meta['device']} ({meta['cpu_threads']} threads), {meta['dtype']}, "
+        f"latent {meta['config']['latent']}x{meta['config']['latent']}, batch {meta['config']['batch']}, "
+        f"attention {', '.join(meta['attention_processors'])}, timer {meta['timer']}, "
+        f"median of {meta['config']['repeats']} repeats; torch {meta['torch']}, diffusers {meta['diffusers']}.\n"
+    )
+    print(
+        f"Full step: median {steps['full']['median_s']:.2f} s over {len(steps['full']['repeats_s'])} reference steps "
+        f"(range {min(steps['full']['repeats_s']):.2f}-{max(steps['full']['repeats_s']):.2f} s). "
+        "'x full' is the median over pairs of (step / the full step timed just before it).\n"
+    )
     print("| step | ours: s | ours: x full | token selection, share of step | peer | peer: x full |")
     print("|---|---|---|---|---|---|")
     for b in meta["config"]["branches"]:
@@ -31,13 +35,17 @@ def main(path: str) -> None:
         for method in meta["config"]["methods"]:
             ours = steps[f"{method}@{ratio}"]
             peer = f"tomesd | {tome['relative_to_full']:.3f}" if tome and method == meta["config"]["methods"][0] else " | "
-            print(f"| {method} {ratio} | {ours['median_s']:.2f} | {ours['relative_to_full']:.3f} | "
-                  f"{ours['selection_share_of_step']:.1%} | {peer} |")
+            print(
+                f"| {method} {ratio} | {ours['median_s']:.2f} | {ours['relative_to_full']:.3f} | "
+                f"{ours['selection_share_of_step']:.1%} | {peer} |"
+            )
     for ratio in meta["config"]["ratios"]:
         key = f"dato@{ratio}/branch0"
         if key in steps:
-            print(f"| dato {ratio}, branch 0 | {steps[key]['median_s']:.3f} | {steps[key]['relative_to_full']:.3f} | "
-                  f"{steps[key].get('selection_share_of_step', 0):.1%} | | |")
+            print(
+                f"| dato {ratio}, branch 0 | {steps[key]['median_s']:.3f} | {steps[key]['relative_to_full']:.3f} | "
+                f"{steps[key].get('selection_share_of_step', 0):.1%} | | |"
+            )
     print("\n| goal | measured | target | met |")
     print("|---|---|---|---|")
     for name, goal in result["goals"].items():
@@ -45,11 +53,13 @@ def main(path: str) -> None:
     table6 = result.get("dato_table6", {})
     if "end_to_end_at_latent" in table6:
         e2e = table6["end_to_end_at_latent"]
-        print(f"\nDaTo Table 6 \"Ours-b1\" (51 PNDM iterations): composed from the step costs above, "
-              f"{table6['composed_at_latent']['predicted_speedup']:.2f}x over all-full steps at latent "
-              f"{table6['composed_at_latent']['latent']}; at latent {e2e['latent']}, composed {e2e['predicted_speedup']:.2f}x "
-              f"and measured end to end {e2e['measured_speedup']:.2f}x ({e2e['measured_s']:.1f} s vs "
-              f"{e2e['measured_all_full_s']:.1f} s of UNet time).")
+        print(
+            f'\nDaTo Table 6 "Ours-b1" (51 PNDM iterations): composed from the step costs above, '
+            f"{table6['composed_at_latent']['predicted_speedup']:.2f}x over all-full steps at latent "
+            f"{table6['composed_at_latent']['latent']}; at latent {e2e['latent']}, composed {e2e['predicted_speedup']:.2f}x "
+            f"and measured end to end {e2e['measured_speedup']:.2f}x ({e2e['measured_s']:.1f} s vs "
+            f"{e2e['measured_all_full_s']:.1f} s of UNet time)."
+        )
 
 
 if __name__ == "__main__":

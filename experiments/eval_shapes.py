@@ -42,9 +42,14 @@ def main() -> None:
     began = time.perf_counter()
     real = save_samples(args.work / "shapes-heldout-real", args.real)
     settings = EvalSettings(
-        images=args.images, num_inference_steps=args.steps, guidance_scale=7.5, reference=str(real), repeats=1,
-        batch_size=25, cache_dir=str(args.work / "cache"),
-    )  # fmt: skip
+        images=args.images,
+        num_inference_steps=args.steps,
+        guidance_scale=7.5,
+        reference=str(real),
+        repeats=1,
+        batch_size=25,
+        cache_dir=str(args.work / "cache"),
+    )
     evaluation = Evaluation(settings)
     generated = evaluation.quality(evaluation.full_images)
     captions = list(evaluation.generator.spec.prompts)
@@ -53,11 +58,18 @@ def main() -> None:
     judge = load_judge()
     ceiling = caption_matches(judge, rendered, [scene(i, "heldout")[0].caption for i in range(args.real)])
     result = {
-        "model": fingerprint(), "images": args.images, "num_inference_steps": args.steps, "guidance_scale": 7.5,
-        "caption_accuracy": generated["caption_accuracy"], "fid_judge": generated["fid"], "kid_judge": generated["kid"],
-        "judge_accuracy_on_rendered": metric([float(m) for m in ceiling]), "reference_images": args.real,
-        "wall_s": time.perf_counter() - began, "device": evaluation.device,
-    }  # fmt: skip
+        "model": fingerprint(),
+        "images": args.images,
+        "num_inference_steps": args.steps,
+        "guidance_scale": 7.5,
+        "caption_accuracy": generated["caption_accuracy"],
+        "fid_judge": generated["fid"],
+        "kid_judge": generated["kid"],
+        "judge_accuracy_on_rendered": metric([float(m) for m in ceiling]),
+        "reference_images": args.real,
+        "wall_s": time.perf_counter() - began,
+        "device": evaluation.device,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     _grid(evaluation.full_images[:32], args.grid)

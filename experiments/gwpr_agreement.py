@@ -83,12 +83,22 @@ def main() -> None:
     began = time.perf_counter()
     prompts = [scene(i, "heldout")[0].caption for i in range(args.captions)]
     maps = capture(prompts, args.steps, args.every)
-    result = {"model": "shapes", "captions": args.captions, "steps": args.steps, "every": args.every, "epsilon": args.epsilon,
-              "tokens": maps[0].shape[-1], "agreement": agreement(maps, args.epsilon), "wall_s": time.perf_counter() - began}  # fmt: skip
+    result = {
+        "model": "shapes",
+        "captions": args.captions,
+        "steps": args.steps,
+        "every": args.every,
+        "epsilon": args.epsilon,
+        "tokens": maps[0].shape[-1],
+        "agreement": agreement(maps, args.epsilon),
+        "wall_s": time.perf_counter() - began,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     for n, row in result["agreement"].items():
-        print(f"{n:>3} iterations: " + "  ".join(f"r={r}: identical {v['identical']:.2f}, overlap {v['overlap']:.4f}" for r, v in row.items()))
+        print(
+            f"{n:>3} iterations: " + "  ".join(f"r={r}: identical {v['identical']:.2f}, overlap {v['overlap']:.4f}" for r, v in row.items())
+        )
     print(f"wrote {args.out}")
 
 

@@ -30,7 +30,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         log = Path(folder) / "observed.jsonl"
         env = os.environ | {"PRUNESCHED_RELIABILITY_LOG": str(log), "PRUNESCHED_READERS_S": str(args.readers_s)}
-        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow or not slow", "tests/reliability"], cwd=ROOT, env=env)
+        run = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow or not slow", "tests/reliability"],
+            cwd=ROOT,
+            env=env,
+        )
         if run.returncode != 0:
             sys.exit(f"the reliability suite failed (exit code {run.returncode}); {args.page} left as it was")
         observed: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -49,32 +53,62 @@ def render(observed: dict[str, list[dict[str, Any]]]) -> str:
         "## Bad input\n\nEach is one CLI command; `{dir}` is a scratch folder, `{db}` a copy of a real search database "
         "(or of the broken file the case names). Every one exits with code 2, prints one error line, and leaves "
         "every stored byte as it was.\n",
-        table(["case", "command", "exit", "observed"], [[r["case"], code(r["command"]), r["exit_code"], code(r["observed"])] for r in observed["bad input"]]),
+        table(
+            ["case", "command", "exit", "observed"],
+            [[r["case"], code(r["command"]), r["exit_code"], code(r["observed"])] for r in observed["bad input"]],
+        ),
         "## Worker faults\n\nOne candidate of a real search is struck (one worker, one retry, a 2 s timeout); the others must "
         "finish once each.\n",
-        table(["fault", "struck", "stored as", "attempts", "error", "others done once"],
-              [[r["fault"], r["struck"], r["status"], r["attempts"], code(r["error"] or ""), r["others_done_once"]] for r in observed["worker fault"]]),
+        table(
+            ["fault", "struck", "stored as", "attempts", "error", "others done once"],
+            [
+                [r["fault"], r["struck"], r["status"], r["attempts"], code(r["error"] or ""), r["others_done_once"]]
+                for r in observed["worker fault"]
+            ],
+        ),
         "## Coordinator crashes\n\nA real coordinator process is SIGKILLed at the drawn passage through the point, then the "
         "search is resumed; the last column compares its final front with an uninterrupted run's.\n",
-        table(["run", "killed at", "passage", "after resume", "evaluations", "evaluated again", "same front"],
-              [[r["run"], r["point"], r["passage"], r["status"], r["evaluations"], r["evaluated_again"], r["same_front"]]
-               for r in observed["coordinator crash"]]),  # fmt: skip
+        table(
+            ["run", "killed at", "passage", "after resume", "evaluations", "evaluated again", "same front"],
+            [
+                [r["run"], r["point"], r["passage"], r["status"], r["evaluations"], r["evaluated_again"], r["same_front"]]
+                for r in observed["coordinator crash"]
+            ],
+        ),
         "## Attacks\n\nEvery payload would create a file if it ran; none did.\n",
-        table(["test", "command", "exit", "observed"], [[r["test"], code(r["command"]), r["exit_code"], code(r["observed"])] for r in observed["attack"]]),
+        table(
+            ["test", "command", "exit", "observed"],
+            [[r["test"], code(r["command"]), r["exit_code"], code(r["observed"])] for r in observed["attack"]],
+        ),
         "## Load\n",
-        table(["measure", "value"], [
-            ["distinct evaluations (NSGA-II, 2 workers, instant evaluator)", load["evaluations"]],
-            ["generations", load["generations"]],
-            ["wall time", f"{load['wall_s']:.0f} s"],
-            ["throughput", f"{load['evaluations_per_s']:.0f} evaluations/s"],
-            ["coordinator memory, first / last quarter of the run", f"{load['rss_mib_first_quarter']:.0f} / {load['rss_mib_last_quarter']:.0f} MiB"],
-            ["peak memory of the test process", f"{load['peak_rss_mib']:.0f} MiB"],
-            ["database, checkpointed", f"{load['checkpointed_bytes'] / 2**20:.1f} MiB ({load['checkpointed_bytes_per_1000_evaluations'] / 2**10:.0f} KiB per 1000 evaluations)"],
-            *[[f"`{name}` (in process / fresh process)", f"{read['in_process_s']:.2f} / {read['fresh_process_s']:.2f} s"] for name, read in load["read_s"].items()],
-        ]),  # fmt: skip
+        table(
+            ["measure", "value"],
+            [
+                ["distinct evaluations (NSGA-II, 2 workers, instant evaluator)", load["evaluations"]],
+                ["generations", load["generations"]],
+                ["wall time", f"{load['wall_s']:.0f} s"],
+                ["throughput", f"{load['evaluations_per_s']:.0f} evaluations/s"],
+                [
+                    "coordinator memory, first / last quarter of the run",
+                    f"{load['rss_mib_first_quarter']:.0f} / {load['rss_mib_last_quarter']:.0f} MiB",
+                ],
+                ["peak memory of the test process", f"{load['peak_rss_mib']:.0f} MiB"],
+                [
+                    "database, checkpointed",
+                    f"{load['checkpointed_bytes'] / 2**20:.1f} MiB ({load['checkpointed_bytes_per_1000_evaluations'] / 2**10:.0f} KiB per 1000 evaluations)",
+                ],
+                *[
+                    [f"`{name}` (in process / fresh process)", f"{read['in_process_s']:.2f} / {read['fresh_process_s']:.2f} s"]
+                    for name, read in load["read_s"].items()
+                ],
+            ],
+        ),
         f"## Concurrent readers\n\n{len(readers['readers'])} processes, one per command, ran {commands} in a loop for "
         f"{readers['seconds']:.0f} s while a search wrote the same SQLite file.\n",
-        table(["reader", "reads", "slowest", "errors"], [[r["command"], r["reads"], f"{r['slowest_s']:.2f} s", len(r["errors"])] for r in readers["readers"]]),
+        table(
+            ["reader", "reads", "slowest", "errors"],
+            [[r["command"], r["reads"], f"{r['slowest_s']:.2f} s", len(r["errors"])] for r in readers["readers"]],
+        ),
         f"The writer committed {readers['writes']} times meanwhile; the slowest write took {readers['slowest_write_s'] * 1000:.0f} ms.\n",
     ]
     return "\n".join(parts)

@@ -40,11 +40,10 @@ import json
 import re
 import sys
 import time
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from prunesched.errors import ConfigError, PruneschedError
 from prunesched.runtime.paper_tables import dato_ours_b1
@@ -157,8 +156,14 @@ def run_table(config: dict[str, Any], out: Path, plot_path: Path | None) -> dict
         results.append(entry)
         print(markdown([entry], header=len(results) == 1), flush=True)
     full = evaluation.quality(evaluation.full_images)  # the baseline every paired metric compares with
-    report = {"title": config.get("title"), "paper": config.get("paper"), "measured_with": evaluation.describe(),
-              "full_model": full, "rows": results, "wall_s": time.perf_counter() - began}  # fmt: skip
+    report = {
+        "title": config.get("title"),
+        "paper": config.get("paper"),
+        "measured_with": evaluation.describe(),
+        "full_model": full,
+        "rows": results,
+        "wall_s": time.perf_counter() - began,
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=str) + "\n")
     out.with_suffix(".md").write_text(f"{config.get('title', '')}\n\n{markdown(results)}\n")
@@ -200,14 +205,22 @@ def plot(rows: list[dict[str, Any]], full: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     measured = [r for r in rows if "metrics" in r]
-    panels = [(x, y) for x, y in (("relative_macs", "fid"), ("relative_latency", "fid"), ("relative_macs", "caption_accuracy"))
-              if all(x in r["metrics"] and y in r["metrics"] for r in measured)]  # fmt: skip
+    panels = [
+        (x, y)
+        for x, y in (("relative_macs", "fid"), ("relative_latency", "fid"), ("relative_macs", "caption_accuracy"))
+        if all(x in r["metrics"] and y in r["metrics"] for r in measured)
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2), squeeze=False)
     for ax, (x, y) in zip(axes[0], panels):
         for family in dict.fromkeys(r["family"] for r in measured):
             own = sorted((r for r in measured if r["family"] == family), key=lambda r: r["metrics"][x]["value"])
-            ax.plot([r["metrics"][x]["value"] for r in own], [r["metrics"][y]["value"] for r in own], "o-" if len(own) > 1 else "*",
-                    label=family, markersize=5 if len(own) > 1 else 10)  # fmt: skip
+            ax.plot(
+                [r["metrics"][x]["value"] for r in own],
+                [r["metrics"][y]["value"] for r in own],
+                "o-" if len(own) > 1 else "*",
+                label=family,
+                markersize=5 if len(own) > 1 else 10,
+            )
         if y in full and y != "fid":
             ax.axhline(full[y]["value"], color="gray", linestyle="--", label="full model")
         ax.set_xlabel(x.replace("_", " ") + " (full model = 1)")

@@ -15,7 +15,20 @@ from prunesched.errors import PruneschedError, ScheduleError, UnsupportedModelEr
 from prunesched.lazy import lazy_names
 
 if TYPE_CHECKING:
-    from prunesched.runtime import AtedmConfig, CatConfig, DatoConfig, PatchHandle, PruneLess, RandomConfig, Schedule, SitoConfig, StepPlan, StepRecord, apply, remove
+    from prunesched.runtime import (
+        AtedmConfig,
+        CatConfig,
+        DatoConfig,
+        PatchHandle,
+        PruneLess,
+        RandomConfig,
+        Schedule,
+        SitoConfig,
+        StepPlan,
+        StepRecord,
+        apply,
+        remove,
+    )
 
 __version__ = "0.1.0"
 

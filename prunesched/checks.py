@@ -16,8 +16,9 @@ def check_keys(table: Mapping[str, Any], valid: Iterable[str], where: str) -> No
         raise ConfigError(f"unknown key {unknown[0]!r} in {where}; valid: {', '.join(valid)}")
 
 
-def check_number(value: Any, name: str, where: str, *, integer: bool = False, low: float = 0.0, high: float | None = None,
-                 low_open: bool = False) -> None:  # fmt: skip
+def check_number(
+    value: Any, name: str, where: str, *, integer: bool = False, low: float = 0.0, high: float | None = None, low_open: bool = False
+) -> None:
     """Refuse ``value`` unless it is a number (an integer if asked) in [low, high] (``low_open``: above ``low``)."""
     ok = isinstance(value, (int,) if integer else (int, float)) and not isinstance(value, bool)
     ok = ok and (value > low if low_open else value >= low) and (high is None or value <= high)

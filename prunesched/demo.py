@@ -40,13 +40,14 @@ class DemoRow:
 
 
 def run_demo(
-    images: int = 8, num_inference_steps: int = 50, repeats: int = 2, cache_dir: str | None = None,
+    images: int = 8,
+    num_inference_steps: int = 50,
+    repeats: int = 2,
+    cache_dir: str | None = None,
     log: Callable[[str], None] = print,
 ) -> list[DemoRow]:
     """Generate the full model's images and each demo schedule's, score them, and time ``repeats`` paired runs."""
-    settings = EvalSettings(
-        images=images, num_inference_steps=num_inference_steps, reference="model", repeats=repeats, cache_dir=cache_dir
-    )
+    settings = EvalSettings(images=images, num_inference_steps=num_inference_steps, reference="model", repeats=repeats, cache_dir=cache_dir)
     log(f"loading the shapes model and generating {images} full-model images ({num_inference_steps} steps)...")
     evaluation = Evaluation(settings)
     rows = [DemoRow("full model", evaluation.full_images, {})]

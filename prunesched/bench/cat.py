@@ -64,15 +64,18 @@ class CatBenchConfig:
 def sd3_loop(transformer: SD3Transformer2DModel, latent: int, batch: int, text_tokens: int) -> DenoiserLoop:
     """Transformer calls driven like the SD3 pipeline drives them (flow-matching Euler, shift 3), on the transformer's device."""
     config, tensor = transformer.config, inputs_like(transformer)
-    context = {"encoder_hidden_states": tensor(batch, text_tokens, config.joint_attention_dim),
-               "pooled_projections": tensor(batch, config.pooled_projection_dim)}  # fmt: skip
+    context = {
+        "encoder_hidden_states": tensor(batch, text_tokens, config.joint_attention_dim),
+        "pooled_projections": tensor(batch, config.pooled_projection_dim),
+    }
     sample = tensor(batch, config.in_channels, latent, latent)
 
     def call(sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return transformer(hidden_states=sample, timestep=t.expand(batch).to(sample.device), **context).sample
 
-    pipe = SimpleNamespace(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-                           do_classifier_free_guidance=batch % 2 == 0)  # fmt: skip
+    pipe = SimpleNamespace(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), do_classifier_free_guidance=batch % 2 == 0
+    )
     return DenoiserLoop(pipe, call, sample)
 
 
@@ -111,7 +114,8 @@ def run_cat_bench(config: CatBenchConfig, log: Callable[[str], None] = lambda _m
     macs = count_macs(config, config.latent)
     reduction = 1 - sum(macs["cat"]) / sum(macs["full"])
     result: dict[str, Any] = {
-        "config": dataclasses.asdict(config) | {"transformer": "SD3-medium" if config.transformer == SD3_MEDIUM_TRANSFORMER else config.transformer},
+        "config": dataclasses.asdict(config)
+        | {"transformer": "SD3-medium" if config.transformer == SD3_MEDIUM_TRANSFORMER else config.transformer},
         "macs_per_generation": {name: sum(steps) for name, steps in macs.items()},
         "macs_per_step": macs,
         "mac_reduction": reduction,
@@ -127,10 +131,14 @@ def run_cat_bench(config: CatBenchConfig, log: Callable[[str], None] = lambda _m
         latency_reduction = 1 - timing[RELATIVE]
         pruned = config.steps - config.t0
         result["latency"] = {
-            "device": str(device), "dtype": str(dtype), "latent": config.latency_latent, "cat_step": timing,
-            "latency_reduction": latency_reduction, "mac_reduction_of_a_step_at_this_latent": step_reduction,
+            "device": str(device),
+            "dtype": str(dtype),
+            "latent": config.latency_latent,
+            "cat_step": timing,
+            "latency_reduction": latency_reduction,
+            "mac_reduction_of_a_step_at_this_latent": step_reduction,
             "denoising_speedup_at_this_latent": config.steps / (config.t0 + pruned * timing[RELATIVE]),
-        }  # fmt: skip
+        }
         goals["latency_reduction_at_least_80_percent_of_mac_reduction"] = latency_tracks_macs(latency_reduction, step_reduction)
     result["goals"] = goals
     return result

@@ -77,16 +77,28 @@ def measure_evaluation(config: EvalBenchConfig, weights: str, cache: Path, log: 
     out = {}
     for n in config.image_counts:
         settings = EvalSettings(
-            model="tiny-sd", prompts={"kind": "imagenet"}, images=n, num_inference_steps=config.num_inference_steps, batch_size=config.batch_size,
-            repeats=config.repeats, reference="model", inception_weights=weights, cache_dir=str(cache), keep_images=True,
-        )  # fmt: skip
+            model="tiny-sd",
+            prompts={"kind": "imagenet"},
+            images=n,
+            num_inference_steps=config.num_inference_steps,
+            batch_size=config.batch_size,
+            repeats=config.repeats,
+            reference="model",
+            inception_weights=weights,
+            cache_dir=str(cache),
+            keep_images=True,
+        )
         evaluation = Evaluation(settings)
         metrics = evaluation.evaluate(schedule)
         generation, scoring = metrics["generation_s"]["value"], metrics["metrics_s"]["value"]
         out[str(n)] = {
-            "generation_s": generation, "metrics_s": scoring, "metric_share": scoring / (generation + scoring),
-            "latency_measurement_s": metrics["cost_s"]["value"], "fid": metrics["fid"], "mse": metrics["mse"],
-        }  # fmt: skip
+            "generation_s": generation,
+            "metrics_s": scoring,
+            "metric_share": scoring / (generation + scoring),
+            "latency_measurement_s": metrics["cost_s"]["value"],
+            "fid": metrics["fid"],
+            "mse": metrics["mse"],
+        }
         log(f"{n} images: generation {generation:.1f} s, metrics {scoring:.1f} s ({out[str(n)]['metric_share']:.0%} of both)")
     return out
 
@@ -96,7 +108,9 @@ def measure_cost_model(config: EvalBenchConfig, cache: Path, log: Callable[[str]
     loop = config.cost_steps + 1
     space = space_from_config({"kind": "dato", "steps": loop, "caches": ["reuse", 0, "full"], "ratios": [0.3, 0.5, 0.7]})
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    generator = ImageGenerator(load_pipeline("tiny-sd").to(device), GenerationSpec("tiny-sd", ("a photo of a cat",), (0,), config.cost_steps, 7.5, 1))
+    generator = ImageGenerator(
+        load_pipeline("tiny-sd").to(device), GenerationSpec("tiny-sd", ("a photo of a cat",), (0,), config.cost_steps, 7.5, 1)
+    )
     model = CostModel(generator, cache, config.repeats)
     rng = np.random.default_rng(config.seed)
     rows = []
@@ -107,13 +121,20 @@ def measure_cost_model(config: EvalBenchConfig, cache: Path, log: Callable[[str]
         measured_steps = statistics.median(model.measure(schedule) for _ in range(config.repeats))
         accelerated, unaccelerated = generator.latency(schedule, config.repeats)
         measured_relative = median_ratio(accelerated, unaccelerated)
-        rows.append({
-            "predicted_full_steps": predicted_steps, "measured_full_steps": measured_steps,
-            "error_full_steps": predicted_steps / measured_steps - 1, "predicted_relative_latency": predicted_relative,
-            "measured_relative_latency": measured_relative, "error_relative_latency": predicted_relative / measured_relative - 1,
-        })  # fmt: skip
-        log(f"schedule {i}: full steps {predicted_steps:.2f} predicted / {measured_steps:.2f} measured; "
-            f"relative latency {predicted_relative:.3f} / {measured_relative:.3f}")  # fmt: skip
+        rows.append(
+            {
+                "predicted_full_steps": predicted_steps,
+                "measured_full_steps": measured_steps,
+                "error_full_steps": predicted_steps / measured_steps - 1,
+                "predicted_relative_latency": predicted_relative,
+                "measured_relative_latency": measured_relative,
+                "error_relative_latency": predicted_relative / measured_relative - 1,
+            }
+        )
+        log(
+            f"schedule {i}: full steps {predicted_steps:.2f} predicted / {measured_steps:.2f} measured; "
+            f"relative latency {predicted_relative:.3f} / {measured_relative:.3f}"
+        )
     return {
         "schedules": rows,
         "median_abs_error_full_steps": statistics.median(abs(r["error_full_steps"]) for r in rows),
@@ -151,7 +172,7 @@ def _meta(config: EvalBenchConfig) -> dict[str, Any]:
         "python": sys.version.split()[0],
         **{name: version(name) for name in ("prunesched", "torch", "diffusers", "torch-fidelity")},
         "model": "tiny SD pipeline built from a config (random weights), 32x32 images",
-        "inception_weights": config.inception_weights or "random-init stand-in of torch-fidelity's Inception-v3 (same compute; "
-        "the real file cannot be downloaded here)",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "inception_weights": config.inception_weights
+        or "random-init stand-in of torch-fidelity's Inception-v3 (same compute; the real file cannot be downloaded here)",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }

@@ -132,9 +132,7 @@ class _Watcher:
             raise _Stop("time limit")
 
 
-def run_search(
-    config: SearchConfig, db: Path, log: Log, target: int | None = None, time_limit_s: float | None = None
-) -> SearchRun:
+def run_search(config: SearchConfig, db: Path, log: Log, target: int | None = None, time_limit_s: float | None = None) -> SearchRun:
     """Launch ``config`` in a new database at ``db``; stop once ``target`` evaluations are done or ``time_limit_s`` has passed."""
     watcher = _Watcher(config.name, log, target, time_limit_s)
     start = time.monotonic()
@@ -148,9 +146,13 @@ def run_search(
 
 
 def search_config(
-    bench: SearchBenchConfig, name: str, proposer: Mapping[str, Any], evaluator: Mapping[str, Any] | None = None,
-    workers: int = 1, reference_point: Sequence[float] | None = None,
-) -> SearchConfig:  # fmt: skip
+    bench: SearchBenchConfig,
+    name: str,
+    proposer: Mapping[str, Any],
+    evaluator: Mapping[str, Any] | None = None,
+    workers: int = 1,
+    reference_point: Sequence[float] | None = None,
+) -> SearchConfig:
     """A synthetic-evaluator search over the bench's dato space, built and validated as a config file would be."""
     return SearchConfig.from_dict(
         {
@@ -313,6 +315,5 @@ def _meta(config: SearchBenchConfig) -> dict[str, Any]:
         **{name: version(name) for name in packages},
         "scope": "real coordinator on local Ray, SQLite file per search; overhead and throughput over the evaluation window "
         "(first dispatch to last record, from the database), actor start-up excluded; hypervolumes against one shared reference",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-

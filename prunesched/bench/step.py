@@ -185,7 +185,9 @@ def measure_peers(loop: UNetLoop, config: StepBenchConfig, log: Callable[[str], 
         finally:
             helper.disable()
             vars(loop.pipe.unet).pop("forward", None)  # DeepCache re-sets forward on the instance
-        log(f"deepcache/branch{branch}: {results[f'deepcache/branch{branch}']['median_s']:.3f} s = {results[f'deepcache/branch{branch}'][RELATIVE]:.3f} x full")
+        log(
+            f"deepcache/branch{branch}: {results[f'deepcache/branch{branch}']['median_s']:.3f} s = {results[f'deepcache/branch{branch}'][RELATIVE]:.3f} x full"
+        )
     return results
 
 
@@ -222,9 +224,7 @@ def table6_check(loop: UNetLoop, steps: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def run_step_bench(
-    config: StepBenchConfig, log: Callable[[str], None] = print, unet: UNet2DConditionModel | None = None
-) -> dict[str, Any]:
+def run_step_bench(config: StepBenchConfig, log: Callable[[str], None] = print, unet: UNet2DConditionModel | None = None) -> dict[str, Any]:
     """Run the whole benchmark and return the JSON-ready result, goals included.
 
     ``unet`` replaces the SD 1.5 UNet (tests pass a tiny one); it is used on its own device and dtype.
@@ -321,5 +321,5 @@ def _meta(config: StepBenchConfig, model: str, device: torch.device, dtype: torc
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
         "prunesched": prunesched.__version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }

@@ -14,8 +14,9 @@ from prunesched.errors import PruneschedError
 class _Group(click.Group):
     """Turns every :class:`PruneschedError`, and click's own usage errors, into one line and exit code 2."""
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:  # fmt: skip
+    def main(
+        self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None, standalone_mode: bool = True, **extra: Any
+    ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:  # click's standalone mode would print the whole usage text above the error
@@ -43,8 +44,18 @@ def main() -> None:
 
 
 COMMANDS = (
-    search.search, search.front, search.export, search.history, report.report, report.compare, report.export_optuna,
-    search.db, schedule.schedule, evaluate.evaluate, demo.demo, bench.bench,
-)  # fmt: skip
+    search.search,
+    search.front,
+    search.export,
+    search.history,
+    report.report,
+    report.compare,
+    report.export_optuna,
+    search.db,
+    schedule.schedule,
+    evaluate.evaluate,
+    demo.demo,
+    bench.bench,
+)
 for command in COMMANDS:
     main.add_command(command)

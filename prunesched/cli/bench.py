@@ -58,13 +58,17 @@ def bench_step(latent: int, batch: int, repeats: int, ratios: tuple[float, ...],
 
 
 @bench.command("atedm")
-@click.option("--latent", default=128, show_default=True, help="Latent side of the MAC count (128 = 1024x1024 on SDXL; counted on the meta device).")
+@click.option(
+    "--latent", default=128, show_default=True, help="Latent side of the MAC count (128 = 1024x1024 on SDXL; counted on the meta device)."
+)
 @click.option("--batch", default=2, show_default=True, help="UNet batch (2 = one image with CFG).")
 @click.option("--ratio", default=0.63, show_default=True, help="AT-EDM's prune ratio rho (the paper's 4.1 T budget).")
 @click.option("--steps", default=50, show_default=True, help="Denoising steps the per-step average is over.")
 @click.option("--tau", default=15, show_default=True, help="DSAP's prune-less first steps.")
 @click.option("--iterations", default=10, show_default=True, help="G-WPR iterations (a fixed count).")
-@click.option("--latency-latent", default=32, show_default=True, help="Latent side of the timed runs (0 skips timing; the CPU handles 32, a GPU 128).")
+@click.option(
+    "--latency-latent", default=32, show_default=True, help="Latent side of the timed runs (0 skips timing; the CPU handles 32, a GPU 128)."
+)
 @click.option("--repeats", default=3, show_default=True, help="Timed [full, step] pairs per step kind.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench_atedm.json"), show_default=True)
 def bench_atedm(output: Path, **options: float) -> None:
@@ -74,19 +78,27 @@ def bench_atedm(output: Path, **options: float) -> None:
     _at_least_one({name: options[name] for name in ("latent", "batch", "steps", "iterations", "repeats")})
     result = run_atedm_bench(AtedmBenchConfig(**options), log=lambda message: click.echo(message, err=True))
     macs, dsap = result["macs_per_call"], result["dsap"]
-    _report(result, output, f"MACs per step: full {macs['full'] / 1e12:.2f} T, AT-EDM {macs['atedm'] / 1e12:.2f} T "
-                            f"({result['mac_reduction']:.1%} fewer; paper {result['paper_reduction']:.1%}); with DSAP "
-                            f"{dsap['mac_reduction_at_the_same_ratio']:.1%} fewer at the same ratio, the same budget at ratio "
-                            f"{dsap['ratio_for_the_same_budget']:.3f}")  # fmt: skip
+    _report(
+        result,
+        output,
+        f"MACs per step: full {macs['full'] / 1e12:.2f} T, AT-EDM {macs['atedm'] / 1e12:.2f} T "
+        f"({result['mac_reduction']:.1%} fewer; paper {result['paper_reduction']:.1%}); with DSAP "
+        f"{dsap['mac_reduction_at_the_same_ratio']:.1%} fewer at the same ratio, the same budget at ratio "
+        f"{dsap['ratio_for_the_same_budget']:.3f}",
+    )
 
 
 @bench.command("cat")
-@click.option("--latent", default=128, show_default=True, help="Latent side of the MAC count (128 = 1024x1024 on SD3; counted on the meta device).")
+@click.option(
+    "--latent", default=128, show_default=True, help="Latent side of the MAC count (128 = 1024x1024 on SD3; counted on the meta device)."
+)
 @click.option("--batch", default=2, show_default=True, help="Transformer batch (2 = one image with CFG).")
 @click.option("--steps", default=28, show_default=True, help="Denoising steps of the generation.")
 @click.option("--t0", default=8, show_default=True, help="Full steps before CAT starts.")
 @click.option("--alpha", default=0.3, show_default=True, help="Fraction of the image tokens each CAT step recomputes.")
-@click.option("--latency-latent", default=32, show_default=True, help="Latent side of the timed runs (0 skips timing; a CPU handles 32, a GPU 128).")
+@click.option(
+    "--latency-latent", default=32, show_default=True, help="Latent side of the timed runs (0 skips timing; a CPU handles 32, a GPU 128)."
+)
 @click.option("--repeats", default=2, show_default=True, help="Timed [full, CAT] pairs.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench_cat.json"), show_default=True)
 def bench_cat(output: Path, **options: float) -> None:
@@ -100,5 +112,9 @@ def bench_cat(output: Path, **options: float) -> None:
         raise click.BadParameter(f"must be from 0 to --steps - 1, got {options['t0']}", param_hint="--t0")
     result = run_cat_bench(CatBenchConfig(**options), log=lambda message: click.echo(message, err=True))
     macs = result["macs_per_generation"]
-    _report(result, output, f"MACs per generation: full {macs['full'] / 1e12:.1f} T, CAT {macs['cat'] / 1e12:.1f} T "
-                            f"({result['mac_reduction']:.1%} fewer; paper {result['paper']['mac_reduction']:.1%})")  # fmt: skip
+    _report(
+        result,
+        output,
+        f"MACs per generation: full {macs['full'] / 1e12:.1f} T, CAT {macs['cat'] / 1e12:.1f} T "
+        f"({result['mac_reduction']:.1%} fewer; paper {result['paper']['mac_reduction']:.1%})",
+    )

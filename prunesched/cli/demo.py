@@ -23,7 +23,13 @@ def demo(output: Path, images: int, num_inference_steps: int, repeats: int, cach
     names = ["caption_accuracy", "fid", "psnr", "relative_latency"]
     table(
         ["schedule", "judge accuracy", "FID to full", "PSNR dB", "speed-up"],
-        [[row.name, *(number(row.metrics[n]["value"]) if n in row.metrics else "-" for n in names[:3]),
-          f"{1 / row.metrics['relative_latency']['value']:.2f}x"] for row in rows[1:]],
-    )  # fmt: skip
+        [
+            [
+                row.name,
+                *(number(row.metrics[n]["value"]) if n in row.metrics else "-" for n in names[:3]),
+                f"{1 / row.metrics['relative_latency']['value']:.2f}x",
+            ]
+            for row in rows[1:]
+        ],
+    )
     click.echo(f"wrote {save_grid(rows, output)}")

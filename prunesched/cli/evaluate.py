@@ -25,7 +25,13 @@ def prompts_option(value: str) -> Any:
 @click.command("eval")
 @click.argument("schedule_path", metavar="SCHEDULE", type=click.Path(path_type=Path))
 @click.option("--model", default="shapes", show_default=True, help="Built-in name, diffusers folder, or hub id in the local cache.")
-@click.option("--prompts", "prompts", default=None, show_default="shapes", help="shapes | imagenet | coco:FILE | parti:FILE | text:FILE | FILE (one prompt per line).")
+@click.option(
+    "--prompts",
+    "prompts",
+    default=None,
+    show_default="shapes",
+    help="shapes | imagenet | coco:FILE | parti:FILE | text:FILE | FILE (one prompt per line).",
+)
 @click.option("--images", type=int, default=4, show_default=True, help="Images to generate (image i uses seed SEED + i).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--steps", "num_inference_steps", type=int, default=10, show_default=True, help="num_inference_steps of the pipeline call.")
@@ -33,11 +39,21 @@ def prompts_option(value: str) -> Any:
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--repeats", type=int, default=3, show_default=True, help="Timed runs per latency, after one warm-up.")
 @click.option("--latency-scope", type=click.Choice(["loop", "pipeline"]), default="loop", show_default=True)
-@click.option("--cost", multiple=True, type=click.Choice(["measured", "predicted", "macs"]), help="Cost sources (repeatable; default: measured).")
+@click.option(
+    "--cost", multiple=True, type=click.Choice(["measured", "predicted", "macs"]), help="Cost sources (repeatable; default: measured)."
+)
 @click.option("--reference", default=None, help="FID/KID reference: 'model' (the unaccelerated images) or a folder of real images.")
-@click.option("--inception-weights", type=click.Path(path_type=str), default=None, help="Local feature-extractor weight file (offline clusters).")
-@click.option("--feature-extractor", default=None, help="A torch-fidelity feature extractor [default: shapes-judge for the shapes model, else inception-v3-compat].")
-@click.option("--cache-dir", default=None, help="Images, reference features and cost tables [default: $PRUNESCHED_CACHE or ~/.cache/prunesched].")
+@click.option(
+    "--inception-weights", type=click.Path(path_type=str), default=None, help="Local feature-extractor weight file (offline clusters)."
+)
+@click.option(
+    "--feature-extractor",
+    default=None,
+    help="A torch-fidelity feature extractor [default: shapes-judge for the shapes model, else inception-v3-compat].",
+)
+@click.option(
+    "--cache-dir", default=None, help="Images, reference features and cost tables [default: $PRUNESCHED_CACHE or ~/.cache/prunesched]."
+)
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Result JSON [default: SCHEDULE's name + .eval.json].")
 def evaluate(schedule_path: Path, output: Path | None, prompts: str | None, cost: tuple[str, ...], **options: Any) -> None:
     """Evaluate SCHEDULE (a schedule document or a DaTo table): quality against the unaccelerated model, and cost."""
@@ -54,7 +70,10 @@ def evaluate(schedule_path: Path, output: Path | None, prompts: str | None, cost
     metrics = evaluation.evaluate(schedule)
     table(
         ["metric", "value", "95% CI", "n"],
-        [[name, number(m["value"]), "-" if m["ci"] is None else f"{number(m['ci'][0])} .. {number(m['ci'][1])}", m["n"]] for name, m in metrics.items()],
+        [
+            [name, number(m["value"]), "-" if m["ci"] is None else f"{number(m['ci'][0])} .. {number(m['ci'][1])}", m["n"]]
+            for name, m in metrics.items()
+        ],
     )
     output = output or Path(f"{schedule_path.stem}.eval.json")
     result = {"schedule": schedule.to_dict(), "schedule_hash": schedule.hash, "metrics": metrics, "measured_with": evaluation.describe()}

@@ -30,8 +30,10 @@ class ProgressView:
 
     def __call__(self, p: SearchProgress) -> None:
         self.search_id = p.search_id
-        line = (f"generation {p.generation + 1}/{p.generations}  done {p.done}  running {p.running}  failed {p.failed}  "
-                f"front {p.front_size}  hv {number(p.hypervolume)}")  # fmt: skip
+        line = (
+            f"generation {p.generation + 1}/{p.generations}  done {p.done}  running {p.running}  failed {p.failed}  "
+            f"front {p.front_size}  hv {number(p.hypervolume)}"
+        )
         self.bar.update(self.task, description=line, completed=p.generation + p.generation_stored)
         if p.generation_stored and not self.console.is_terminal:
             self.console.print(line)
@@ -43,7 +45,9 @@ class ProgressView:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
         self.bar.stop()
         if kind is KeyboardInterrupt and self.search_id is not None:
-            self.console.print(f"search {self.search_id} interrupted; continue it with 'prunesched search resume {self.search_id} --db {self.db}'")
+            self.console.print(
+                f"search {self.search_id} interrupted; continue it with 'prunesched search resume {self.search_id} --db {self.db}'"
+            )
             sys.exit(130)
 
 
@@ -77,8 +81,16 @@ def metric(metrics: dict | None, name: str) -> str:
 
 def row_dict(candidate, evaluation, names) -> dict:  # type: ignore[no-untyped-def]
     return {
-        "candidate": candidate.id, "generation_born": candidate.generation_born, "schedule_hash": candidate.schedule_hash,
-        "status": evaluation.status, "objectives": dict(zip(names, [evaluation.objective_0, evaluation.objective_1])),
-        "metrics": evaluation.metrics, "attempts": evaluation.attempts, "worker": evaluation.worker, "device": evaluation.device,
-        "duration_s": evaluation.duration_s, "error": evaluation.error, "schedule": candidate.schedule,
-    }  # fmt: skip
+        "candidate": candidate.id,
+        "generation_born": candidate.generation_born,
+        "schedule_hash": candidate.schedule_hash,
+        "status": evaluation.status,
+        "objectives": dict(zip(names, [evaluation.objective_0, evaluation.objective_1])),
+        "metrics": evaluation.metrics,
+        "attempts": evaluation.attempts,
+        "worker": evaluation.worker,
+        "device": evaluation.device,
+        "duration_s": evaluation.duration_s,
+        "error": evaluation.error,
+        "schedule": candidate.schedule,
+    }

@@ -12,8 +12,20 @@ from prunesched.cli.search import DB_OPTION
 @click.command("report")
 @click.argument("search_id", type=int)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="HTML file [default: search-ID.html].")
-@click.option("--png", "png_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Also write each plot as a PNG into this folder.")
-@click.option("--images", type=click.IntRange(min=0), default=4, show_default=True, help="Sample images per front point and for the full model (0: none).")
+@click.option(
+    "--png",
+    "png_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also write each plot as a PNG into this folder.",
+)
+@click.option(
+    "--images",
+    type=click.IntRange(min=0),
+    default=4,
+    show_default=True,
+    help="Sample images per front point and for the full model (0: none).",
+)
 @DB_OPTION
 def report(search_id: int, output: Path | None, png_dir: Path | None, images: int, db: str) -> None:
     """One search as a self-contained HTML page: evaluations, fronts, hypervolume, schedules, samples, config."""
@@ -27,7 +39,9 @@ def report(search_id: int, output: Path | None, png_dir: Path | None, images: in
 
 @click.command("compare")
 @click.argument("search_ids", metavar="ID ID...", type=int, nargs=-1, required=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("fronts.png"), show_default=True, help="PNG file.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("fronts.png"), show_default=True, help="PNG file."
+)
 @DB_OPTION
 def compare(search_ids: tuple[int, ...], output: Path, db: str) -> None:
     """The latest Pareto fronts of two or more searches in one plot (their objectives must match)."""
@@ -42,8 +56,10 @@ def compare(search_ids: tuple[int, ...], output: Path, db: str) -> None:
     records = [read_search(store, i) for i in search_ids]
     for record in records[1:]:
         if record.objectives != records[0].objectives:
-            raise ConfigError(f"search {record.id} minimises {'/'.join(record.objectives)} but search {records[0].id} "
-                              f"{'/'.join(records[0].objectives)}; compare searches with the same objectives")  # fmt: skip
+            raise ConfigError(
+                f"search {record.id} minimises {'/'.join(record.objectives)} but search {records[0].id} "
+                f"{'/'.join(records[0].objectives)}; compare searches with the same objectives"
+            )
     click.echo(f"wrote {save_png(compare_plot(records), output)}")
 
 
@@ -61,5 +77,7 @@ def export_optuna(search_id: int, storage: str, name: str | None, db: str) -> No
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line of our own instead of Optuna's per-study log
     study = mirror_to_optuna(Store(db), search_id, storage, name)
-    click.echo(f"wrote study {study.study_name!r} to {storage}: {len(study.trials)} trials, {len(study.best_trials)} on the Pareto front; "
-               f"browse it with 'optuna-dashboard {storage}'")  # fmt: skip
+    click.echo(
+        f"wrote study {study.study_name!r} to {storage}: {len(study.trials)} trials, {len(study.best_trials)} on the Pareto front; "
+        f"browse it with 'optuna-dashboard {storage}'"
+    )

@@ -27,4 +27,4 @@ def schedule_show(path: Path) -> None:
     click.echo("cache: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())))
     click.echo(f"mean prune ratio: {sum(s.prune for s in loaded.steps) / len(loaded):.3f}")
     for i, step in enumerate(loaded.steps):
-        click.echo(f"{i:4d}  {str(step.cache):>6}  {step.prune:.2f}")
+        click.echo(f"{i:4d}  {step.cache!s:>6}  {step.prune:.2f}")

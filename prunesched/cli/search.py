@@ -16,9 +16,12 @@ if TYPE_CHECKING:
     from prunesched.search.config import SearchConfig
 
 DB_OPTION = click.option(
-    "--db", default="prunesched.db", show_default=True, envvar="PRUNESCHED_DB",
+    "--db",
+    default="prunesched.db",
+    show_default=True,
+    envvar="PRUNESCHED_DB",
     help="Search database: a file path or any SQLAlchemy URL (env PRUNESCHED_DB).",
-)  # fmt: skip
+)
 
 
 @click.group()
@@ -33,9 +36,7 @@ def search() -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Evaluator actors (overrides [dispatch] workers).")
 @click.option("--backend", type=click.Choice(["pymoo", "optuna", "random"]), default=None, help="Overrides [proposer] backend.")
 @click.option("--sampler", type=click.Choice(["nsga2", "tpe"]), default=None, help="Optuna sampler (overrides [proposer] sampler).")
-def search_launch(
-    config: Path | None, db: str, address: str | None, workers: int | None, backend: str | None, sampler: str | None
-) -> None:
+def search_launch(config: Path | None, db: str, address: str | None, workers: int | None, backend: str | None, sampler: str | None) -> None:
     """Run the search CONFIG.toml describes (default: the embedded default search) and store it in --db."""
     from dataclasses import replace
 
@@ -88,11 +89,19 @@ def search_status(search_id: int | None, db: str) -> None:
     for item in searches:
         counts = store.counts(item.id)
         latest = store.generation(item.id)
-        rows.append([
-            item.id, item.name, item.status, f"{latest.number + 1 if latest else 0}/{item.config['proposer']['generations']}",
-            counts.done, counts.active, counts.failed, len(latest.front) if latest else 0,
-            number(latest.hypervolume if latest else None),
-        ])  # fmt: skip
+        rows.append(
+            [
+                item.id,
+                item.name,
+                item.status,
+                f"{latest.number + 1 if latest else 0}/{item.config['proposer']['generations']}",
+                counts.done,
+                counts.active,
+                counts.failed,
+                len(latest.front) if latest else 0,
+                number(latest.hypervolume if latest else None),
+            ]
+        )
     table(["id", "name", "status", "generations", "done", "running", "failed", "front", "hypervolume"], rows)
 
 
@@ -115,16 +124,31 @@ def front(search_id: int, generation: int | None, as_json: bool, db: str) -> Non
     click.echo(f"search {search_id}, front after generation {number}: {len(points)} points")
     table(
         ["candidate", "born", names[0], names[1], "cache (full/branch/reuse)", "mean prune"],
-        [[p.candidate.id, p.candidate.generation_born, metric(p.evaluation.metrics, names[0]), metric(p.evaluation.metrics, names[1]),
-          cache_summary(p.candidate.schedule), mean_prune(p.candidate.schedule)] for p in points],
-    )  # fmt: skip
+        [
+            [
+                p.candidate.id,
+                p.candidate.generation_born,
+                metric(p.evaluation.metrics, names[0]),
+                metric(p.evaluation.metrics, names[1]),
+                cache_summary(p.candidate.schedule),
+                mean_prune(p.candidate.schedule),
+            ]
+            for p in points
+        ],
+    )
 
 
 @click.command("export")
 @click.argument("search_id", type=int)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Schedule file to write.")
-@click.option("--pick", "how", type=click.Choice(["weighted", "fastest", "best"]), default="weighted", show_default=True,
-              help="weighted: least quality + weight * cost (DaTo Algorithm 1); fastest; best quality. From the front.")  # fmt: skip
+@click.option(
+    "--pick",
+    "how",
+    type=click.Choice(["weighted", "fastest", "best"]),
+    default="weighted",
+    show_default=True,
+    help="weighted: least quality + weight * cost (DaTo Algorithm 1); fastest; best quality. From the front.",
+)
 @click.option("--weight", type=float, default=1.0, show_default=True, help="w of the weighted pick.")
 @click.option("--candidate", "candidate_id", type=int, default=None, help="Export this candidate instead of picking.")
 @click.option("--generation", type=int, default=None, help="Pick from the front after this generation (default: the latest).")
@@ -138,7 +162,9 @@ def export(search_id: int, output: Path, how: str, weight: float, candidate_id: 
     options = (("--pick", "how"), ("--weight", "weight"), ("--generation", "generation"))
     picking = [option for option, name in options if source(name) is not click.core.ParameterSource.DEFAULT]
     if candidate_id is not None and picking:
-        raise click.UsageError(f"--candidate names the schedule to export; {', '.join(picking)} (which pick from a front) cannot come with it")
+        raise click.UsageError(
+            f"--candidate names the schedule to export; {', '.join(picking)} (which pick from a front) cannot come with it"
+        )
     schedule = export(Store(db), search_id, output, how, weight, candidate_id, generation)
     click.echo(f"wrote candidate {schedule.provenance['candidate']} ({schedule.provenance['pick']}) to {output}")
 
@@ -147,13 +173,26 @@ def export(search_id: int, output: Path, how: str, weight: float, candidate_id: 
 @click.option("--search", "search_id", type=int, default=None, help="Only this search's evaluations (default: list the searches).")
 @click.option("--status", type=click.Choice(["queued", "running", "done", "failed"]), default=None)
 @click.option("--generation", type=int, default=None, help="Only candidates born in this generation.")
-@click.option("--range", "ranges", metavar="METRIC:LOW:HIGH", multiple=True, callback=lambda _c, _p, v: [metric_range(r) for r in v],
-              help="Only evaluations whose METRIC lies in [LOW, HIGH]; either bound may be empty (fid::0.5). Repeatable.")
+@click.option(
+    "--range",
+    "ranges",
+    metavar="METRIC:LOW:HIGH",
+    multiple=True,
+    callback=lambda _c, _p, v: [metric_range(r) for r in v],
+    help="Only evaluations whose METRIC lies in [LOW, HIGH]; either bound may be empty (fid::0.5). Repeatable.",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @DB_OPTION
-def history(search_id: int | None, status: str | None, generation: int | None, ranges: list[tuple[str, float, float]],
-            limit: int | None, as_json: bool, db: str) -> None:  # fmt: skip
+def history(
+    search_id: int | None,
+    status: str | None,
+    generation: int | None,
+    ranges: list[tuple[str, float, float]],
+    limit: int | None,
+    as_json: bool,
+    db: str,
+) -> None:
     """What was tried: the searches, or one search's evaluations, filtered (paged on a terminal)."""
     from prunesched.storage import Store
 
@@ -163,11 +202,20 @@ def history(search_id: int | None, status: str | None, generation: int | None, r
             raise click.UsageError("--status, --generation and --range filter one search's evaluations; add --search ID")
         searches = store.searches()
         if as_json:
-            click.echo(json.dumps([{"id": s.id, "name": s.name, "status": s.status, "created_at": s.created_at.isoformat(),
-                                    "config": s.config} for s in searches], indent=2))  # fmt: skip
+            click.echo(
+                json.dumps(
+                    [
+                        {"id": s.id, "name": s.name, "status": s.status, "created_at": s.created_at.isoformat(), "config": s.config}
+                        for s in searches
+                    ],
+                    indent=2,
+                )
+            )
             return
-        table(["id", "name", "status", "created", "evaluations"],
-               [[s.id, s.name, s.status, f"{s.created_at:%Y-%m-%d %H:%M}", store.counts(s.id).total] for s in searches])  # fmt: skip
+        table(
+            ["id", "name", "status", "created", "evaluations"],
+            [[s.id, s.name, s.status, f"{s.created_at:%Y-%m-%d %H:%M}", store.counts(s.id).total] for s in searches],
+        )
         return
     names = store.search(search_id).objectives
     rows = store.evaluations(search_id, status=status, generation=generation, limit=None if ranges else limit)
@@ -177,10 +225,22 @@ def history(search_id: int | None, status: str | None, generation: int | None, r
         return
     table(
         ["candidate", "born", "status", names[0], names[1], "attempts", "worker", "seconds", "error"],
-        [[c.id, c.generation_born, e.status, metric(e.metrics, names[0]), metric(e.metrics, names[1]), e.attempts,
-          e.worker or "", number(e.duration_s), (e.error or "")[:60]] for c, e in rows],
+        [
+            [
+                c.id,
+                c.generation_born,
+                e.status,
+                metric(e.metrics, names[0]),
+                metric(e.metrics, names[1]),
+                e.attempts,
+                e.worker or "",
+                number(e.duration_s),
+                (e.error or "")[:60],
+            ]
+            for c, e in rows
+        ],
         page=True,
-    )  # fmt: skip
+    )
 
 
 @click.group("db")
@@ -207,7 +267,9 @@ def metric_range(text: str) -> tuple[str, float, float]:
             raise ValueError
         return parts[0], float(parts[1] or "-inf"), float(parts[2] or "inf")
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not METRIC:LOW:HIGH (e.g. fid:0:0.5 or relative_latency::0.6)", param_hint="--range") from None
+        raise click.BadParameter(
+            f"{text!r} is not METRIC:LOW:HIGH (e.g. fid:0:0.5 or relative_latency::0.6)", param_hint="--range"
+        ) from None
 
 
 def in_ranges(metrics: dict | None, ranges: list[tuple[str, float, float]]) -> bool:

@@ -113,10 +113,15 @@ class CostModel:
         identity = self.generator.identity
         keep = ("model", "size", "batch_size", "device", "dtype", "torch", "diffusers", "prunesched")
         return {
-            **{k: identity[k] for k in keep}, "guidance": self.generator.spec.guidance_scale > 1, "host": platform.node(),
-            "processor": platform.processor(), "loop_length": self.generator.loop_length, "attention": self.generator.attention,
-            "method": schedule.to_dict()["method"], "slots": schedule.to_dict()["slots"],
-        }  # fmt: skip
+            **{k: identity[k] for k in keep},
+            "guidance": self.generator.spec.guidance_scale > 1,
+            "host": platform.node(),
+            "processor": platform.processor(),
+            "loop_length": self.generator.loop_length,
+            "attention": self.generator.attention,
+            "method": schedule.to_dict()["method"],
+            "slots": schedule.to_dict()["slots"],
+        }
 
     def _profile(self, table: CostTable, plans: list[StepPlan], like: Schedule) -> None:
         """Count each plan's MACs (that pass also warms up), then time it next to a full step ``repeats`` times."""

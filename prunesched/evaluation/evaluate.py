@@ -144,7 +144,11 @@ class Evaluation:
         if settings.reference is not None:
             self.fidelity = FidelityScorer(settings.fidelity(), device, self.cache)
             source = self.full_images if settings.reference == "model" else Path(settings.reference)
-            key = {"reference": "model", **self.generator.identity} if settings.reference == "model" else _folder_key(Path(settings.reference))
+            key = (
+                {"reference": "model", **self.generator.identity}
+                if settings.reference == "model"
+                else _folder_key(Path(settings.reference))
+            )
             self.reference = self.fidelity.reference(source, key, self.generator.size)
         self.costs = CostModel(self.generator, self.cache, settings.repeats) if {"predicted", "macs"} & set(settings.cost) else None
         self.device = f"{device}, batch {self.generator.batch_size}, {self.generator.attention}, latency: {settings.latency_scope}"
@@ -171,7 +175,9 @@ class Evaluation:
     def quality(self, images: torch.Tensor) -> Metrics:
         """Paired fidelity to the unaccelerated images, FID/KID when a reference is set, and on the
         shapes model with its captions, the share of images whose main object the judge recognises."""
-        out = {name: metric(fn(images, self.full_images)) for name, fn in (("mse", paired.mse), ("psnr", paired.psnr), ("ssim", paired.ssim))}
+        out = {
+            name: metric(fn(images, self.full_images)) for name, fn in (("mse", paired.mse), ("psnr", paired.psnr), ("ssim", paired.ssim))
+        }
         if self.lpips is not None:
             out["lpips"] = metric(self.lpips(images, self.full_images))
         matches = None if self.judge is None else caption_matches(self.judge, images, self.generator.spec.prompts)
@@ -201,11 +207,16 @@ class Evaluation:
         """What every number of this evaluation was measured with."""
         return {
             "settings": asdict(self.settings),
-            "device": self.device, "loop_length": self.steps, "image_size": self.generator.size,
-            "batch_size": self.generator.batch_size, "attention": self.generator.attention,
-            "latency_scope": self.settings.latency_scope, "repeats": self.settings.repeats,
-            "lpips": paired.lpips_unavailable_reason() or "computed", "images_folder": str(self.folder),
-        }  # fmt: skip
+            "device": self.device,
+            "loop_length": self.steps,
+            "image_size": self.generator.size,
+            "batch_size": self.generator.batch_size,
+            "attention": self.generator.attention,
+            "latency_scope": self.settings.latency_scope,
+            "repeats": self.settings.repeats,
+            "lpips": paired.lpips_unavailable_reason() or "computed",
+            "images_folder": str(self.folder),
+        }
 
     def _full_images(self) -> torch.Tensor:
         """The unaccelerated images, generated once per machine and read back from disk after."""

@@ -84,9 +84,12 @@ class FidelityScorer:
         self.layers = {m: cls.get_default_feature_layer_for_metric(m) for m in ("fid", "kid")}
         self.settings = settings
         self.options: dict[str, Any] = {
-            "cuda": device == "cuda", "verbose": False, "save_cpu_ram": True,
-            "cache_root": str(cache_dir / "fidelity"), "feature_extractor_weights_path": settings.weights,
-        }  # fmt: skip
+            "cuda": device == "cuda",
+            "verbose": False,
+            "save_cpu_ram": True,
+            "cache_root": str(cache_dir / "fidelity"),
+            "feature_extractor_weights_path": settings.weights,
+        }
         self.extractor = create_feature_extractor(settings.feature_extractor, sorted(set(self.layers.values())), **self.options)
 
     @property
@@ -112,9 +115,14 @@ class FidelityScorer:
         (root / f"{name}.json").write_text(json.dumps(full_key, indent=2, sort_keys=True, default=str))
         data = str(source) if isinstance(source, Path) else _Images(source)
         features = extract_featuresdict_from_input_id_cached(
-            2, self.extractor, input2=data, input2_cache_name=name, samples_resize_and_crop=size, samples_find_deep=True,
+            2,
+            self.extractor,
+            input2=data,
+            input2_cache_name=name,
+            samples_resize_and_crop=size,
+            samples_find_deep=True,
             **self.options,
-        )  # fmt: skip
+        )
         kid = features[self.layers["kid"]]
         subset = np.random.default_rng(0).permutation(len(kid))[:KID_INTERVAL_REFERENCE]
         return Reference(features, fid_features_to_statistics(features[self.layers["fid"]]), kid[np.sort(subset)])
@@ -137,8 +145,16 @@ class FidelityScorer:
         kid = kid_featuresdict_to_metric(generated, reference.features, self.layers["kid"], kid_subset_size=subset, verbose=False)[KID]
         n, resamples = len(images), self.settings.resamples
         return {
-            "fid": {"value": float(fid), "n": n, "ci": interval(fid_resampler(fid_gen, reference.fid_statistics), n, seed, resamples, float(fid))},
-            "kid": {"value": float(kid), "n": n, "ci": interval(kid_resampler(generated[self.layers["kid"]], reference.kid_subset), n, seed, resamples, float(kid))},
+            "fid": {
+                "value": float(fid),
+                "n": n,
+                "ci": interval(fid_resampler(fid_gen, reference.fid_statistics), n, seed, resamples, float(fid)),
+            },
+            "kid": {
+                "value": float(kid),
+                "n": n,
+                "ci": interval(kid_resampler(generated[self.layers["kid"]], reference.kid_subset), n, seed, resamples, float(kid)),
+            },
         }
 
 

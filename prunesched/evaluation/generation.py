@@ -142,9 +142,12 @@ class ImageGenerator:
         others = {k: None for k in ("prompt_2", "prompt_3") if k in inspect.signature(self.pipe.encode_prompt).parameters}  # SD3: the same
         with torch.no_grad():
             out = self.pipe.encode_prompt(
-                prompt=list(prompts), **others, device=self.device, num_images_per_prompt=1,
+                prompt=list(prompts),
+                **others,
+                device=self.device,
+                num_images_per_prompt=1,
                 do_classifier_free_guidance=self.spec.guidance_scale > 1,
-            )  # fmt: skip
+            )
         embeddings = {name: value for name, value in zip(names, out) if value is not None}
         if "negative_prompt_embeds" in embeddings:  # PixArt's negative_prompt defaults to "", which would conflict
             embeddings["negative_prompt"] = None
@@ -156,9 +159,13 @@ class ImageGenerator:
         options = {k: False for k in ("use_resolution_binning", "clean_caption") if k in _parameters(self.pipe)}
         with torch.no_grad():
             return self.pipe(
-                **inputs, **options, generator=generators, output_type="latent",
-                num_inference_steps=self.spec.num_inference_steps, guidance_scale=self.spec.guidance_scale,
-            ).images  # fmt: skip
+                **inputs,
+                **options,
+                generator=generators,
+                output_type="latent",
+                num_inference_steps=self.spec.num_inference_steps,
+                guidance_scale=self.spec.guidance_scale,
+            ).images
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.pipe.vae

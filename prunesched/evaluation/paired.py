@@ -37,25 +37,15 @@ SSIM_K2 = 0.03
 def _check(images: torch.Tensor, reference: torch.Tensor) -> None:
     for tensor in (images, reference):
         if tensor.dtype != torch.uint8 or tensor.ndim != 4 or tensor.shape[1] != 3:
-            raise ConfigError(
-                f"paired metrics take uint8 images of shape (N, 3, H, W), got {tensor.dtype} of shape {tuple(tensor.shape)}"
-            )
+            raise ConfigError(f"paired metrics take uint8 images of shape (N, 3, H, W), got {tensor.dtype} of shape {tuple(tensor.shape)}")
     if images.shape != reference.shape:
-        raise ConfigError(
-            f"images of shape {tuple(images.shape)} and reference of shape {tuple(reference.shape)} "
-            "must have the same shape"
-        )
+        raise ConfigError(f"images of shape {tuple(images.shape)} and reference of shape {tuple(reference.shape)} must have the same shape")
 
 
-def _per_image(
-    metric: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], images: torch.Tensor, reference: torch.Tensor
-) -> np.ndarray:
+def _per_image(metric: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], images: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
     """``metric`` on [0, 1]-scaled float64 chunks, concatenated into one value per image."""
     _check(images, reference)
-    values = [
-        metric(images[i : i + CHUNK].double() / 255, reference[i : i + CHUNK].double() / 255)
-        for i in range(0, len(images), CHUNK)
-    ]
+    values = [metric(images[i : i + CHUNK].double() / 255, reference[i : i + CHUNK].double() / 255) for i in range(0, len(images), CHUNK)]
     return torch.cat(values).cpu().numpy() if values else np.zeros(0)
 
 
@@ -112,9 +102,7 @@ def ssim(images: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
     _check(images, reference)
     height, width = images.shape[-2:]
     if min(height, width) < SSIM_WINDOW:
-        raise ConfigError(
-            f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels (its window), got {height}x{width}"
-        )
+        raise ConfigError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels (its window), got {height}x{width}")
     return _per_image(_ssim, images, reference)
 
 

@@ -35,4 +35,4 @@ def metric(samples: Sequence[float], seed: int = 0, resamples: int = 1000, cente
     """``center`` (the mean unless said otherwise) of per-sample values, with its bootstrap interval."""
     values = np.asarray(samples, dtype=float)
     ci = interval(lambda i: float(center(values[i])), len(values), seed, resamples)
-    return {"value": float(center(values)), "n": int(len(values)), "ci": ci}
+    return {"value": float(center(values)), "n": len(values), "ci": ci}

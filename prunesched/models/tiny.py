@@ -42,9 +42,18 @@ SD_SCHEDULER = {
 
 def _text_config(hidden: int = 32, projection: int = 32) -> CLIPTextConfig:
     return CLIPTextConfig(
-        bos_token_id=0, eos_token_id=2, pad_token_id=1, vocab_size=1000, hidden_size=hidden, intermediate_size=37,
-        num_attention_heads=4, num_hidden_layers=2, layer_norm_eps=1e-5, hidden_act="gelu", projection_dim=projection,
-    )  # fmt: skip
+        bos_token_id=0,
+        eos_token_id=2,
+        pad_token_id=1,
+        vocab_size=1000,
+        hidden_size=hidden,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        layer_norm_eps=1e-5,
+        hidden_act="gelu",
+        projection_dim=projection,
+    )
 
 
 def _tokenizer() -> CLIPTokenizer:
@@ -55,25 +64,42 @@ def _tokenizer() -> CLIPTokenizer:
 
 def _vae(**config: float) -> AutoencoderKL:
     return AutoencoderKL(
-        block_out_channels=[16, 32], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
-        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2, **config,
-    )  # fmt: skip
+        block_out_channels=[16, 32],
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        norm_num_groups=8,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        **config,
+    )
 
 
 def tiny_sd_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     """An SD-1.x-shaped pipeline: cross-attention at the two highest levels, PNDM, VAE factor 2."""
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 32, 64), layers_per_block=2, sample_size=16, in_channels=4, out_channels=4,
+        block_out_channels=(32, 32, 64),
+        layers_per_block=2,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
-    )  # fmt: skip
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
     pipe = StableDiffusionPipeline(
-        vae=_vae(), text_encoder=CLIPTextModel(_text_config()), tokenizer=_tokenizer(),
-        unet=unet.eval(), scheduler=PNDMScheduler(**SD_SCHEDULER), safety_checker=None, feature_extractor=None,
+        vae=_vae(),
+        text_encoder=CLIPTextModel(_text_config()),
+        tokenizer=_tokenizer(),
+        unet=unet.eval(),
+        scheduler=PNDMScheduler(**SD_SCHEDULER),
+        safety_checker=None,
+        feature_extractor=None,
         requires_safety_checker=False,
-    )  # fmt: skip
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -82,21 +108,34 @@ def tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
     """An SDXL-shaped pipeline: no attention at the highest level, two transformer layers per block, Euler."""
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 32, 64), layers_per_block=2, sample_size=16, in_channels=4, out_channels=4,
+        block_out_channels=(32, 32, 64),
+        layers_per_block=2,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4, 8), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2, 2), projection_class_embeddings_input_dim=80,
-        cross_attention_dim=64, norm_num_groups=8,
-    )  # fmt: skip
+        attention_head_dim=(2, 4, 8),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2, 2),
+        projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64,
+        norm_num_groups=8,
+    )
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"
     )
     pipe = StableDiffusionXLPipeline(
-        vae=_vae(), text_encoder=CLIPTextModel(_text_config()), text_encoder_2=CLIPTextModelWithProjection(_text_config()),
-        tokenizer=_tokenizer(), tokenizer_2=_tokenizer(), unet=unet.eval(),
+        vae=_vae(),
+        text_encoder=CLIPTextModel(_text_config()),
+        text_encoder_2=CLIPTextModelWithProjection(_text_config()),
+        tokenizer=_tokenizer(),
+        tokenizer_2=_tokenizer(),
+        unet=unet.eval(),
         scheduler=scheduler,
-    )  # fmt: skip
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -105,15 +144,28 @@ def tiny_sd3_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
     """An SD3-shaped pipeline: a two-layer MMDiT (joint attention, patch 2), both CLIP encoders, no T5, flow matching."""
     torch.manual_seed(seed)
     transformer = SD3Transformer2DModel(
-        sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8,
-        num_attention_heads=4, joint_attention_dim=64, caption_projection_dim=32, pooled_projection_dim=64,
-    )  # fmt: skip
+        sample_size=16,
+        patch_size=2,
+        in_channels=4,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=64,
+        caption_projection_dim=32,
+        pooled_projection_dim=64,
+    )
     pipe = StableDiffusion3Pipeline(
-        transformer=transformer.eval(), scheduler=FlowMatchEulerDiscreteScheduler(), vae=_vae(shift_factor=0.0609),
-        text_encoder=CLIPTextModelWithProjection(_text_config()), tokenizer=_tokenizer(),
-        text_encoder_2=CLIPTextModelWithProjection(_text_config()), tokenizer_2=_tokenizer(),
-        text_encoder_3=None, tokenizer_3=None,
-    )  # fmt: skip
+        transformer=transformer.eval(),
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=_vae(shift_factor=0.0609),
+        text_encoder=CLIPTextModelWithProjection(_text_config()),
+        tokenizer=_tokenizer(),
+        text_encoder_2=CLIPTextModelWithProjection(_text_config()),
+        tokenizer_2=_tokenizer(),
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -122,19 +174,38 @@ def tiny_pixart_pipeline(seed: int = 0) -> PixArtSigmaPipeline:
     """A PixArt-Σ-shaped pipeline: a two-layer DiT with ada_norm_single, learned variance, a tiny T5, DPM-Solver."""
     torch.manual_seed(seed)
     transformer = PixArtTransformer2DModel(
-        sample_size=16, num_layers=2, patch_size=2, attention_head_dim=8, num_attention_heads=3, caption_channels=32,
-        in_channels=4, out_channels=8, cross_attention_dim=24, attention_bias=True, activation_fn="gelu-approximate",
-        num_embeds_ada_norm=1000, norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
-    )  # fmt: skip
+        sample_size=16,
+        num_layers=2,
+        patch_size=2,
+        attention_head_dim=8,
+        num_attention_heads=3,
+        caption_channels=32,
+        in_channels=4,
+        out_channels=8,
+        cross_attention_dim=24,
+        attention_bias=True,
+        activation_fn="gelu-approximate",
+        num_embeds_ada_norm=1000,
+        norm_type="ada_norm_single",
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
+    )
     text_encoder = T5EncoderModel(T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4))
     pipe = PixArtSigmaPipeline(
-        tokenizer=word_tokenizer(), text_encoder=text_encoder.eval(), vae=_vae(), transformer=transformer.eval(),
+        tokenizer=word_tokenizer(),
+        text_encoder=text_encoder.eval(),
+        vae=_vae(),
+        transformer=transformer.eval(),
         scheduler=DPMSolverMultistepScheduler(),
-    )  # fmt: skip
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-TINY_PIPELINES = {"tiny-sd": tiny_sd_pipeline, "tiny-sdxl": tiny_sdxl_pipeline, "tiny-sd3": tiny_sd3_pipeline,
-                  "tiny-pixart": tiny_pixart_pipeline}  # fmt: skip
+TINY_PIPELINES = {
+    "tiny-sd": tiny_sd_pipeline,
+    "tiny-sdxl": tiny_sdxl_pipeline,
+    "tiny-sd3": tiny_sd3_pipeline,
+    "tiny-pixart": tiny_pixart_pipeline,
+}
 """The random-weight pipelines a config can name, for tests of mechanics."""

@@ -20,5 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["SearchRecord", "read_search", "write_report"]
 
 
-__getattr__ = lazy_names(__name__, {"SearchRecord": "prunesched.report.record", "read_search": "prunesched.report.record",
-                                    "write_report": "prunesched.report.page"})  # fmt: skip
+__getattr__ = lazy_names(
+    __name__,
+    {"SearchRecord": "prunesched.report.record", "read_search": "prunesched.report.record", "write_report": "prunesched.report.page"},
+)

@@ -42,12 +42,21 @@ def mirror_to_optuna(store: Store, search_id: int, storage: str, name: str | Non
             params[f"step{i:03d}_cache"], distributions[f"step{i:03d}_cache"] = str(step["cache"]), cache
             params[f"step{i:03d}_prune"], distributions[f"step{i:03d}_prune"] = float(step["prune"]), prune
         metrics = {k: v["value"] for k, v in (evaluation.metrics or {}).items() if isinstance(v, dict) and "value" in v}
-        attrs = {"candidate": candidate.id, "generation_born": candidate.generation_born, "schedule_hash": candidate.schedule_hash, **metrics}
+        attrs = {
+            "candidate": candidate.id,
+            "generation_born": candidate.generation_born,
+            "schedule_hash": candidate.schedule_hash,
+            **metrics,
+        }
         done = evaluation.status == "done"
-        trials.append(create_trial(
-            state=TrialState.COMPLETE if done else TrialState.FAIL, params=params, distributions=distributions,
-            values=[evaluation.objective_0, evaluation.objective_1] if done else None,
-            user_attrs=attrs if done else {**attrs, "error": evaluation.error or ""},
-        ))  # fmt: skip
+        trials.append(
+            create_trial(
+                state=TrialState.COMPLETE if done else TrialState.FAIL,
+                params=params,
+                distributions=distributions,
+                values=[evaluation.objective_0, evaluation.objective_1] if done else None,
+                user_attrs=attrs if done else {**attrs, "error": evaluation.error or ""},
+            )
+        )
     study.add_trials(trials)
     return study

@@ -35,7 +35,11 @@ pre{background:#f6f8fa;padding:1em;overflow:auto;font-size:.85em}.grid{display:f
 def figures(record: SearchRecord) -> dict[str, Figure]:
     """The report's plots by file stem (also what ``--png`` writes)."""
     front = record.front()
-    out = {"evaluations": plots.evaluations_plot(record), "fronts": plots.fronts_plot(record), "hypervolume": plots.hypervolume_plot(record)}
+    out = {
+        "evaluations": plots.evaluations_plot(record),
+        "fronts": plots.fronts_plot(record),
+        "hypervolume": plots.hypervolume_plot(record),
+    }
     if front:
         out["schedules"] = plots.strips_plot(front)
     return out
@@ -57,8 +61,10 @@ def write_report(
         samples = _samples_section(record, front, images)
     body = [
         f"<h1>Search {record.id}: {html.escape(record.name)}</h1>",
-        (f"<p>{record.status}; {len(record.points)} successful evaluations, {record.failed} failed, {len(record.generations)} generations; "
-         f"objectives: {html.escape(record.objectives[0])} (quality) and {html.escape(record.objectives[1])} (cost), both minimised.</p>"),
+        (
+            f"<p>{record.status}; {len(record.points)} successful evaluations, {record.failed} failed, {len(record.generations)} generations; "
+            f"objectives: {html.escape(record.objectives[0])} (quality) and {html.escape(record.objectives[1])} (cost), both minimised.</p>"
+        ),
         "<h2>Evaluations and fronts</h2><div class='grid'>",
         *(_img(pictures[k], k) for k in ("evaluations", "fronts")),
         "</div>",
@@ -84,15 +90,19 @@ def _front_table(record: SearchRecord, front: list[Point]) -> str:
     if not front:
         return "<p>No front yet: no generation has finished.</p>"
     head = ["candidate", "born in generation", *record.objectives, "steps full/branch/reuse", "mean prune ratio"]
-    rows = [[p.candidate, p.generation, f"{p.quality:.4g}", f"{p.cost:.4g}", cache_summary(p.schedule), mean_prune(p.schedule)] for p in front]
+    rows = [
+        [p.candidate, p.generation, f"{p.quality:.4g}", f"{p.cost:.4g}", cache_summary(p.schedule), mean_prune(p.schedule)] for p in front
+    ]
     cells = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     return "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + f"</tr>{cells}</table>"
 
 
 def _samples_section(record: SearchRecord, front: list[Point], images: int) -> str:
     prompts, full, accelerated = sample_images(record.config["evaluator"], [Schedule.from_dict(p.schedule) for p in front], images)
-    rows = [("full model", full)] + [(f"#{p.candidate}: {record.objectives[0]} {p.quality:.3g}, {record.objectives[1]} {p.cost:.3g}", a)
-                                     for p, a in zip(front, accelerated)]  # fmt: skip
+    rows = [("full model", full)] + [
+        (f"#{p.candidate}: {record.objectives[0]} {p.quality:.3g}, {record.objectives[1]} {p.cost:.3g}", a)
+        for p, a in zip(front, accelerated)
+    ]
     lines = "".join(f"<div class='row'><span>{html.escape(label)}</span>{_img(_strip(tensor), label)}</div>" for label, tensor in rows)
     captions = "; ".join(f"{i + 1}. {html.escape(p)}" for i, p in enumerate(prompts))
     return f"<h2>Samples</h2><p>Same prompts and seeds in every row: {captions}</p>{lines}"

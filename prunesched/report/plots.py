@@ -36,8 +36,14 @@ def _staircase(ax: Any, points: Sequence[Point], **style: Any) -> None:
 def evaluations_plot(record: SearchRecord) -> Figure:
     """Every successful evaluation, coloured by the generation it was born in, and the latest front."""
     figure, ax = _figure()
-    scatter = ax.scatter([p.cost for p in record.points], [p.quality for p in record.points],
-                         c=[p.generation for p in record.points], cmap="viridis", s=18, alpha=0.8)  # fmt: skip
+    scatter = ax.scatter(
+        [p.cost for p in record.points],
+        [p.quality for p in record.points],
+        c=[p.generation for p in record.points],
+        cmap="viridis",
+        s=18,
+        alpha=0.8,
+    )
     front = record.front()
     if front:
         _staircase(ax, front, color="crimson", label="latest front")
@@ -57,7 +63,9 @@ def fronts_plot(record: SearchRecord) -> Figure:
     colours = colormaps["viridis"]
     last = max(len(record.generations) - 1, 1)
     for i, generation in reversed(list(enumerate(record.generations))):
-        _staircase(ax, record.front(generation.number), color=colours(i / last), marker="o", markersize=3, label=f"after {generation.number}")
+        _staircase(
+            ax, record.front(generation.number), color=colours(i / last), marker="o", markersize=3, label=f"after {generation.number}"
+        )
     if record.generations:
         ax.legend(title="generation", fontsize=8, ncols=2 if len(record.generations) > 8 else 1)
     ax.set_title("Pareto front per generation")
@@ -94,8 +102,14 @@ def strips_plot(points: Sequence[Point]) -> Figure:
     for row, point in enumerate(points):
         plans = point.schedule["steps"]
         codes = [[choices.index(cache_label(s["cache"])) for s in plans]]
-        ax.imshow(codes, cmap=palette, vmin=0, vmax=max(len(choices) - 1, 1), aspect="auto",
-                  extent=(-0.5, len(plans) - 0.5, row + 0.45, row - 0.45))  # fmt: skip
+        ax.imshow(
+            codes,
+            cmap=palette,
+            vmin=0,
+            vmax=max(len(choices) - 1, 1),
+            aspect="auto",
+            extent=(-0.5, len(plans) - 0.5, row + 0.45, row - 0.45),
+        )
         ax.plot(range(len(plans)), [row + 0.4 - 0.8 * s["prune"] for s in plans], color="black", linewidth=1.2)
     ax.set_xlim(-0.5, steps - 0.5)
     ax.set_ylim(len(points) - 0.5, -0.5)

@@ -66,7 +66,9 @@ def read_search(store: Store, search_id: int) -> SearchRecord:
         for c, e in store.evaluations(search_id, status="done")
     )
     objectives = (str(search.objectives[0]), str(search.objectives[1]))
-    return SearchRecord(search.id, search.name, search.status, objectives, search.config, points, generations, store.counts(search_id).failed)
+    return SearchRecord(
+        search.id, search.name, search.status, objectives, search.config, points, generations, store.counts(search_id).failed
+    )
 
 
 def cache_summary(schedule: dict[str, Any]) -> str:

@@ -12,7 +12,9 @@ from prunesched.errors import ConfigError
 from prunesched.runtime.schedule import Schedule
 
 
-def sample_images(evaluator: Mapping[str, Any], schedules: Sequence[Schedule], images: int) -> tuple[list[str], torch.Tensor, list[torch.Tensor]]:
+def sample_images(
+    evaluator: Mapping[str, Any], schedules: Sequence[Schedule], images: int
+) -> tuple[list[str], torch.Tensor, list[torch.Tensor]]:
     """The prompts, the full model's images and each schedule's, for ``images`` of the search's prompts and seeds.
 
     Only a ``pipeline`` evaluator makes images; any other kind is a :class:`ConfigError`.

@@ -32,5 +32,12 @@ __all__ = [
     "remove",
 ]
 
-__getattr__ = lazy_names(__name__, {"PatchHandle": "prunesched.runtime.patch", "apply": "prunesched.runtime.patch",
-                                    "remove": "prunesched.runtime.patch", "StepRecord": "prunesched.runtime.state"})  # fmt: skip
+__getattr__ = lazy_names(
+    __name__,
+    {
+        "PatchHandle": "prunesched.runtime.patch",
+        "apply": "prunesched.runtime.patch",
+        "remove": "prunesched.runtime.patch",
+        "StepRecord": "prunesched.runtime.state",
+    },
+)

@@ -62,7 +62,9 @@ def install_atedm(patcher: Patcher, slots: list[Slot], state: RunState, method: 
         for layer in block.layers:
             _check_layer(layer)
         first, last = block.layers[0].block, block.layers[-1].block
-        patcher.replace_method(first.attn1, "forward", lambda original: _scoring_self_attention(original, first.attn1, block, state, method))
+        patcher.replace_method(
+            first.attn1, "forward", lambda original: _scoring_self_attention(original, first.attn1, block, state, method)
+        )
         if method.source == "cross":
             patcher.replace_method(first.attn2, "forward", lambda original: _scoring_cross(original, first.attn2, block, state, method))
         if len(block.layers) > 1:
@@ -107,8 +109,9 @@ def _scoring_self_attention(
         if args or kwargs.get("encoder_hidden_states") is not None or kwargs.get("attention_mask") is not None:
             raise UnsupportedModelError(f"cannot prune {block.name}: its self-attention is called with a mask or context")
         q, k, v = (_heads(attn, proj(hidden_states)) for proj in (attn.to_q, attn.to_k, attn.to_v))
-        scored = scored_self_attention(q, k, v, attn.scale, iterations=method.iterations or None, chunk=method.chunk,
-                                       epsilon=method.epsilon)  # fmt: skip
+        scored = scored_self_attention(
+            q, k, v, attn.scale, iterations=method.iterations or None, chunk=method.chunk, epsilon=method.epsilon
+        )
         block.received, block.score = scored.received, scored.score if method.source == "self" else None
         _plan(block, state, hidden_states.shape[1])
         return attn.to_out[1](attn.to_out[0](scored.output.to(hidden_states.dtype)))
@@ -121,8 +124,9 @@ def _scoring_cross(
 ) -> Callable[..., Tensor]:
     """Cross-attention with explicit maps, whose entropy-weighted G-WPR (Eq. 1) scores the tokens (source "cross")."""
 
-    def forward(hidden_states: Tensor, encoder_hidden_states: Tensor | None = None, attention_mask: Tensor | None = None,
-                **kwargs: Any) -> Tensor:  # fmt: skip
+    def forward(
+        hidden_states: Tensor, encoder_hidden_states: Tensor | None = None, attention_mask: Tensor | None = None, **kwargs: Any
+    ) -> Tensor:
         if not block.active:
             return original(hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask, **kwargs)
         if attention_mask is not None or encoder_hidden_states is None:

@@ -66,11 +66,15 @@ def check_cat_pipeline(pipe: Any, transformer: nn.Module) -> None:
     """Refuse, before anything is patched, what CAT pruning cannot run correctly."""
     fused = [name for name, module in self_attentions(transformer).items() if getattr(module, "fused_projections", False)]
     if fused:
-        raise UnsupportedModelError(f"CAT pruning needs separate key and value projections, but {fused[0]} has fused ones; "
-                                    "call transformer.unfuse_qkv_projections() before prunesched.apply")  # fmt: skip
+        raise UnsupportedModelError(
+            f"CAT pruning needs separate key and value projections, but {fused[0]} has fused ones; "
+            "call transformer.unfuse_qkv_projections() before prunesched.apply"
+        )
     if getattr(pipe, "controlnet", None) is not None:
-        raise UnsupportedModelError(f"CAT pruning does not run {type(pipe).__name__}: its ControlNet adds a residual to every image "
-                                    "token, but a pruned step's blocks see only the recomputed ones; use the pipeline without ControlNet")  # fmt: skip
+        raise UnsupportedModelError(
+            f"CAT pruning does not run {type(pipe).__name__}: its ControlNet adds a residual to every image "
+            "token, but a pruned step's blocks see only the recomputed ones; use the pipeline without ControlNet"
+        )
 
 
 def install_cat(patcher: Patcher, transformer: nn.Module, state: RunState, method: CatConfig) -> None:
@@ -143,12 +147,14 @@ class _CatRun:
         method, latest = self.method, self._noise(stream.outputs[-1][rows])
         if stream.reference is None:  # the first pruned step (Algorithm 2, i = t0 + 1): fix n_t0 and cluster
             stream.reference = self._noise(stream.outputs[0][rows])
-            stream.labels, stream.adjacency = cat_clusters(latest - stream.reference, grid, method.clusters,
-                                                           method.kmeans_iterations, method.position_weight)  # fmt: skip
+            stream.labels, stream.adjacency = cat_clusters(
+                latest - stream.reference, grid, method.clusters, method.kmeans_iterations, method.position_weight
+            )
         assert stream.labels is not None and stream.adjacency is not None and stream.frequency is not None
         magnitude = (latest - stream.reference).norm(dim=-1)
-        return cat_select(magnitude, stream.frequency[rows], stream.labels, stream.adjacency, count,
-                          method.noise_share, method.top_clusters)  # fmt: skip
+        return cat_select(
+            magnitude, stream.frequency[rows], stream.labels, stream.adjacency, count, method.noise_share, method.top_clusters
+        )
 
     def _noise(self, output: Tensor) -> Tensor:
         """The predicted noise of output tokens ``(B, N, p*p*C)``, in fp32: PixArt-Σ also predicts a variance per

@@ -281,6 +281,4 @@ def _check_type(method: str, key: str, value: Any, default: Any) -> None:
     if expected is float:
         expected = (int, float)
     if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, expected):
-        raise ScheduleError(
-            f"method {method!r}: parameter {key!r} must be of type {type(default).__name__}, got {value!r}"
-        )
+        raise ScheduleError(f"method {method!r}: parameter {key!r} must be of type {type(default).__name__}, got {value!r}")

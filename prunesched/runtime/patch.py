@@ -87,7 +87,12 @@ def find_denoiser(pipe: Any) -> nn.Module:
 def _check_unet_schedule(pipe: Any, schedule: Schedule) -> None:
     if isinstance(schedule.method, CatConfig):
         raise ScheduleError("method 'cat' prunes the tokens of a DiT (SD3, PixArt-Σ); for a UNet pipeline use sito, dato, random or atedm")
-    if schedule.prunes and isinstance(schedule.method, SimilarityMethod) and schedule.method.align_cfg and any(k in type(pipe).__name__ for k in _MULTI_CHUNK_CFG):
+    if (
+        schedule.prunes
+        and isinstance(schedule.method, SimilarityMethod)
+        and schedule.method.align_cfg
+        and any(k in type(pipe).__name__ for k in _MULTI_CHUNK_CFG)
+    ):
         raise UnsupportedModelError(
             f"{type(pipe).__name__} batches guidance in more than two chunks, so CFG alignment would mix samples; "
             "use a method with align_cfg=false"
@@ -97,18 +102,24 @@ def _check_unet_schedule(pipe: Any, schedule: Schedule) -> None:
 def _check_dit_schedule(schedule: Schedule) -> None:
     """A DiT schedule: CAT pruning, whole-network steps, and nothing that names UNet blocks."""
     if schedule.prunes and not isinstance(schedule.method, CatConfig):
-        raise ScheduleError(f"method {schedule.method.name!r} prunes UNet attention blocks; a DiT pipeline (SD3, PixArt-Σ) prunes with method 'cat'")
+        raise ScheduleError(
+            f"method {schedule.method.name!r} prunes UNet attention blocks; a DiT pipeline (SD3, PixArt-Σ) prunes with method 'cat'"
+        )
     for i, step in enumerate(schedule.steps):
         if step.cache not in ("full", "reuse"):
             raise ScheduleError(f"step {i}: cache {step.cache!r} is a UNet cache branch; a DiT pipeline's steps are 'full' or 'reuse'")
     if schedule.prune_less is not None or not isinstance(schedule.slots, str):
-        raise ScheduleError("prune_less and a list of slots name UNet attention blocks; a DiT schedule has neither (CAT prunes every block)")
+        raise ScheduleError(
+            "prune_less and a list of slots name UNet attention blocks; a DiT schedule has neither (CAT prunes every block)"
+        )
 
 
 class PatchHandle:
     """A schedule applied to a pipeline: what it did last generation, and how to take it off."""
 
-    def __init__(self, pipe: Any, denoiser: nn.Module, schedule: Schedule, slots: list[Slot], units: list[CacheUnit], resample: bool) -> None:
+    def __init__(
+        self, pipe: Any, denoiser: nn.Module, schedule: Schedule, slots: list[Slot], units: list[CacheUnit], resample: bool
+    ) -> None:
         self.pipe = pipe
         self.schedule = schedule
         self.slots = slots

@@ -35,9 +35,15 @@ def plan_tokens(method: TokenMethod, x: Tensor, grid: tuple[int, int], num_prune
         return sito_plan(x, grid, num_prune, noise=method.noise, **common)
     if isinstance(method, DatoConfig):
         return dato_plan(
-            x, grid, num_prune, state.diff(grid),
-            noise=method.noise, diff_weight=method.diff_weight, random_sign=method.random_sign, **common,
-        )  # fmt: skip
+            x,
+            grid,
+            num_prune,
+            state.diff(grid),
+            noise=method.noise,
+            diff_weight=method.diff_weight,
+            random_sign=method.random_sign,
+            **common,
+        )
     if isinstance(method, RandomConfig):
         return random_plan(x, grid, num_prune, **common)
     raise ScheduleError(f"method {method.name!r} cannot prune UNet self-attention; valid: sito, dato, random")

@@ -130,17 +130,13 @@ class Schedule:
     # -- constructors --------------------------------------------------------------------------
 
     @classmethod
-    def uniform(
-        cls, steps: int, cache: Cache = "full", prune: float = 0.0, method: str | TokenMethod = "sito"
-    ) -> Schedule:
+    def uniform(cls, steps: int, cache: Cache = "full", prune: float = 0.0, method: str | TokenMethod = "sito") -> Schedule:
         """The same plan at every iteration (the first iteration is always computed in full at run time)."""
         _check_step_count(steps)
         return cls(steps=(StepPlan(cache, prune),) * steps, method=_method(method))
 
     @classmethod
-    def deepcache(
-        cls, steps: int, interval: int = 3, branch: int = 0, prune: float = 0.0, method: str | TokenMethod = "sito"
-    ) -> Schedule:
+    def deepcache(cls, steps: int, interval: int = 3, branch: int = 0, prune: float = 0.0, method: str | TokenMethod = "sito") -> Schedule:
         """DeepCache's uniform schedule: a full iteration every ``interval`` iterations, branch ``branch`` between."""
         _check_step_count(steps)
         if not isinstance(interval, int) or interval < 1:
@@ -178,9 +174,7 @@ class Schedule:
         ``leading_full=False`` for samplers whose loop has exactly one iteration per entry.
         """
         if len(cache_ids) != len(ratios):
-            raise ScheduleError(
-                f"DaTo table has {len(cache_ids)} cache ids but {len(ratios)} prune ratios; they must have the same length"
-            )
+            raise ScheduleError(f"DaTo table has {len(cache_ids)} cache ids but {len(ratios)} prune ratios; they must have the same length")
         plans = [StepPlan("full", 0.0)] if leading_full else []
         for i, (cache_id, ratio) in enumerate(zip(cache_ids, ratios)):
             if not isinstance(cache_id, int) or isinstance(cache_id, bool) or cache_id < 0:
@@ -263,7 +257,7 @@ class Schedule:
         if unknown:
             raise ScheduleError(f"unknown schedule field {unknown[0]!r}; valid fields: {', '.join(fields)}")
         if "steps" not in data:
-            raise ScheduleError("schedule has no 'steps'; it needs a list of {\"cache\": ..., \"prune\": ...} objects")
+            raise ScheduleError('schedule has no \'steps\'; it needs a list of {"cache": ..., "prune": ...} objects')
         steps = data["steps"]
         if not isinstance(steps, list):
             raise ScheduleError(f"'steps' must be a list of step objects, got {type(steps).__name__}")
@@ -307,8 +301,10 @@ class Schedule:
                 ) from None
             return cls.from_dato([int(v) for v in rows[0]], rows[1])
         except (ValueError, RecursionError) as exc:  # e.g. an integer too long to convert, nesting too deep
-            raise ScheduleError(f"schedule file {str(path)!r} is JSON that cannot be read ({type(exc).__name__}); "
-                                "write a schedule document (docs/schedule.md)") from None  # fmt: skip
+            raise ScheduleError(
+                f"schedule file {str(path)!r} is JSON that cannot be read ({type(exc).__name__}); "
+                "write a schedule document (docs/schedule.md)"
+            ) from None
         if isinstance(data, Mapping) and "cache_ids" in data:
             extra = set(data) - {"cache_ids", "ratios", "method"}
             if extra or "ratios" not in data:
@@ -352,7 +348,7 @@ def _check_step_count(steps: Any) -> None:
 
 def _step_from_dict(i: int, data: Any) -> StepPlan:
     if not isinstance(data, dict):
-        raise ScheduleError(f"step {i} must be an object like {{\"cache\": \"full\", \"prune\": 0.5}}, got {data!r}")
+        raise ScheduleError(f'step {i} must be an object like {{"cache": "full", "prune": 0.5}}, got {data!r}')
     unknown = sorted(set(data) - {"cache", "prune"})
     if unknown:
         raise ScheduleError(f"step {i} has unknown field {unknown[0]!r}; valid fields: cache, prune")
@@ -384,6 +380,4 @@ def _validate(schedule: Schedule) -> None:
             raise ScheduleError(f"step {i}: unknown cache value {cache!r}; valid: 'full', 'reuse' or a branch id >= 0")
         prune = step.prune
         if isinstance(prune, bool) or not isinstance(prune, (int, float)) or not 0.0 <= prune <= limit:
-            raise ScheduleError(
-                f"step {i}: prune ratio {prune!r} is out of range; {schedule.method.describe_limit()}"
-            )
+            raise ScheduleError(f"step {i}: prune ratio {prune!r} is out of range; {schedule.method.describe_limit()}")

@@ -84,7 +84,9 @@ class RunState:
             self._generators[self.stream] = torch.Generator(device=self._device).manual_seed(self.schedule.method.seed)
         return self._generators[self.stream]
 
-    def begin_call(self, iteration: int, stream: int, branch: int | None, prune: float, latent_hw: tuple[int, int], cfg: bool | None) -> None:
+    def begin_call(
+        self, iteration: int, stream: int, branch: int | None, prune: float, latent_hw: tuple[int, int], cfg: bool | None
+    ) -> None:
         self.iteration, self.stream, self.branch, self.prune, self.latent_hw, self.cfg = iteration, stream, branch, prune, latent_hw, cfg
         self._diffs.clear()
 

@@ -111,7 +111,9 @@ def prune_less_blocks(unet: nn.Module, schedule: Schedule) -> frozenset[str]:
     blocks = {s.attention_block for s in all_slots(unet)}
     if schedule.prune_less.blocks == "dsap":  # the first of each down stage, the last of each up stage
         chosen = {f"down_blocks.{i}.attentions.0" for i, b in enumerate(unet.down_blocks) if getattr(b, "attentions", None)}
-        chosen |= {f"up_blocks.{i}.attentions.{len(b.attentions) - 1}" for i, b in enumerate(unet.up_blocks) if getattr(b, "attentions", None)}
+        chosen |= {
+            f"up_blocks.{i}.attentions.{len(b.attentions) - 1}" for i, b in enumerate(unet.up_blocks) if getattr(b, "attentions", None)
+        }
         return frozenset(chosen)
     missing = [b for b in schedule.prune_less.blocks if b not in blocks]
     if missing:

@@ -18,5 +18,12 @@ if TYPE_CHECKING:
 __all__ = ["Progress", "SearchConfig", "launch", "resume"]
 
 
-__getattr__ = lazy_names(__name__, {"SearchConfig": "prunesched.search.config", "Progress": "prunesched.search.coordinator",
-                                    "launch": "prunesched.search.coordinator", "resume": "prunesched.search.coordinator"})  # fmt: skip
+__getattr__ = lazy_names(
+    __name__,
+    {
+        "SearchConfig": "prunesched.search.config",
+        "Progress": "prunesched.search.coordinator",
+        "launch": "prunesched.search.coordinator",
+        "resume": "prunesched.search.coordinator",
+    },
+)

@@ -17,12 +17,11 @@ The whole configuration is stored with the search, so ``search resume ID`` needs
 from __future__ import annotations
 
 import math
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
-
-import tomllib
 
 from prunesched.checks import check_keys, check_number
 from prunesched.errors import ConfigError
@@ -80,18 +79,29 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchConfig:
-        check_keys(data, ("name", "seed", "objectives", "reference_point", "space", "proposer", "evaluator", "dispatch"), "the search config")
+        check_keys(
+            data, ("name", "seed", "objectives", "reference_point", "space", "proposer", "evaluator", "dispatch"), "the search config"
+        )
         for table in ("space", "evaluator"):
             if not isinstance(data.get(table), Mapping):
                 raise ConfigError(f"the search config needs a [{table}] table")
         evaluator = dict(data["evaluator"])
         metrics = evaluator_settings(evaluator)[1].objective_metrics()  # refuses unknown kinds and keys now, not on a worker
         objectives = data.get("objectives", [metrics[0], metrics[-1]])
-        if not isinstance(objectives, list) or len(objectives) != 2 or not set(objectives) <= set(metrics) or objectives[0] == objectives[1]:
-            raise ConfigError(f"objectives must be two metrics of the {evaluator.get('kind', 'pipeline')} evaluator: {', '.join(metrics)}; got {objectives!r}")
+        if (
+            not isinstance(objectives, list)
+            or len(objectives) != 2
+            or not set(objectives) <= set(metrics)
+            or objectives[0] == objectives[1]
+        ):
+            raise ConfigError(
+                f"objectives must be two metrics of the {evaluator.get('kind', 'pipeline')} evaluator: {', '.join(metrics)}; got {objectives!r}"
+            )
         reference = data.get("reference_point")
         if reference is not None and (
-            not isinstance(reference, list) or len(reference) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in reference)
+            not isinstance(reference, list)
+            or len(reference) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in reference)
         ):
             raise ConfigError(f"reference_point must be two finite numbers, one per objective, got {reference!r}")
         seed = data.get("seed", 0)

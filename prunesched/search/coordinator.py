@@ -73,7 +73,7 @@ def launch(
     with _workers(config, factory) as dispatcher:
         search_id = store.create_search(
             config.name, config.to_dict(), config.seed, config.objectives, version("prunesched"), config.reference_point, OWNER
-        )  # fmt: skip
+        )
         _run(store, search_id, config, dispatcher, progress)
     return search_id
 
@@ -95,9 +95,7 @@ def resume(
     if search.status == "finished":
         raise SearchStateError(f"search {search_id} has finished; there is nothing to resume")
     if search.status == "running" and search.owner != OWNER and not force and _alive(search.owner):
-        raise SearchStateError(
-            f"search {search_id} is being run by {search.owner}; if that process is gone, resume with --force"
-        )
+        raise SearchStateError(f"search {search_id} is being run by {search.owner}; if that process is gone, resume with --force")
     if search.code_version != version("prunesched"):
         raise SearchStateError(
             f"search {search_id} was run by prunesched {search.code_version}, this is {version('prunesched')}; "
@@ -130,9 +128,14 @@ def _workers(config: SearchConfig, factory: EvaluatorFactory | None) -> Iterator
     ensure_ray(config.dispatch.address)
     dispatch = config.dispatch
     dispatcher = RayDispatcher(
-        factory or evaluator_factory(config.evaluator), dispatch.workers, dispatch.timeout_s, dispatch.retries, config.objectives,
-        num_gpus=dispatch.gpus_per_worker, num_cpus=dispatch.cpus_per_worker,
-    )  # fmt: skip
+        factory or evaluator_factory(config.evaluator),
+        dispatch.workers,
+        dispatch.timeout_s,
+        dispatch.retries,
+        config.objectives,
+        num_gpus=dispatch.gpus_per_worker,
+        num_cpus=dispatch.cpus_per_worker,
+    )
     try:
         steps = {info["steps"] for info in dispatcher.infos} - {None}
         if steps and steps != {config.space.steps}:
@@ -171,8 +174,11 @@ def _generation(
     pending = {c.id: c for c in members if c.evaluation.status not in FINISHED}
     tasks = [Task(c.id, c.schedule, c.evaluation.attempts) for c in pending.values()]
     report = _reporter(store, search_id, number, config, progress)
-    dispatcher.run(tasks, started=lambda task, worker, attempt: store.mark_running(task.candidate_id, worker, attempt),
-                   finished=lambda outcome: (store.record(outcome, config.objectives), report(False, outcome)))  # fmt: skip
+    dispatcher.run(
+        tasks,
+        started=lambda task, worker, attempt: store.mark_running(task.candidate_id, worker, attempt),
+        finished=lambda outcome: (store.record(outcome, config.objectives), report(False, outcome)),
+    )
     rows = store.candidates_by_id([c.id for c in members])
     objectives = np.array([[e.objective_0, e.objective_1] if e.status == "done" else [np.inf, np.inf] for _, e in rows], dtype=float)
     ok = np.array([e.status == "done" for _, e in rows], dtype=bool)
@@ -194,9 +200,7 @@ def _front(store: Store, search_id: int) -> tuple[list[int], float | None]:
     return front, (hypervolume(points, reference) if reference is not None else None)
 
 
-def _reporter(
-    store: Store, search_id: int, number: int, config: SearchConfig, progress: ProgressCallback | None
-) -> Callable[..., None]:
+def _reporter(store: Store, search_id: int, number: int, config: SearchConfig, progress: ProgressCallback | None) -> Callable[..., None]:
     """``report(stored, outcome)`` tells ``progress`` where the search stands.
 
     The counts are read from the database once per generation and when it is stored; in between,
@@ -215,11 +219,16 @@ def _reporter(
             counts = Counts(done=counts.done + outcome.ok, active=counts.active - 1, failed=counts.failed + (not outcome.ok))
         progress(
             Progress(
-                search_id=search_id, generation=number, generations=config.proposer.generations, done=counts.done,
-                running=counts.active, failed=counts.failed,
-                front_size=len(latest.front) if latest else 0, hypervolume=latest.hypervolume if latest else None,
+                search_id=search_id,
+                generation=number,
+                generations=config.proposer.generations,
+                done=counts.done,
+                running=counts.active,
+                failed=counts.failed,
+                front_size=len(latest.front) if latest else 0,
+                hypervolume=latest.hypervolume if latest else None,
                 generation_stored=stored,
-            )  # fmt: skip
+            )
         )
 
     return report

@@ -19,8 +19,8 @@ from typing import Any
 
 from prunesched.errors import PruneschedError
 from prunesched.search.evaluators import Evaluator, worker_name
-from prunesched.storage.store import Outcome, checked_metrics
 from prunesched.storage.models import utcnow
+from prunesched.storage.store import Outcome, checked_metrics
 
 READY_TIMEOUT_S = 600.0
 """How long an actor may take to build its evaluator (load a pipeline) before it counts as dead."""
@@ -69,8 +69,10 @@ def ensure_ray(address: str | None) -> None:
         ray.init(address=address, log_to_driver=False)
     except Exception as exc:  # Ray raises ConnectionError, ValueError or RuntimeError, with pages of detail
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DispatchError(f"cannot join the Ray cluster at {address!r} ({detail}); start one with 'ray start --head', "
-                            "or leave [dispatch] address out to run locally") from None  # fmt: skip
+        raise DispatchError(
+            f"cannot join the Ray cluster at {address!r} ({detail}); start one with 'ray start --head', "
+            "or leave [dispatch] address out to run locally"
+        ) from None
 
 
 def check_resources(workers: int, num_gpus: float, num_cpus: float) -> None:
@@ -170,8 +172,17 @@ class RayDispatcher:
                     reply = {"ok": False, "error": f"timed out after {self.timeout_s:g} s on {info['worker']}"}
                     self._settle(queue, finished, task, attempts[task.candidate_id], reply, info, start_at, now - start)
 
-    def _settle(self, queue: deque[Task], finished: Callable[[Outcome], None], task: Task, attempt: int,
-                reply: dict[str, Any], info: dict[str, Any], start_at: Any, duration: float) -> None:  # fmt: skip
+    def _settle(
+        self,
+        queue: deque[Task],
+        finished: Callable[[Outcome], None],
+        task: Task,
+        attempt: int,
+        reply: dict[str, Any],
+        info: dict[str, Any],
+        start_at: Any,
+        duration: float,
+    ) -> None:
         if reply["ok"]:  # unusable metrics (NaN, missing, not numbers) fail the attempt, so it is retried
             try:
                 reply = {"ok": True, "metrics": checked_metrics(reply["metrics"], self.objectives)[0]}
@@ -182,9 +193,16 @@ class RayDispatcher:
             return
         finished(
             Outcome(
-                candidate_id=task.candidate_id, ok=reply["ok"], attempts=attempt, metrics=reply.get("metrics"),
-                error=reply.get("error"), worker=info["worker"], device=info["device"], started_at=start_at, duration_s=duration,
-            )  # fmt: skip
+                candidate_id=task.candidate_id,
+                ok=reply["ok"],
+                attempts=attempt,
+                metrics=reply.get("metrics"),
+                error=reply.get("error"),
+                worker=info["worker"],
+                device=info["device"],
+                started_at=start_at,
+                duration_s=duration,
+            )
         )
 
     def _start(self) -> Any:

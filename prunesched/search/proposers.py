@@ -54,7 +54,7 @@ class ProposerConfig:
             if getattr(self, name) not in valid:
                 raise ConfigError(f"[proposer] {name} {getattr(self, name)!r} is not valid; valid: {', '.join(valid)}")
         if self.sampler != "nsga2" and self.backend != "optuna":
-            raise ConfigError(f"[proposer] sampler {self.sampler!r} is an Optuna sampler; set backend = \"optuna\" or leave sampler out")
+            raise ConfigError(f'[proposer] sampler {self.sampler!r} is an Optuna sampler; set backend = "optuna" or leave sampler out')
         for name, low in (("population", 2), ("generations", 1)):
             check_number(getattr(self, name), name, "[proposer]", integer=True, low=low)
         for name in ("crossover_prob", "mutation_prob", "seed_fraction"):

@@ -83,7 +83,9 @@ def export(
         if not rows:
             raise ConfigError(f"search {search_id} has no candidate {candidate_id}")
         if rows[0][1].status != "done":
-            raise ConfigError(f"candidate {candidate_id} is {rows[0][1].status}; only candidates evaluated successfully ('done') can be exported")
+            raise ConfigError(
+                f"candidate {candidate_id} is {rows[0][1].status}; only candidates evaluated successfully ('done') can be exported"
+            )
         chosen, description = FrontPoint(*rows[0]), f"candidate {candidate_id}"
         number = None
     else:

@@ -20,17 +20,31 @@ from prunesched.search.proposers import Proposer
 CLASS_PACKAGES = frozenset({"pymoo", "optuna", "prunesched", "builtins", "datetime"})
 """Packages whose classes a snapshot may rebuild."""
 
-CALLABLES = frozenset({
-    *(f"numpy.{core}.multiarray.{name}" for core in ("core", "_core") for name in ("_reconstruct", "scalar")),
-    "numpy.dtype", "numpy.ndarray", "numpy.sum",
-    *(f"numpy.random._pickle.__{kind}_ctor" for kind in ("bit_generator", "generator", "randomstate")),
-    "numpy.random.bit_generator.SeedSequence", "numpy.random.bit_generator.__pyx_unpickle_SeedSequence",
-    *(f"numpy.random._{module}.{name}" for module, name in (("mt19937", "MT19937"), ("pcg64", "PCG64"), ("pcg64", "PCG64DXSM"),
-                                                             ("philox", "Philox"), ("sfc64", "SFC64"))),
-    "pymoo.algorithms.moo.nsga2.binary_tournament", "pymoo.core.duplicate.default_attr",
-    "pymoo.operators.survival.rank_and_crowding.metrics.calc_crowding_distance",
-    "optuna.samplers._tpe.sampler.default_weights",
-})  # fmt: skip
+CALLABLES = frozenset(
+    {
+        *(f"numpy.{core}.multiarray.{name}" for core in ("core", "_core") for name in ("_reconstruct", "scalar")),
+        "numpy.dtype",
+        "numpy.ndarray",
+        "numpy.sum",
+        *(f"numpy.random._pickle.__{kind}_ctor" for kind in ("bit_generator", "generator", "randomstate")),
+        "numpy.random.bit_generator.SeedSequence",
+        "numpy.random.bit_generator.__pyx_unpickle_SeedSequence",
+        *(
+            f"numpy.random._{module}.{name}"
+            for module, name in (
+                ("mt19937", "MT19937"),
+                ("pcg64", "PCG64"),
+                ("pcg64", "PCG64DXSM"),
+                ("philox", "Philox"),
+                ("sfc64", "SFC64"),
+            )
+        ),
+        "pymoo.algorithms.moo.nsga2.binary_tournament",
+        "pymoo.core.duplicate.default_attr",
+        "pymoo.operators.survival.rank_and_crowding.metrics.calc_crowding_distance",
+        "optuna.samplers._tpe.sampler.default_weights",
+    }
+)
 """Everything else a snapshot may name: numpy's reconstructors and the functions pymoo's and Optuna's objects hold."""
 
 

@@ -65,7 +65,9 @@ class Space:
     def _check_genome(self, genome: Sequence[int]) -> list[int]:
         values = [int(g) for g in genome]
         if len(values) != len(self.upper) or any(not 0 <= g <= u for g, u in zip(values, self.upper)):
-            raise ScheduleError(f"genome {values} does not fit the {self.kind} space: {len(self.upper)} genes with bounds 0..{list(self.upper)}")
+            raise ScheduleError(
+                f"genome {values} does not fit the {self.kind} space: {len(self.upper)} genes with bounds 0..{list(self.upper)}"
+            )
         return values
 
     def _schedule(self, plans: Sequence[StepPlan], slots: Slots) -> Schedule:

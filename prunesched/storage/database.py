@@ -100,13 +100,17 @@ def open_database(location: str | Path, mode: Mode = "read") -> sessionmaker[Ses
     if revision is None and tables:
         raise StorageError(f"{shown} has tables but no prunesched schema version; it is not a prunesched database")
     if revision not in (None, head) and not _known_revision(revision):
-        raise StorageError(f"database schema {revision!r} was written by a newer prunesched (this one reads up to {head!r}); upgrade prunesched")
+        raise StorageError(
+            f"database schema {revision!r} was written by a newer prunesched (this one reads up to {head!r}); upgrade prunesched"
+        )
     if revision is None and mode != "create":
         raise StorageError(f"{shown} is empty; run 'prunesched search launch' to start a search in it")
     engine = make_engine(url)
     if revision != head:
         if mode == "read":
-            raise StorageError(f"database schema {revision!r} is older than this prunesched's {head!r}; run 'prunesched db upgrade --db ...'")
+            raise StorageError(
+                f"database schema {revision!r} is older than this prunesched's {head!r}; run 'prunesched db upgrade --db ...'"
+            )
         from alembic import command
 
         command.upgrade(alembic_config(engine), "head")
@@ -126,8 +130,10 @@ def _inspect(url: str, shown: str) -> tuple[str | None, list[str]]:
 
 
 def _unusable(exc: Exception) -> str:
-    return (f"the database location is not usable ({type(exc).__name__}: {exc}); "
-            "pass a file path or a SQLAlchemy URL whose driver is installed, e.g. sqlite:///search.db")  # fmt: skip
+    return (
+        f"the database location is not usable ({type(exc).__name__}: {exc}); "
+        "pass a file path or a SQLAlchemy URL whose driver is installed, e.g. sqlite:///search.db"
+    )
 
 
 def _known_revision(revision: str) -> bool:

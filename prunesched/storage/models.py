@@ -8,15 +8,15 @@ this file, never through ``create_all``.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Optional
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -34,9 +34,9 @@ class Search(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     seed: Mapped[int] = mapped_column(Integer)
     objectives: Mapped[list[Any]] = mapped_column(JSON)
-    reference_point: Mapped[Optional[list[Any]]] = mapped_column(JSON, nullable=True)
+    reference_point: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     code_version: Mapped[str] = mapped_column(String(100))
-    owner: Mapped[Optional[str]] = mapped_column(String(200), nullable=True)  # host:pid of the coordinator running it
+    owner: Mapped[str | None] = mapped_column(String(200), nullable=True)  # host:pid of the coordinator running it
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -59,7 +59,7 @@ class Candidate(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     search: Mapped[Search] = relationship(back_populates="candidates")
-    evaluation: Mapped[Optional[Evaluation]] = relationship(back_populates="candidate", uselist=False)
+    evaluation: Mapped[Evaluation | None] = relationship(back_populates="candidate", uselist=False)
 
 
 class Evaluation(Base):
@@ -74,17 +74,17 @@ class Evaluation(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), unique=True)
     status: Mapped[str] = mapped_column(String(20), index=True)  # queued, running, done, failed
-    metrics: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
-    objective_0: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
-    objective_1: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
-    worker: Mapped[Optional[str]] = mapped_column(String(200), nullable=True)
-    device: Mapped[Optional[str]] = mapped_column(String(200), nullable=True)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    objective_0: Mapped[float | None] = mapped_column(Float, nullable=True)
+    objective_1: Mapped[float | None] = mapped_column(Float, nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    device: Mapped[str | None] = mapped_column(String(200), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
-    finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
-    duration_s: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     candidate: Mapped[Candidate] = relationship(back_populates="evaluation")
 
@@ -105,10 +105,10 @@ class Generation(Base):
     number: Mapped[int] = mapped_column(Integer)
     members: Mapped[list[Any]] = mapped_column(JSON)  # candidate ids proposed in this generation
     front: Mapped[list[Any]] = mapped_column(JSON)  # candidate ids on the front of everything evaluated so far
-    hypervolume: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    hypervolume: Mapped[float | None] = mapped_column(Float, nullable=True)
     evaluations: Mapped[int] = mapped_column(Integer)  # finished evaluations of the search so far
-    snapshot: Mapped[Optional[bytes]] = mapped_column(LargeBinary, nullable=True, deferred=True)
-    snapshot_sha256: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
+    snapshot: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
+    snapshot_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     search: Mapped[Search] = relationship(back_populates="generations")

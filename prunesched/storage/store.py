@@ -98,9 +98,14 @@ class Store:
     ) -> int:
         with self.sessions.begin() as session:
             search = Search(
-                name=name, config=config, seed=seed, objectives=list(objectives), code_version=code_version, owner=owner,
+                name=name,
+                config=config,
+                seed=seed,
+                objectives=list(objectives),
+                code_version=code_version,
+                owner=owner,
                 reference_point=None if reference_point is None else [float(v) for v in reference_point],
-            )  # fmt: skip
+            )
             session.add(search)
             session.flush()
             return search.id
@@ -134,7 +139,9 @@ class Store:
         with self.sessions.begin() as session:
             found = session.scalar(select(Candidate).where(Candidate.search_id == search_id, Candidate.schedule_hash == schedule_hash))
             if found is None:
-                found = Candidate(search_id=search_id, schedule_hash=schedule_hash, schedule=schedule, genome=list(genome), generation_born=generation)
+                found = Candidate(
+                    search_id=search_id, schedule_hash=schedule_hash, schedule=schedule, genome=list(genome), generation_born=generation
+                )
                 found.evaluation = Evaluation(status="queued")
                 session.add(found)
                 session.flush()
@@ -196,9 +203,11 @@ class Store:
     def done_objectives(self, search_id: int) -> list[tuple[int, float, float]]:
         """``(candidate id, objective 0, objective 1)`` of every successful evaluation, oldest first: all a front needs."""
         query = (
-            select(Candidate.id, Evaluation.objective_0, Evaluation.objective_1).join(Evaluation)
-            .where(Candidate.search_id == search_id, Evaluation.status == "done").order_by(Candidate.id)
-        )  # fmt: skip
+            select(Candidate.id, Evaluation.objective_0, Evaluation.objective_1)
+            .join(Evaluation)
+            .where(Candidate.search_id == search_id, Evaluation.status == "done")
+            .order_by(Candidate.id)
+        )
         with self.sessions() as session:
             return [(i, first, second) for i, first, second in session.execute(query)]
 
@@ -208,7 +217,9 @@ class Store:
         with self.sessions() as session:
             by_status = {status: n for status, n in session.execute(query)}
         return Counts(
-            done=by_status.get("done", 0), active=by_status.get("queued", 0) + by_status.get("running", 0), failed=by_status.get("failed", 0)
+            done=by_status.get("done", 0),
+            active=by_status.get("queued", 0) + by_status.get("running", 0),
+            failed=by_status.get("failed", 0),
         )
 
     def candidates_by_id(self, ids: Sequence[int]) -> list[tuple[Candidate, Evaluation]]:
@@ -232,13 +243,22 @@ class Store:
                 .values(snapshot=None, snapshot_sha256=None)
             )
             done = session.scalar(
-                select(func.count()).select_from(Evaluation).join(Candidate).where(Candidate.search_id == search_id, Evaluation.status.in_(FINISHED))
+                select(func.count())
+                .select_from(Evaluation)
+                .join(Candidate)
+                .where(Candidate.search_id == search_id, Evaluation.status.in_(FINISHED))
             )
             session.add(
                 Generation(
-                    search_id=search_id, number=number, members=list(members), front=list(front), hypervolume=hypervolume,
-                    evaluations=done or 0, snapshot=snapshot, snapshot_sha256=hashlib.sha256(snapshot).hexdigest(),
-                )  # fmt: skip
+                    search_id=search_id,
+                    number=number,
+                    members=list(members),
+                    front=list(front),
+                    hypervolume=hypervolume,
+                    evaluations=done or 0,
+                    snapshot=snapshot,
+                    snapshot_sha256=hashlib.sha256(snapshot).hexdigest(),
+                )
             )
 
     def latest_snapshot(self, search_id: int) -> bytes | None:
@@ -250,7 +270,9 @@ class Store:
             return None
         number, snapshot, checksum = row
         if snapshot is None or hashlib.sha256(snapshot).hexdigest() != checksum:
-            raise StorageError(f"the algorithm snapshot of generation {number} is missing or does not match its checksum; refusing to load it")
+            raise StorageError(
+                f"the algorithm snapshot of generation {number} is missing or does not match its checksum; refusing to load it"
+            )
         return snapshot
 
     def generations(self, search_id: int) -> list[Generation]:
@@ -277,4 +299,3 @@ class Store:
     @staticmethod
     def _evaluation(session: Session, candidate_id: int) -> Evaluation:
         return session.scalars(select(Evaluation).where(Evaluation.candidate_id == candidate_id)).one()
-

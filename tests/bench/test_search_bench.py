@@ -11,9 +11,15 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 
 def test_the_search_benchmark_runs_and_no_proposer_beats_the_exact_front():
     config = SearchBenchConfig(
-        delay_s=0.02, sleep_population=4, sleep_generations=2, steps=4, population=4, checkpoints=(4, 12), max_generations=10,
+        delay_s=0.02,
+        sleep_population=4,
+        sleep_generations=2,
+        steps=4,
+        population=4,
+        checkpoints=(4, 12),
+        max_generations=10,
         proposers=("pymoo-nsga2", "random"),
-    )  # fmt: skip
+    )
     result = run_search_bench(config, log=lambda _: None)
     dispatch = result["dispatch"]
     assert dispatch["same_evaluations"]  # one seed, one deterministic evaluator: the same schedules either way

@@ -12,7 +12,10 @@ from prunesched.runtime.schedule import Schedule
 
 
 def run(tmp_path, *args: str):
-    return CliRunner().invoke(main, ["eval", *args, "--model", "tiny-sd", "--images", "2", "--steps", "4", "--repeats", "1", "--cache-dir", str(tmp_path / "cache")])
+    return CliRunner().invoke(
+        main,
+        ["eval", *args, "--model", "tiny-sd", "--images", "2", "--steps", "4", "--repeats", "1", "--cache-dir", str(tmp_path / "cache")],
+    )
 
 
 def test_a_dato_table_is_evaluated_and_the_result_written_as_json(tmp_path, inception_weights):
@@ -21,8 +24,22 @@ def test_a_dato_table_is_evaluated_and_the_result_written_as_json(tmp_path, ince
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red fox\na blue whale\n")
     out = tmp_path / "result.json"
-    result = run(tmp_path, str(table), "--prompts", str(prompts), "--reference", "model", "--inception-weights", inception_weights,
-                 "--cost", "measured", "--cost", "macs", "-o", str(out))  # fmt: skip
+    result = run(
+        tmp_path,
+        str(table),
+        "--prompts",
+        str(prompts),
+        "--reference",
+        "model",
+        "--inception-weights",
+        inception_weights,
+        "--cost",
+        "measured",
+        "--cost",
+        "macs",
+        "-o",
+        str(out),
+    )
     assert result.exit_code == 0, result.output
     assert "relative_macs" in result.output and f"wrote {out}" in result.output
     data = json.loads(out.read_text())
@@ -45,7 +62,9 @@ def test_a_dato_table_is_evaluated_and_the_result_written_as_json(tmp_path, ince
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     Schedule.uniform(5).save(tmp_path / "s.json")
-    result = CliRunner().invoke(main, ["eval", "s.json", "--model", "tiny-sd", "--images", "2", "--steps", "4", "--cache-dir", "cache", *args])
+    result = CliRunner().invoke(
+        main, ["eval", "s.json", "--model", "tiny-sd", "--images", "2", "--steps", "4", "--cache-dir", "cache", *args]
+    )
     assert result.exit_code == 2, result.output
     assert "error: " in result.output and message in result.output
     assert not (tmp_path / "s.eval.json").exists()

@@ -111,19 +111,37 @@ def test_bad_requests_exit_2_with_one_line_and_leave_the_database_unchanged(sear
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[space]\nsteps = 6\n[evaluator]\nkind = 'synthetic'\n[proposer]\npopulaton = 4\n", "unknown key 'populaton' in [proposer]; valid: backend"),
+        (
+            "[space]\nsteps = 6\n[evaluator]\nkind = 'synthetic'\n[proposer]\npopulaton = 4\n",
+            "unknown key 'populaton' in [proposer]; valid: backend",
+        ),
         ("[space]\nsteps = 6\n[evaluator]\nkind = 'magic'\n", "unknown evaluator kind 'magic'; valid: synthetic, pipeline"),
         ("[space]\nsteps = 6\n[evaluator]\nkind = 'synthetic'\nobjectives = ['fid', 'cost']\n", "unknown key 'objectives' in [evaluator]"),
-        ("objectives = ['fid', 'cost']\n[space]\nsteps = 6\n[evaluator]\nkind = 'synthetic'\n", "objectives must be two metrics of the synthetic evaluator"),
+        (
+            "objectives = ['fid', 'cost']\n[space]\nsteps = 6\n[evaluator]\nkind = 'synthetic'\n",
+            "objectives must be two metrics of the synthetic evaluator",
+        ),
         ("[space\nsteps = 6\n", "is not valid TOML"),
         ("[evaluator]\nkind = 'synthetic'\n", "needs a [space] table"),
         ("reference_point = 5\n[space]\nsteps = 6\n[evaluator]\nkind = 'synthetic'\n", "reference_point must be two finite numbers"),
-        ("objectives = ['mse', 'psnr']\n[space]\nsteps = 5\n[evaluator]\nkind = 'pipeline'\n", "objectives must be two metrics of the pipeline evaluator: mse, latency_s, relative_latency"),
-        ("[space]\nsteps = 6\n[evaluator]\nkind = 'pipeline'\nmodel = 'sd15'\n", "unknown model 'sd15': not a built-in (shapes, tiny-sd, tiny-sdxl, tiny-sd3, tiny-pixart)"),
+        (
+            "objectives = ['mse', 'psnr']\n[space]\nsteps = 5\n[evaluator]\nkind = 'pipeline'\n",
+            "objectives must be two metrics of the pipeline evaluator: mse, latency_s, relative_latency",
+        ),
+        (
+            "[space]\nsteps = 6\n[evaluator]\nkind = 'pipeline'\nmodel = 'sd15'\n",
+            "unknown model 'sd15': not a built-in (shapes, tiny-sd, tiny-sdxl, tiny-sd3, tiny-pixart)",
+        ),
         ("[space]\nsteps = 6\n[evaluator]\nkind = 'pipeline'\nimages = 0\n", "images must be an integer >= 1, got 0"),
-        ("[space]\nsteps = 6\n[evaluator]\nkind = 'synthetic'\n[dispatch]\nworkers = 'two'\n", "workers must be an integer >= 1, got 'two'"),
+        (
+            "[space]\nsteps = 6\n[evaluator]\nkind = 'synthetic'\n[dispatch]\nworkers = 'two'\n",
+            "workers must be an integer >= 1, got 'two'",
+        ),
         ("[space]\nsteps = 6\n[evaluator]\nkind = 'synthetic'\n[dispatch]\ngpus_per_worker = 1\n", "need 2 GPUs but the Ray cluster has 0"),
-        ("[space]\nsteps = 6\n[evaluator]\nkind = 'pipeline'\nnum_inference_steps = 4\n[dispatch]\nworkers = 1\n", "[space] steps is 6 but the evaluator's denoising loop has 5 iterations"),
+        (
+            "[space]\nsteps = 6\n[evaluator]\nkind = 'pipeline'\nnum_inference_steps = 4\n[dispatch]\nworkers = 1\n",
+            "[space] steps is 6 but the evaluator's denoising loop has 5 iterations",
+        ),
     ],
 )
 def test_a_bad_config_is_refused_before_a_search_is_stored(tmp_path, text, message):
@@ -132,7 +150,7 @@ def test_a_bad_config_is_refused_before_a_search_is_stored(tmp_path, text, messa
     result = run("search", "launch", str(tmp_path / "bad.toml"), "--db", str(db))
     assert result.exit_code == 2
     assert message in result.output and len(result.output.strip().splitlines()) == 1
-    assert not db.exists() or not [row for row in database_dump(db) if "INSERT INTO \"searches\"" in row]
+    assert not db.exists() or not [row for row in database_dump(db) if 'INSERT INTO "searches"' in row]
 
 
 @pytest.mark.parametrize("command", [["search", "status"], ["history"], ["front", "1"], ["db", "upgrade"]])
@@ -146,10 +164,20 @@ def test_ctrl_c_during_a_search_says_how_to_resume_it(capsys):
     from prunesched.cli.render import ProgressView
     from prunesched.search.coordinator import Progress
 
-    with pytest.raises(SystemExit) as stopped:
-        with ProgressView(4, "runs.db") as view:
-            view(Progress(search_id=3, generation=1, generations=4, done=9, running=2, failed=0, front_size=4,
-                          hypervolume=0.5, generation_stored=False))  # fmt: skip
-            raise KeyboardInterrupt
+    with pytest.raises(SystemExit) as stopped, ProgressView(4, "runs.db") as view:
+        view(
+            Progress(
+                search_id=3,
+                generation=1,
+                generations=4,
+                done=9,
+                running=2,
+                failed=0,
+                front_size=4,
+                hypervolume=0.5,
+                generation_stored=False,
+            )
+        )
+        raise KeyboardInterrupt
     assert stopped.value.code == 130
     assert "search 3 interrupted; continue it with 'prunesched search resume 3 --db runs.db'" in capsys.readouterr().err

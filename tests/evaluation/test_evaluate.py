@@ -40,8 +40,9 @@ def test_same_prompts_and_seeds_give_bit_identical_images_and_exact_paired_metri
 @pytest.mark.parametrize("model", ["tiny-sd3", "tiny-pixart"])
 def test_dit_pipelines_are_evaluated_with_cat_schedules_measured_and_counted(model, tmp_path):
     """SD3 (four embeddings, a shifted VAE) and PixArt-Σ (embeddings with masks, the older step callback)."""
-    settings = EvalSettings(model=model, images=2, num_inference_steps=4, batch_size=2, repeats=1,
-                            cost=("measured", "macs"), cache_dir=str(tmp_path))  # fmt: skip
+    settings = EvalSettings(
+        model=model, images=2, num_inference_steps=4, batch_size=2, repeats=1, cost=("measured", "macs"), cache_dir=str(tmp_path)
+    )
     evaluation = Evaluation(settings)
     full = evaluation.evaluate(Schedule.uniform(evaluation.steps))
     assert full["mse"]["value"] == 0.0 and full["relative_macs"]["value"] == 1.0
@@ -57,7 +58,9 @@ def test_the_unaccelerated_images_are_generated_once_per_machine(settings, monke
 
     generated = []
     original = generation.ImageGenerator.images
-    monkeypatch.setattr(generation.ImageGenerator, "images", lambda self, schedule=None: generated.append(schedule) or original(self, schedule))
+    monkeypatch.setattr(
+        generation.ImageGenerator, "images", lambda self, schedule=None: generated.append(schedule) or original(self, schedule)
+    )
     Evaluation(settings)
     assert calls == [1] and generated == []  # read back from disk
 
@@ -81,7 +84,6 @@ def test_bootstrap_intervals_cover_the_value_and_shrink_as_the_image_count_grows
     assert fid_widths[1] < fid_widths[0] / 2
 
 
-
 def test_fid_interval_is_centred_on_the_value_although_resampling_biases_fid_upward():
     rng = np.random.default_rng(0)
     reference, generated = torch.from_numpy(rng.normal(0.0, 1.0, (1000, 16))), torch.from_numpy(rng.normal(0.2, 1.0, (64, 16)))
@@ -91,6 +93,7 @@ def test_fid_interval_is_centred_on_the_value_although_resampling_biases_fid_upw
     assert value < low  # an image drawn twice shrinks the covariance: the plain interval misses the value
     low, high = interval(fid, 64, resamples=200, estimate=value)
     assert low < value < high and high - low == pytest.approx(interval(fid, 64, resamples=200)[1] - interval(fid, 64, resamples=200)[0])
+
 
 def test_paired_metric_intervals_shrink_with_more_images_of_a_real_pipeline(tmp_path):
     widths = []

@@ -28,9 +28,15 @@ DEEPCACHE = Schedule.deepcache(5, interval=2, branch=0)
 @pytest.fixture
 def settings(tmp_path, inception_weights) -> EvalSettings:
     return EvalSettings(
-        model="tiny-sd", images=6, num_inference_steps=4, batch_size=3, reference="model", inception_weights=inception_weights,
-        cache_dir=str(tmp_path / "cache"), repeats=1,
-    )  # fmt: skip
+        model="tiny-sd",
+        images=6,
+        num_inference_steps=4,
+        batch_size=3,
+        reference="model",
+        inception_weights=inception_weights,
+        cache_dir=str(tmp_path / "cache"),
+        repeats=1,
+    )
 
 
 @pytest.fixture
@@ -52,9 +58,17 @@ def test_fid_and_kid_equal_torch_fidelitys_own_result_on_the_same_images(setting
     metrics = evaluation.evaluate(DEEPCACHE)
     generated = evaluation.folder / DEEPCACHE.hash[:16]
     theirs = torch_fidelity.calculate_metrics(
-        input1=str(generated), input2=str(evaluation.folder / "full"), fid=True, kid=True, cuda=False, cache=False,
-        feature_extractor_weights_path=inception_weights, kid_subset_size=6, verbose=False, save_cpu_ram=True,
-    )  # fmt: skip
+        input1=str(generated),
+        input2=str(evaluation.folder / "full"),
+        fid=True,
+        kid=True,
+        cuda=False,
+        cache=False,
+        feature_extractor_weights_path=inception_weights,
+        kid_subset_size=6,
+        verbose=False,
+        save_cpu_ram=True,
+    )
     assert metrics["fid"]["value"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-6)
     assert metrics["kid"]["value"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-6, abs=1e-12)
     assert metrics["fid"]["value"] > 0 and metrics["fid"]["n"] == 6
@@ -120,10 +134,18 @@ def test_a_folder_of_real_images_is_resized_and_matches_torch_fidelity(settings,
     evaluation = Evaluation(replace(settings, reference=str(real)))
     metrics = evaluation.evaluate(DEEPCACHE)
     theirs = torch_fidelity.calculate_metrics(
-        input1=str(evaluation.folder / DEEPCACHE.hash[:16]), input2=str(real), fid=True, kid=True, cuda=False,
-        cache=False, samples_resize_and_crop=32, feature_extractor_weights_path=inception_weights, kid_subset_size=6,
-        verbose=False, save_cpu_ram=True,
-    )  # fmt: skip
+        input1=str(evaluation.folder / DEEPCACHE.hash[:16]),
+        input2=str(real),
+        fid=True,
+        kid=True,
+        cuda=False,
+        cache=False,
+        samples_resize_and_crop=32,
+        feature_extractor_weights_path=inception_weights,
+        kid_subset_size=6,
+        verbose=False,
+        save_cpu_ram=True,
+    )
     assert metrics["fid"]["value"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-6)
 
 
@@ -162,9 +184,15 @@ def test_a_registered_custom_feature_extractor_is_used(settings):
     evaluation = Evaluation(replace(settings, feature_extractor="channel-stats", inception_weights=None))
     metrics = evaluation.evaluate(DEEPCACHE)
     theirs = torch_fidelity.calculate_metrics(
-        input1=str(evaluation.folder / DEEPCACHE.hash[:16]), input2=str(evaluation.folder / "full"), fid=True,
-        cuda=False, cache=False, feature_extractor="channel-stats", verbose=False, save_cpu_ram=True,
-    )  # fmt: skip
+        input1=str(evaluation.folder / DEEPCACHE.hash[:16]),
+        input2=str(evaluation.folder / "full"),
+        fid=True,
+        cuda=False,
+        cache=False,
+        feature_extractor="channel-stats",
+        verbose=False,
+        save_cpu_ram=True,
+    )
     assert metrics["fid"]["value"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-6)
     with pytest.raises(ConfigError, match="unknown feature extractor 'no-such'.*inception-v3-compat"):
         replace(settings, feature_extractor="no-such")

@@ -16,9 +16,7 @@ from prunesched.evaluation.paired import lpips_scorer, lpips_unavailable_reason,
 
 
 def random_images(n: int, height: int, width: int, seed: int) -> torch.Tensor:
-    return torch.randint(
-        0, 256, (n, 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)
-    )
+    return torch.randint(0, 256, (n, 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 
 def skimage_ssim(images: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
@@ -66,9 +64,7 @@ def test_ssim_matches_scikit_image_on_random_images(height, width):
 
 def test_ssim_matches_scikit_image_on_structured_images():
     gradient = torch.linspace(0, 255, 48).round().to(torch.uint8)
-    reference = torch.stack(
-        [gradient.expand(36, 48), gradient.flip(0).expand(36, 48), gradient[:36, None].expand(36, 48)]
-    )
+    reference = torch.stack([gradient.expand(36, 48), gradient.flip(0).expand(36, 48), gradient[:36, None].expand(36, 48)])
     noise = torch.randn(3, 36, 48, generator=torch.Generator().manual_seed(3)) * 20
     images = (reference + noise).clamp(0, 255).round().to(torch.uint8)
     values = ssim(images[None], reference[None])

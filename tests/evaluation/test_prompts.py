@@ -100,7 +100,13 @@ def test_a_search_config_with_an_unreadable_prompt_file_is_refused_before_it_run
     from prunesched.search.config import SearchConfig
 
     with pytest.raises(ConfigError, match="cannot read a text file of prompts"):
-        SearchConfig.from_dict({
-            "space": {"steps": 5},
-            "evaluator": {"kind": "pipeline", "num_inference_steps": 4, "prompts": {"kind": "text", "path": str(tmp_path / "none.txt")}},
-        })  # fmt: skip
+        SearchConfig.from_dict(
+            {
+                "space": {"steps": 5},
+                "evaluator": {
+                    "kind": "pipeline",
+                    "num_inference_steps": 4,
+                    "prompts": {"kind": "text", "path": str(tmp_path / "none.txt")},
+                },
+            }
+        )

@@ -136,7 +136,9 @@ workers = 1
 
 def test_a_missing_input_is_refused_in_one_line_naming_it_and_how_to_set_it(tmp_path):
     config = next(c for c in CONFIGS if "[paths]" in c.read_text())
-    result = subprocess.run([sys.executable, str(SCRIPT), str(config), "--out", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), str(config), "--out", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert ": not found: " in line and "--path " in line

@@ -72,9 +72,14 @@ def test_fid_on_the_shapes_model_is_torch_fidelitys_own_in_the_judges_feature_sp
     schedule = Schedule.deepcache(evaluation.steps, interval=3, branch=0)
     metrics = evaluation.evaluate(schedule)
     theirs = torch_fidelity.calculate_metrics(
-        input1=str(evaluation.folder / schedule.hash[:16]), input2=str(evaluation.folder / "full"), fid=True, cuda=False,
-        cache=False, feature_extractor=EXTRACTOR, verbose=False,
-    )  # fmt: skip
+        input1=str(evaluation.folder / schedule.hash[:16]),
+        input2=str(evaluation.folder / "full"),
+        fid=True,
+        cuda=False,
+        cache=False,
+        feature_extractor=EXTRACTOR,
+        verbose=False,
+    )
     assert metrics["fid"]["value"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-6)
     assert 0.0 <= metrics["caption_accuracy"]["value"] <= 1.0 and metrics["caption_accuracy"]["n"] == 8
 

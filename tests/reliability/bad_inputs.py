@@ -31,8 +31,12 @@ class Case:
 
 def schedule(steps: Any = None, **fields: Any) -> str:
     """A schedule document of ``STEPS`` full steps, with ``steps`` or other fields replaced."""
-    document = {"format": "prunesched.schedule", "version": 1, "method": {"name": "dato"},
-                "steps": [{"cache": "full", "prune": 0.0}] * STEPS if steps is None else steps}  # fmt: skip
+    document = {
+        "format": "prunesched.schedule",
+        "version": 1,
+        "method": {"name": "dato"},
+        "steps": [{"cache": "full", "prune": 0.0}] * STEPS if steps is None else steps,
+    }
     return json.dumps({**document, **fields})
 
 
@@ -70,36 +74,97 @@ CASES = [
     Case("prune ratio as a string", SHOW, "prune ratio '0.5' is out of range", {"s.json": step(prune="0.5")}),
     Case("prune ratio NaN", SHOW, "prune ratio nan is out of range", {"s.json": step(prune=float("nan"))}),
     Case("unknown method", SHOW, "unknown method 'tome'", {"s.json": schedule(method={"name": "tome"})}),
-    Case("method parameter of the wrong type", SHOW, "parameter 'patch' must be of type int", {"s.json": schedule(method={"name": "dato", "patch": "2"})}),
+    Case(
+        "method parameter of the wrong type",
+        SHOW,
+        "parameter 'patch' must be of type int",
+        {"s.json": schedule(method={"name": "dato", "patch": "2"})},
+    ),
     Case("negative method noise", SHOW, "noise must be a finite number >= 0", {"s.json": schedule(method={"name": "sito", "noise": -1})}),
     Case("unknown slot keyword", SHOW, "unknown slots 'lowest'", {"s.json": schedule(slots="lowest")}),
     Case("integer too long to read", SHOW, "is JSON that cannot be read", {"s.json": '{"steps": [{"cache": ' + "9" * 5000 + "}]}"}),
     Case("nesting too deep", SHOW, "is JSON that cannot be read", {"s.json": "[" * 100_000 + "]" * 100_000}),
     Case("DaTo table rows of different lengths", SHOW, "3 cache ids but 2 prune ratios", {"s.json": "1 0 12\n0.5 0.5\n"}),
-    Case("DaTo table with cache ids not a list", SHOW, "must be lists of numbers", {"s.json": json.dumps({"cache_ids": 5, "ratios": [0.5]})}),
+    Case(
+        "DaTo table with cache ids not a list", SHOW, "must be lists of numbers", {"s.json": json.dumps({"cache_ids": 5, "ratios": [0.5]})}
+    ),
     Case("DaTo table without ratios", SHOW, "a DaTo table holds 'cache_ids', 'ratios'", {"s.json": json.dumps({"cache_ids": [1, 0]})}),
-    Case("DaTo cache id not valid", SHOW, "valid ids are 0 (reuse), 1 (branch 0), 12 (full)", {"s.json": json.dumps({"cache_ids": [1, -3], "ratios": [0.5, 0.5]})}),
+    Case(
+        "DaTo cache id not valid",
+        SHOW,
+        "valid ids are 0 (reuse), 1 (branch 0), 12 (full)",
+        {"s.json": json.dumps({"cache_ids": [1, -3], "ratios": [0.5, 0.5]})},
+    ),
     # schedules that do not fit the model, and prompts
-    Case("schedule of the wrong length", EVAL, f"schedule has 7 steps but the pipeline's loop has {STEPS}", {"s.json": schedule([{"cache": "full", "prune": 0.0}] * 7)}),
+    Case(
+        "schedule of the wrong length",
+        EVAL,
+        f"schedule has 7 steps but the pipeline's loop has {STEPS}",
+        {"s.json": schedule([{"cache": "full", "prune": 0.0}] * 7)},
+    ),
     Case("cache branch the UNet lacks", EVAL, "cache branch 40 is not valid for this UNet", {"s.json": step(cache=40)}),
     Case("missing prompt file", [*EVAL, "--prompts", "{dir}/none.txt"], "none.txt", {"s.json": schedule()}),
-    Case("prompt file not UTF-8", [*EVAL, "--prompts", "{dir}/p.txt"], "is not UTF-8 text", {"s.json": schedule(), "p.txt": b"\xff\xfe\x00a"}),
+    Case(
+        "prompt file not UTF-8", [*EVAL, "--prompts", "{dir}/p.txt"], "is not UTF-8 text", {"s.json": schedule(), "p.txt": b"\xff\xfe\x00a"}
+    ),
     Case("empty prompt file", [*EVAL, "--prompts", "{dir}/p.txt"], "holds no prompts", {"s.json": schedule(), "p.txt": "\n\n"}),
     # search configs
     Case("config file missing", ["search", "launch", "{dir}/none.toml", "--db", "{db}"], "cannot read search config"),
     Case("config path is a folder", ["search", "launch", "{dir}", "--db", "{db}"], "is a directory"),
     Case("config not TOML", LAUNCH, "is not valid TOML", config("steps = = 4")),
     Case("config without [evaluator]", LAUNCH, "needs a [evaluator] table", config('[space]\nkind = "dato"\nsteps = 4\n')),
-    Case("config [space] without steps", LAUNCH, "[space] needs 'steps'", config('[space]\nkind = "dato"\n[evaluator]\nkind = "synthetic"\n')),
+    Case(
+        "config [space] without steps", LAUNCH, "[space] needs 'steps'", config('[space]\nkind = "dato"\n[evaluator]\nkind = "synthetic"\n')
+    ),
     Case("misspelt config key", LAUNCH, "unknown key 'populaton' in [proposer]", config(VALID + "[proposer]\npopulaton = 8\n")),
-    Case("the same objective twice", LAUNCH, "objectives must be two metrics", config('objectives = ["error", "error"]\n[space]\nsteps = 4\n[evaluator]\nkind = "synthetic"\n')),
-    Case("an objective the evaluator lacks", LAUNCH, "objectives must be two metrics", config('objectives = ["fid", "cost"]\n[space]\nsteps = 4\n[evaluator]\nkind = "synthetic"\n')),
-    Case("reference point NaN", LAUNCH, "reference_point must be two finite numbers", config('reference_point = [nan, 1.0]\n[space]\nsteps = 4\n[evaluator]\nkind = "synthetic"\n')),
-    Case("seed beyond 32 bits", LAUNCH, "seed must be an integer", config('seed = 4294967296\n[space]\nsteps = 4\n[evaluator]\nkind = "synthetic"\n')),
-    Case("space ratios out of range", LAUNCH, "[space] describes invalid schedules", config('[space]\nsteps = 4\nratios = [0.9]\n[evaluator]\nkind = "synthetic"\n')),
-    Case("space with an unknown method", LAUNCH, "unknown method 'tome'", config('[space]\nsteps = 4\nmethod = { name = "tome" }\n[evaluator]\nkind = "synthetic"\n')),
-    Case("dsap interval 0", LAUNCH, "[space] intervals must be an integer >= 1, got 0", config('[space]\nkind = "dsap"\nsteps = 4\nintervals = [0]\n[evaluator]\nkind = "synthetic"\n')),
-    Case("Optuna sampler with pymoo", LAUNCH, "sampler 'tpe' is an Optuna sampler", config(VALID + '[proposer]\nbackend = "pymoo"\nsampler = "tpe"\n')),
+    Case(
+        "the same objective twice",
+        LAUNCH,
+        "objectives must be two metrics",
+        config('objectives = ["error", "error"]\n[space]\nsteps = 4\n[evaluator]\nkind = "synthetic"\n'),
+    ),
+    Case(
+        "an objective the evaluator lacks",
+        LAUNCH,
+        "objectives must be two metrics",
+        config('objectives = ["fid", "cost"]\n[space]\nsteps = 4\n[evaluator]\nkind = "synthetic"\n'),
+    ),
+    Case(
+        "reference point NaN",
+        LAUNCH,
+        "reference_point must be two finite numbers",
+        config('reference_point = [nan, 1.0]\n[space]\nsteps = 4\n[evaluator]\nkind = "synthetic"\n'),
+    ),
+    Case(
+        "seed beyond 32 bits",
+        LAUNCH,
+        "seed must be an integer",
+        config('seed = 4294967296\n[space]\nsteps = 4\n[evaluator]\nkind = "synthetic"\n'),
+    ),
+    Case(
+        "space ratios out of range",
+        LAUNCH,
+        "[space] describes invalid schedules",
+        config('[space]\nsteps = 4\nratios = [0.9]\n[evaluator]\nkind = "synthetic"\n'),
+    ),
+    Case(
+        "space with an unknown method",
+        LAUNCH,
+        "unknown method 'tome'",
+        config('[space]\nsteps = 4\nmethod = { name = "tome" }\n[evaluator]\nkind = "synthetic"\n'),
+    ),
+    Case(
+        "dsap interval 0",
+        LAUNCH,
+        "[space] intervals must be an integer >= 1, got 0",
+        config('[space]\nkind = "dsap"\nsteps = 4\nintervals = [0]\n[evaluator]\nkind = "synthetic"\n'),
+    ),
+    Case(
+        "Optuna sampler with pymoo",
+        LAUNCH,
+        "sampler 'tpe' is an Optuna sampler",
+        config(VALID + '[proposer]\nbackend = "pymoo"\nsampler = "tpe"\n'),
+    ),
     Case("more GPUs than the cluster has", LAUNCH, "need 1 GPUs", config(VALID + "[dispatch]\nworkers = 1\ngpus_per_worker = 1\n")),
     # databases
     Case("database is a text file", ["front", "1", "--db", "{db}"], "is not a prunesched database", db="text"),
@@ -118,10 +183,17 @@ CASES = [
     Case("export onto the database", ["export", "1", "-o", "{db}", "--db", "{db}"], "is the search database itself"),
     Case("export weight NaN", ["export", "1", "--weight", "nan", "-o", "{dir}/x.json", "--db", "{db}"], "must be a finite number >= 0"),
     Case("resume a finished search", ["search", "resume", "1", "--db", "{db}"], "has finished; there is nothing to resume"),
-    Case("export a candidate and a pick", ["export", "1", "--candidate", "2", "--pick", "fastest", "-o", "{dir}/x.json", "--db", "{db}"],
-         "--candidate names the schedule to export; --pick (which pick from a front) cannot come with it"),
+    Case(
+        "export a candidate and a pick",
+        ["export", "1", "--candidate", "2", "--pick", "fastest", "-o", "{dir}/x.json", "--db", "{db}"],
+        "--candidate names the schedule to export; --pick (which pick from a front) cannot come with it",
+    ),
     Case("unknown search id (report)", ["report", "9", "-o", "{dir}/r.html", "--db", "{db}"], "no search with id 9"),
-    Case("unknown search id (export-optuna)", ["export-optuna", "9", "--storage", "sqlite:///{dir}/o.db", "--db", "{db}"], "no search with id 9"),
+    Case(
+        "unknown search id (export-optuna)",
+        ["export-optuna", "9", "--storage", "sqlite:///{dir}/o.db", "--db", "{db}"],
+        "no search with id 9",
+    ),
     Case("compare one search", ["compare", "1", "-o", "{dir}/f.png", "--db", "{db}"], "compare needs two or more search ids"),
     Case("metric range without bounds", ["history", "--search", "1", "--range", "fid", "--db", "{db}"], "'fid' is not METRIC:LOW:HIGH"),
     # the command line itself

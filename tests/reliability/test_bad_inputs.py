@@ -23,10 +23,14 @@ def databases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One database file per ``Case.db`` kind, the ``finished`` one holding a real finished search (id 1)."""
     folder = tmp_path_factory.mktemp("databases")
     finished = folder / "finished.db"
-    config = SearchConfig.from_dict({
-        "space": {"kind": "dato", "steps": 4}, "evaluator": {"kind": "synthetic"},
-        "proposer": {"population": 4, "generations": 1}, "dispatch": {"workers": 1},
-    })  # fmt: skip
+    config = SearchConfig.from_dict(
+        {
+            "space": {"kind": "dato", "steps": 4},
+            "evaluator": {"kind": "synthetic"},
+            "proposer": {"population": 4, "generations": 1},
+            "dispatch": {"workers": 1},
+        }
+    )
     assert launch(config, finished) == 1
     checkpoint(finished)
     shutil.copy(finished, folder / "newer.db")
@@ -70,7 +74,13 @@ def test_bad_input_is_refused_in_one_line_with_exit_code_2_and_nothing_stored_ch
 
     lines = result.output.strip().splitlines()
     errors = [line for line in lines if line.startswith("error: ")]
-    observe("bad input", case=case.name, command="prunesched " + " ".join(case.argv), exit_code=result.exit_code, observed=(lines[-1] if lines else "").replace(str(scratch), "{dir}").replace(str(db), "{db}"))
+    observe(
+        "bad input",
+        case=case.name,
+        command="prunesched " + " ".join(case.argv),
+        exit_code=result.exit_code,
+        observed=(lines[-1] if lines else "").replace(str(scratch), "{dir}").replace(str(db), "{db}"),
+    )
     assert result.exit_code == 2, result.output
     assert errors == lines[-1:], result.output  # one error line, last; progress lines of long commands may precede it
     assert case.expect in errors[0]

@@ -47,15 +47,31 @@ def test_readers_never_meet_a_locked_database_and_never_hold_up_the_writer(tmp_p
     def start_readers_then_stop(progress: Progress) -> None:
         if progress.generation_stored and not readers:  # from the first stored generation on, every command has data
             for command in COMMANDS:
-                readers.append(subprocess.Popen([sys.executable, "-m", "tests.reliability.reader", command, str(db), str(SECONDS),
-                                                 str(tmp_path / f"{command}.json")], cwd=ROOT))  # fmt: skip
+                readers.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "tests.reliability.reader",
+                            command,
+                            str(db),
+                            str(SECONDS),
+                            str(tmp_path / f"{command}.json"),
+                        ],
+                        cwd=ROOT,
+                    )
+                )
         if readers and all(r.poll() is not None for r in readers):
             raise Enough
 
-    config = SearchConfig.from_dict({
-        "space": {"kind": "dato", "steps": 21}, "evaluator": {"kind": "synthetic", "delay_s": 0.005},
-        "proposer": {"population": 50, "generations": 100_000}, "dispatch": {"workers": 2},
-    })  # fmt: skip
+    config = SearchConfig.from_dict(
+        {
+            "space": {"kind": "dato", "steps": 21},
+            "evaluator": {"kind": "synthetic", "delay_s": 0.005},
+            "proposer": {"population": 50, "generations": 100_000},
+            "dispatch": {"workers": 2},
+        }
+    )
     with pytest.raises(Enough):
         launch(config, db, progress=start_readers_then_stop)
     results = [json.loads((tmp_path / f"{command}.json").read_text()) for command in COMMANDS]

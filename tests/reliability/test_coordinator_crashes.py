@@ -31,14 +31,19 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = 24
 CONFIG = {
-    "seed": 7, "space": {"kind": "dato", "steps": 6}, "evaluator": {"kind": "synthetic"},
-    "proposer": {"population": 6, "generations": 4}, "dispatch": {"workers": 2, "timeout_s": 60},
-}  # fmt: skip
+    "seed": 7,
+    "space": {"kind": "dato", "steps": 6},
+    "evaluator": {"kind": "synthetic"},
+    "proposer": {"population": 6, "generations": 4},
+    "dispatch": {"workers": 2, "timeout_s": 60},
+}
 
 
 def final_front(db: Path, search_id: int) -> list[tuple[str, float, float]]:
     store = Store(db)
-    return sorted((c.schedule_hash, e.objective_0, e.objective_1) for c, e in store.candidates_by_id(store.generations(search_id)[-1].front))
+    return sorted(
+        (c.schedule_hash, e.objective_0, e.objective_1) for c, e in store.candidates_by_id(store.generations(search_id)[-1].front)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +62,13 @@ def test_a_coordinator_killed_anywhere_resumes_to_the_uninterrupted_front(run, u
     count = random.Random(run).randint(1, uninterrupted["passages"][point])
     db, before, after = tmp_path / "s.db", tmp_path / "before.log", tmp_path / "after.log"
     config = CONFIG | {"dispatch": CONFIG["dispatch"] | {"address": ray.get_runtime_context().gcs_address}}
-    child = subprocess.run([sys.executable, "-m", "tests.reliability.crasher", str(db), str(before), point, str(count), json.dumps(config)],
-                           cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    child = subprocess.run(
+        [sys.executable, "-m", "tests.reliability.crasher", str(db), str(before), point, str(count), json.dumps(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
 
     done_at_kill = {c.schedule_hash for c, _ in Store(db).evaluations(1, status="done")}
@@ -69,8 +79,16 @@ def test_a_coordinator_killed_anywhere_resumes_to_the_uninterrupted_front(run, u
     store = Store(db)
     rows = store.evaluations(1)
     hashes = [c.schedule_hash for c, _ in rows]
-    observe("coordinator crash", run=run, point=point, passage=count, status=store.search(1).status, evaluations=len(hashes),
-            evaluated_again=len(done_at_kill & set(evaluated_hashes(after))), same_front=final_front(db, 1) == uninterrupted["front"])  # fmt: skip
+    observe(
+        "coordinator crash",
+        run=run,
+        point=point,
+        passage=count,
+        status=store.search(1).status,
+        evaluations=len(hashes),
+        evaluated_again=len(done_at_kill & set(evaluated_hashes(after))),
+        same_front=final_front(db, 1) == uninterrupted["front"],
+    )
     assert store.search(1).status == "finished"
     assert all(e.status == "done" for _, e in rows) and len(hashes) == len(set(hashes))
     assert not done_at_kill & set(evaluated_hashes(after))  # nothing finished before the kill ran again

@@ -51,10 +51,14 @@ def timed_cli(*argv: str) -> dict[str, float]:
 
 def test_twenty_thousand_evaluations_keep_memory_flat_and_the_database_quick_to_read(tmp_path, observe):
     db = tmp_path / "load.db"
-    config = SearchConfig.from_dict({
-        "space": {"kind": "dato", "steps": 21}, "evaluator": {"kind": "synthetic"},
-        "proposer": {"population": POPULATION, "generations": math.ceil(EVALUATIONS * 1.06 / POPULATION)}, "dispatch": {"workers": 2},
-    })  # fmt: skip
+    config = SearchConfig.from_dict(
+        {
+            "space": {"kind": "dato", "steps": 21},
+            "evaluator": {"kind": "synthetic"},
+            "proposer": {"population": POPULATION, "generations": math.ceil(EVALUATIONS * 1.06 / POPULATION)},
+            "dispatch": {"workers": 2},
+        }
+    )
     memory: list[float] = []
 
     def sample(progress: Progress) -> None:
@@ -67,15 +71,23 @@ def test_twenty_thousand_evaluations_keep_memory_flat_and_the_database_quick_to_
     store = Store(db)
     counts = store.counts(search_id)
     hashes = [c.schedule_hash for c, _ in store.evaluations(search_id)]
-    reads = {"front": timed_cli("front", str(search_id), "--db", str(db)),
-             "history": timed_cli("history", "--search", str(search_id), "--limit", "50", "--db", str(db))}  # fmt: skip
+    reads = {
+        "front": timed_cli("front", str(search_id), "--db", str(db)),
+        "history": timed_cli("history", "--search", str(search_id), "--limit", "50", "--db", str(db)),
+    }
     quarter = max(1, len(memory) // 4)
     result = {
-        "evaluations": counts.done, "failed": counts.failed, "generations": len(memory), "wall_s": wall,
-        "evaluations_per_s": counts.done / wall, "rss_mib_first_quarter": max(memory[:quarter]),
-        "rss_mib_last_quarter": max(memory[-quarter:]), "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "read_s": reads, **db_size(db, counts.done),
-    }  # fmt: skip
+        "evaluations": counts.done,
+        "failed": counts.failed,
+        "generations": len(memory),
+        "wall_s": wall,
+        "evaluations_per_s": counts.done / wall,
+        "rss_mib_first_quarter": max(memory[:quarter]),
+        "rss_mib_last_quarter": max(memory[-quarter:]),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "read_s": reads,
+        **db_size(db, counts.done),
+    }
     observe("load", **result)
     assert counts.done + counts.failed == len(hashes) == len(set(hashes)) and counts.failed == 0
     assert counts.done >= EVALUATIONS  # NSGA-II proposes some schedules again (about 5 %), served from the database

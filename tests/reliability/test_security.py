@@ -10,8 +10,8 @@ import ast
 import hashlib
 import json
 import sqlite3
-from contextlib import closing
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 
 SYSTEM = b"cos\nsystem\n(S'touch pwned'\ntR."
 """A protocol-0 pickle that runs ``os.system('touch pwned')`` when loaded."""
-EVAL = b"cbuiltins\neval\n(S'open(\"pwned\", \"w\")'\ntR."
+EVAL = b'cbuiltins\neval\n(S\'open("pwned", "w")\'\ntR.'
 """The same through ``builtins.eval``."""
 SHELL_PATHS = ["$(touch pwned)", "`touch pwned`", "x; touch pwned", "| touch pwned"]
 
@@ -73,29 +73,43 @@ def test_paths_are_file_names_never_shell(workdir, path, observe):
     refused(observe, ["search", "launch", path, "--db", "x.db"], "cannot read search config")
     refused(observe, ["front", "1", "--db", path], "no database at")
     refused(observe, ["schedule", "show", path], "cannot read schedule file")
-    refused(observe, ["eval", "s.json", "--model", "tiny-sd", "--prompts", path, "--images", "1", "--steps", "4", "--cache-dir", "c"], "cannot read")
+    refused(
+        observe,
+        ["eval", "s.json", "--model", "tiny-sd", "--prompts", path, "--images", "1", "--steps", "4", "--cache-dir", "c"],
+        "cannot read",
+    )
 
 
 @pytest.mark.parametrize("payload", [SYSTEM, EVAL], ids=["os.system", "builtins.eval"])
 def test_a_planted_snapshot_is_refused_even_with_a_matching_checksum(workdir, payload, observe):
-    config = SearchConfig.from_dict({
-        "space": {"kind": "dato", "steps": 4}, "evaluator": {"kind": "synthetic"},
-        "proposer": {"population": 4, "generations": 2}, "dispatch": {"workers": 1},
-    })  # fmt: skip
+    config = SearchConfig.from_dict(
+        {
+            "space": {"kind": "dato", "steps": 4},
+            "evaluator": {"kind": "synthetic"},
+            "proposer": {"population": 4, "generations": 2},
+            "dispatch": {"workers": 1},
+        }
+    )
     search_id = launch(config, workdir / "s.db")
     with closing(sqlite3.connect(workdir / "s.db")) as connection:
-        connection.execute("UPDATE generations SET snapshot = ?, snapshot_sha256 = ? WHERE snapshot IS NOT NULL",
-                           (payload, hashlib.sha256(payload).hexdigest()))  # fmt: skip
+        connection.execute(
+            "UPDATE generations SET snapshot = ?, snapshot_sha256 = ? WHERE snapshot IS NOT NULL",
+            (payload, hashlib.sha256(payload).hexdigest()),
+        )
         connection.execute("UPDATE searches SET status = 'interrupted', owner = NULL")
         connection.commit()
     refused(observe, ["search", "resume", str(search_id), "--db", "s.db"], "which no proposer is made of")
 
 
 def test_an_exported_schedule_is_standard_json(workdir):
-    config = SearchConfig.from_dict({
-        "space": {"kind": "dato", "steps": 4}, "evaluator": {"kind": "synthetic"},
-        "proposer": {"population": 4, "generations": 1}, "dispatch": {"workers": 1},
-    })  # fmt: skip
+    config = SearchConfig.from_dict(
+        {
+            "space": {"kind": "dato", "steps": 4},
+            "evaluator": {"kind": "synthetic"},
+            "proposer": {"population": 4, "generations": 1},
+            "dispatch": {"workers": 1},
+        }
+    )
     search_id = launch(config, workdir / "s.db")
     result = CliRunner().invoke(main, ["export", str(search_id), "-o", "out.json", "--db", "s.db"])
     assert result.exit_code == 0, result.output

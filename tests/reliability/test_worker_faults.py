@@ -32,10 +32,14 @@ CAUSES = {
 
 
 def config() -> SearchConfig:
-    return SearchConfig.from_dict({
-        "space": {"kind": "dato", "steps": 4}, "evaluator": {"kind": "synthetic"},
-        "proposer": {"population": 4, "generations": 1}, "dispatch": {"workers": 1, "timeout_s": 2, "retries": RETRIES},
-    })  # fmt: skip
+    return SearchConfig.from_dict(
+        {
+            "space": {"kind": "dato", "steps": 4},
+            "evaluator": {"kind": "synthetic"},
+            "proposer": {"population": 4, "generations": 1},
+            "dispatch": {"workers": 1, "timeout_s": 2, "retries": RETRIES},
+        }
+    )
 
 
 @pytest.mark.parametrize("times", [1, RETRIES + 1], ids=["once", "always"])
@@ -46,8 +50,15 @@ def test_a_faulty_evaluation_is_retried_then_recorded_with_its_cause_and_nothing
     assert store.search(search_id).status == "finished"
     rows = {c.schedule_hash: (c, e) for c, e in store.evaluations(search_id)}
     (candidate, struck), attempts = rows.pop((tmp_path / "struck").read_text()), lines(tmp_path / "attempts")
-    observe("worker fault", fault=fault, struck="once" if times <= RETRIES else "on every attempt", status=struck.status,
-            attempts=struck.attempts, error=struck.error, others_done_once=all(e.status == "done" and e.attempts == 1 for _, e in rows.values()))  # fmt: skip
+    observe(
+        "worker fault",
+        fault=fault,
+        struck="once" if times <= RETRIES else "on every attempt",
+        status=struck.status,
+        attempts=struck.attempts,
+        error=struck.error,
+        others_done_once=all(e.status == "done" and e.attempts == 1 for _, e in rows.values()),
+    )
     assert struck.attempts == len(attempts) == min(times + 1, RETRIES + 1)
     if times <= RETRIES:
         assert struck.status == "done" and struck.error is None

@@ -33,22 +33,43 @@ def run(*args: str) -> tuple[int, str]:
 def shapes_search(tmp_path_factory) -> Path:
     """A real, small search on the shapes model: 2 generations of 4 schedules, 4 images each, FID to the full model."""
     db = tmp_path_factory.mktemp("shapes") / "search.db"
-    launch(SearchConfig.from_dict({
-        "name": "shapes-small", "seed": 0, "objectives": ["fid", "relative_latency"],
-        "space": {"kind": "dato", "steps": 6},
-        "evaluator": {"kind": "pipeline", "model": "shapes", "prompts": {"kind": "shapes"}, "images": 4,
-                      "num_inference_steps": 5, "reference": "model", "repeats": 1},
-        "proposer": {"population": 4, "generations": 2}, "dispatch": {"workers": 2, "timeout_s": 300},
-    }), db)  # fmt: skip
+    launch(
+        SearchConfig.from_dict(
+            {
+                "name": "shapes-small",
+                "seed": 0,
+                "objectives": ["fid", "relative_latency"],
+                "space": {"kind": "dato", "steps": 6},
+                "evaluator": {
+                    "kind": "pipeline",
+                    "model": "shapes",
+                    "prompts": {"kind": "shapes"},
+                    "images": 4,
+                    "num_inference_steps": 5,
+                    "reference": "model",
+                    "repeats": 1,
+                },
+                "proposer": {"population": 4, "generations": 2},
+                "dispatch": {"workers": 2, "timeout_s": 300},
+            }
+        ),
+        db,
+    )
     return db
 
 
 def synthetic_search(db: Path, name: str, seed: int, log: Path) -> int:
     """A synthetic search (instant) in which every schedule that reuses at iteration 1 fails."""
-    config = SearchConfig.from_dict({
-        "name": name, "seed": seed, "space": {"kind": "dato", "steps": 8}, "evaluator": {"kind": "synthetic"},
-        "proposer": {"population": 8, "generations": 3}, "dispatch": {"workers": 2, "timeout_s": 120, "retries": 0},
-    })  # fmt: skip
+    config = SearchConfig.from_dict(
+        {
+            "name": name,
+            "seed": seed,
+            "space": {"kind": "dato", "steps": 8},
+            "evaluator": {"kind": "synthetic"},
+            "proposer": {"population": 8, "generations": 3},
+            "dispatch": {"workers": 2, "timeout_s": 120, "retries": 0},
+        }
+    )
     return launch(config, db, factory=lambda: FailingEvaluator(log))
 
 
@@ -64,9 +85,22 @@ def screenshot(page: Path, out: Path) -> Path:
         if os.environ.get("PRUNESCHED_REQUIRE_BROWSER"):
             pytest.fail("chromium is not installed but PRUNESCHED_REQUIRE_BROWSER is set (CI installs it: apt-get install chromium)")
         pytest.skip("headless Chromium not installed (apt-get install chromium); CI installs it and requires this test")
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9", "--hide-scrollbars",
-                    f"--screenshot={out}", "--window-size=1200,2600", page.as_uri()],
-                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--proxy-server=127.0.0.1:9",
+            "--hide-scrollbars",
+            f"--screenshot={out}",
+            "--window-size=1200,2600",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return out
 
 

@@ -13,9 +13,7 @@ PROMPT = "a red circle above a blue square"
 def generate(pipe: Any, steps: int = 6, height: int = 32, width: int = 32, **kwargs: Any) -> np.ndarray:
     """A fixed-seed generation returning the decoded images as an array."""
     generator = torch.Generator().manual_seed(kwargs.pop("seed", 0))
-    return pipe(
-        PROMPT, num_inference_steps=steps, height=height, width=width, generator=generator, output_type="np", **kwargs
-    ).images
+    return pipe(PROMPT, num_inference_steps=steps, height=height, width=width, generator=generator, output_type="np", **kwargs).images
 
 
 def loop_iterations(pipe: Any, **kwargs: Any) -> list[tuple[int, float]]:

@@ -19,7 +19,9 @@ def loop_length(pipe) -> int:
 
 
 @pytest.mark.parametrize("which", ["sd_pipe", "sdxl_pipe"])
-@pytest.mark.parametrize("method", [AtedmConfig(), AtedmConfig(iterations=3), AtedmConfig(source="cross", iterations=3)], ids=["converged", "fixed", "cross"])
+@pytest.mark.parametrize(
+    "method", [AtedmConfig(), AtedmConfig(iterations=3), AtedmConfig(source="cross", iterations=3)], ids=["converged", "fixed", "cross"]
+)
 def test_pruned_generation_records_the_kept_tokens_and_remove_restores_the_pipeline(which, method, request):
     pipe = request.getfixturevalue(which)
     reference = generate(pipe)
@@ -62,7 +64,9 @@ def test_later_layers_of_a_block_run_on_the_kept_tokens_only(sdxl_pipe):
 
 
 def test_a_partial_attention_block_is_refused(sdxl_pipe):
-    one_layer = Schedule(steps=Schedule.uniform(6, prune=0.5).steps, method=AtedmConfig(), slots=("down_blocks.1.attentions.0.transformer_blocks.1",))
+    one_layer = Schedule(
+        steps=Schedule.uniform(6, prune=0.5).steps, method=AtedmConfig(), slots=("down_blocks.1.attentions.0.transformer_blocks.1",)
+    )
     with pytest.raises(ScheduleError, match="atedm prunes whole attention blocks"):
         prunesched.apply(sdxl_pipe, one_layer)
 
@@ -74,4 +78,6 @@ def test_atedm_settings_are_checked_when_the_schedule_is_made():
         AtedmConfig(source="both")
     with pytest.raises(ScheduleError, match="method 'atedm' accepts 0 to 0.99"):
         Schedule.uniform(4, prune=1.0, method="atedm")
-    assert Schedule.from_json(Schedule.uniform(4, prune=0.6, method=AtedmConfig(iterations=5)).to_json()).method == AtedmConfig(iterations=5)
+    assert Schedule.from_json(Schedule.uniform(4, prune=0.6, method=AtedmConfig(iterations=5)).to_json()).method == AtedmConfig(
+        iterations=5
+    )

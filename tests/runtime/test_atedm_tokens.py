@@ -78,7 +78,9 @@ def test_the_explicit_attention_equals_sdpa_whatever_the_chunk():
     q, k, v = (torch.randn(2, 3, 100, 16, generator=gen) for _ in range(3))
     expected = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(2, 100, 48)
     for chunk in (7, 100, 1024):
-        torch.testing.assert_close(scored_self_attention(q, k, v, 16**-0.5, iterations=2, chunk=chunk).output, expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            scored_self_attention(q, k, v, 16**-0.5, iterations=2, chunk=chunk).output, expected, rtol=1e-5, atol=1e-5
+        )
     torch.testing.assert_close(attention_map(q[:, 0], k[:, 0], 0.25, chunk=9), attention_map(q[:, 0], k[:, 0], 0.25, chunk=100))
 
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from diffusers import DDIMScheduler
 from DeepCache import DeepCacheSDHelper
+from diffusers import DDIMScheduler
 
 import prunesched
 from prunesched import Schedule, StepPlan
@@ -49,8 +49,14 @@ def test_branch_1_also_recomputes_the_first_down_layer(sd_pipe):
     prunesched.apply(sd_pipe, Schedule(steps=steps))
     partial = _calls_per_iteration(sd_pipe)[1]
     layers = {".".join(n.split(".")[:4]) for n in partial if n.startswith(("down_blocks", "up_blocks"))}
-    assert layers == {"down_blocks.0.resnets.0", "down_blocks.0.attentions.0", "up_blocks.2.resnets.1",
-                      "up_blocks.2.attentions.1", "up_blocks.2.resnets.2", "up_blocks.2.attentions.2"}  # fmt: skip
+    assert layers == {
+        "down_blocks.0.resnets.0",
+        "down_blocks.0.attentions.0",
+        "up_blocks.2.resnets.1",
+        "up_blocks.2.attentions.1",
+        "up_blocks.2.resnets.2",
+        "up_blocks.2.attentions.2",
+    }
 
 
 def test_pruning_in_partial_steps_only_touches_recomputed_slots(sd_pipe):

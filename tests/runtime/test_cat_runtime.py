@@ -39,8 +39,17 @@ def run(kind: str, pipe: Any, height: int = 32, width: int = 48, **kwargs: Any) 
 
     # PixArt-Σ's pipeline still has the older per-step callback
     callback = {"callback_on_step_end": step_end} if kind == "sd3" else {"callback": lambda _i, _t, x: latents.append(x.clone())}
-    images = pipe(PROMPT, num_inference_steps=STEPS, height=height, width=width, generator=torch.Generator().manual_seed(0),
-                  output_type="np", **callback, **EXTRA[kind], **kwargs).images  # fmt: skip
+    images = pipe(
+        PROMPT,
+        num_inference_steps=STEPS,
+        height=height,
+        width=width,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+        **callback,
+        **EXTRA[kind],
+        **kwargs,
+    ).images
     return images, latents
 
 
@@ -87,8 +96,9 @@ def _watch_tokens(transformer: Any, seen: dict[str, list[torch.Tensor]]) -> list
     return [
         transformer.pos_embed.register_forward_hook(lambda _m, _a, out: seen["all"].append(out)),
         transformer.transformer_blocks[0].register_forward_pre_hook(
-            lambda _m, args, kwargs: seen["computed"].append(kwargs.get("hidden_states", args[0] if args else None)), with_kwargs=True),
-    ]  # fmt: skip
+            lambda _m, args, kwargs: seen["computed"].append(kwargs.get("hidden_states", args[0] if args else None)), with_kwargs=True
+        ),
+    ]
 
 
 def _positions(full: torch.Tensor, computed: torch.Tensor) -> list[int]:
@@ -170,10 +180,16 @@ def _direct_inputs(kind: str, pipe: Any) -> dict[str, Any]:
     config = pipe.transformer.config
     latents = torch.randn(1, config.in_channels, 16, 24, generator=generator).repeat(2, 1, 1, 1)
     if kind == "sd3":
-        return {"hidden_states": latents, "encoder_hidden_states": torch.randn(2, 7, config.joint_attention_dim, generator=generator),
-                "pooled_projections": torch.randn(2, config.pooled_projection_dim, generator=generator)}  # fmt: skip
-    return {"hidden_states": latents, "encoder_hidden_states": torch.randn(2, 7, config.caption_channels, generator=generator),
-            "added_cond_kwargs": {"resolution": None, "aspect_ratio": None}}  # fmt: skip
+        return {
+            "hidden_states": latents,
+            "encoder_hidden_states": torch.randn(2, 7, config.joint_attention_dim, generator=generator),
+            "pooled_projections": torch.randn(2, config.pooled_projection_dim, generator=generator),
+        }
+    return {
+        "hidden_states": latents,
+        "encoder_hidden_states": torch.randn(2, 7, config.caption_channels, generator=generator),
+        "added_cond_kwargs": {"resolution": None, "aspect_ratio": None},
+    }
 
 
 def test_a_pruned_step_on_unchanged_inputs_reproduces_the_full_step(dit):
@@ -220,7 +236,10 @@ def test_reuse_steps_work_on_a_dit(dit):
     [
         (Schedule.uniform(STEPS, prune=0.5, method="sito"), "a DiT pipeline .* prunes with method 'cat'"),
         (Schedule.deepcache(STEPS, interval=2, method=CatConfig()), "UNet cache branch"),
-        (Schedule(steps=(StepPlan("full", 0.5),) * STEPS, method=CatConfig(), slots=("transformer_blocks.0",)), "a DiT schedule has neither"),
+        (
+            Schedule(steps=(StepPlan("full", 0.5),) * STEPS, method=CatConfig(), slots=("transformer_blocks.0",)),
+            "a DiT schedule has neither",
+        ),
     ],
 )
 def test_unet_only_schedules_are_refused_on_a_dit(dit, schedule, message):

@@ -23,10 +23,13 @@ def loop_length(pipe) -> int:
     return len(pipe.scheduler.timesteps)
 
 
-@pytest.mark.parametrize(("which", "prune_less"), [
-    ("sd_pipe", {"down_blocks.0.attentions.0", "up_blocks.2.attentions.2"}),     # the first down and last up attention block
-    ("sdxl_pipe", {"down_blocks.1.attentions.0", "up_blocks.1.attentions.2"}),   # of the level that prunes
-])
+@pytest.mark.parametrize(
+    ("which", "prune_less"),
+    [
+        ("sd_pipe", {"down_blocks.0.attentions.0", "up_blocks.2.attentions.2"}),  # the first down and last up attention block
+        ("sdxl_pipe", {"down_blocks.1.attentions.0", "up_blocks.1.attentions.2"}),  # of the level that prunes
+    ],
+)
 @pytest.mark.parametrize("method", [SitoConfig(), AtedmConfig(iterations=2)], ids=["sito", "atedm"])
 def test_the_dsap_blocks_prune_nothing_for_exactly_tau_iterations(which, prune_less, method, request):
     pipe = request.getfixturevalue(which)
@@ -43,7 +46,9 @@ def test_the_dsap_blocks_prune_nothing_for_exactly_tau_iterations(which, prune_l
 
 
 def test_a_list_of_blocks_is_checked_against_the_unet(sd_pipe):
-    schedule = dataclasses.replace(Schedule.uniform(loop_length(sd_pipe), prune=0.5), prune_less=PruneLess(3, ("up_blocks.9.attentions.0",)))
+    schedule = dataclasses.replace(
+        Schedule.uniform(loop_length(sd_pipe), prune=0.5), prune_less=PruneLess(3, ("up_blocks.9.attentions.0",))
+    )
     with pytest.raises(ScheduleError, match="prune_less block 'up_blocks.9.attentions.0' is not an attention block of this UNet; valid: "):
         prunesched.apply(sd_pipe, schedule)
 

@@ -63,7 +63,9 @@ def test_exactly_n_minus_int_rn_tokens_enter_self_attention(sd_pipe, method, hei
     queries, outputs = {}, {}
     hooks = []
     for s in handle.slots:  # what the projections inside attention see, and what the block gets back
-        hooks.append(s.block.attn1.to_q.register_forward_pre_hook(lambda m, a, name=s.name: queries.setdefault(name, []).append(a[0].shape[1])))
+        hooks.append(
+            s.block.attn1.to_q.register_forward_pre_hook(lambda m, a, name=s.name: queries.setdefault(name, []).append(a[0].shape[1]))
+        )
         hooks.append(s.block.attn1.register_forward_hook(lambda m, i, out, name=s.name: outputs.setdefault(name, []).append(out.shape[1])))
     generate(sd_pipe, height=height, width=width)
     for hook in hooks:
@@ -215,7 +217,9 @@ def test_cache_steps_refuse_t2i_adapter_residuals(sd_pipe):
     pipe.scheduler.set_timesteps(2)
     sample, context = torch.randn(1, 4, 16, 16), torch.randn(1, 5, 32)
     residuals = [torch.zeros(1, 32, 16, 16), torch.zeros(1, 32, 8, 8), torch.zeros(1, 64, 4, 4)]  # one per down block
-    out = pipe.unet(sample, pipe.scheduler.timesteps[0], encoder_hidden_states=context, down_intrablock_additional_residuals=list(residuals)).sample
+    out = pipe.unet(
+        sample, pipe.scheduler.timesteps[0], encoder_hidden_states=context, down_intrablock_additional_residuals=list(residuals)
+    ).sample
     pipe.scheduler.step(out, pipe.scheduler.timesteps[0], sample)
     with pytest.raises(UnsupportedModelError, match="T2I-Adapter"):
         pipe.unet(sample, pipe.scheduler.timesteps[1], encoder_hidden_states=context, down_intrablock_additional_residuals=list(residuals))
@@ -254,5 +258,7 @@ def test_pipelines_without_a_supported_denoiser_are_refused():
     class OtherDiTPipeline:  # e.g. Flux: a transformer prunesched does not patch
         transformer = torch.nn.Linear(1, 1)
 
-    with pytest.raises(UnsupportedModelError, match="at pipe.unet, or an SD3Transformer2DModel or PixArtTransformer2DModel at pipe.transformer; got Linear"):
+    with pytest.raises(
+        UnsupportedModelError, match="at pipe.unet, or an SD3Transformer2DModel or PixArtTransformer2DModel at pipe.transformer; got Linear"
+    ):
         prunesched.apply(OtherDiTPipeline(), Schedule.uniform(3))

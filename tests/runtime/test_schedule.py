@@ -44,8 +44,12 @@ def test_dato_table6_imports_losslessly():
 
 
 def test_equal_schedules_hash_equal_whatever_the_number_spelling():
-    a = Schedule.from_json('{"format": "prunesched.schedule", "version": 1, "method": {"name": "sito", "noise": 1}, "steps": [{"prune": 0}]}')
-    b = Schedule.from_json('{"format": "prunesched.schedule", "version": 1, "method": {"name": "sito", "noise": 1.0}, "steps": [{"prune": 0.0}]}')
+    a = Schedule.from_json(
+        '{"format": "prunesched.schedule", "version": 1, "method": {"name": "sito", "noise": 1}, "steps": [{"prune": 0}]}'
+    )
+    b = Schedule.from_json(
+        '{"format": "prunesched.schedule", "version": 1, "method": {"name": "sito", "noise": 1.0}, "steps": [{"prune": 0.0}]}'
+    )
     assert a == b and a.hash == b.hash and hash(a) == hash(b)
     assert len({a, b, Schedule.uniform(1, prune=0.5)}) == 2
 

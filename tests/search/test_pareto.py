@@ -21,7 +21,9 @@ def test_front_and_hypervolume_match_brute_force_and_pymoo():
         assert {tuple(points[i]) for i in front} == expected
         assert len(front) == len(expected)  # duplicates appear once
         reference = np.array([7.5, 7.5])
-        assert np.isclose(hypervolume(points, reference), HV(ref_point=reference)(points) if (points < reference).all(axis=1).any() else 0.0)
+        assert np.isclose(
+            hypervolume(points, reference), HV(ref_point=reference)(points) if (points < reference).all(axis=1).any() else 0.0
+        )
 
 
 def test_points_beyond_the_reference_add_nothing():

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from prunesched.runtime.schedule import StepPlan
+from prunesched.search import snapshot
 from prunesched.search.evaluators import SyntheticEvaluator, synthetic_front
 from prunesched.search.pareto import front_indices
-from prunesched.search import snapshot
 from prunesched.search.proposers import ProposerConfig, make_proposer
 from prunesched.search.spaces import DatoSpace
 

@@ -22,21 +22,31 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 def synthetic_config(**proposer) -> SearchConfig:
-    return SearchConfig.from_dict({
-        "name": "synthetic", "seed": 4, "space": {"kind": "dato", "steps": 8},
-        "evaluator": {"kind": "synthetic"}, "proposer": {"population": 8, "generations": 5, **proposer},
-        "dispatch": {"workers": 2, "timeout_s": 120, "retries": 1},
-    })  # fmt: skip
+    return SearchConfig.from_dict(
+        {
+            "name": "synthetic",
+            "seed": 4,
+            "space": {"kind": "dato", "steps": 8},
+            "evaluator": {"kind": "synthetic"},
+            "proposer": {"population": 8, "generations": 5, **proposer},
+            "dispatch": {"workers": 2, "timeout_s": 120, "retries": 1},
+        }
+    )
 
 
 def test_a_pipeline_search_on_two_actors_stores_everything_and_exports_a_schedule_that_applies(tmp_path, sd_pipe):
     db = tmp_path / "search.db"
-    config = SearchConfig.from_dict({
-        "name": "tiny-sd", "seed": 0, "objectives": ["mse", "relative_latency"],
-        "space": {"kind": "dato", "steps": 5, "method": {"name": "dato"}},
-        "evaluator": {"kind": "pipeline", "model": "tiny-sd", "images": 2, "num_inference_steps": 4},
-        "proposer": {"population": 6, "generations": 2}, "dispatch": {"workers": 2, "timeout_s": 300},
-    })  # fmt: skip
+    config = SearchConfig.from_dict(
+        {
+            "name": "tiny-sd",
+            "seed": 0,
+            "objectives": ["mse", "relative_latency"],
+            "space": {"kind": "dato", "steps": 5, "method": {"name": "dato"}},
+            "evaluator": {"kind": "pipeline", "model": "tiny-sd", "images": 2, "num_inference_steps": 4},
+            "proposer": {"population": 6, "generations": 2},
+            "dispatch": {"workers": 2, "timeout_s": 300},
+        }
+    )
     updates: list[Progress] = []
     search_id = launch(config, db, progress=updates.append)
 
@@ -65,9 +75,7 @@ def test_a_pipeline_search_on_two_actors_stores_everything_and_exports_a_schedul
     schedule = Schedule.load(out)
     chosen = store.candidates_by_id([schedule.provenance["candidate"]])[0][0]
     assert schedule.hash == chosen.schedule_hash
-    assert schedule.provenance["objectives"]["relative_latency"] == min(
-        e.objective_1 for c, e in rows if c.id in generations[-1].front
-    )
+    assert schedule.provenance["objectives"]["relative_latency"] == min(e.objective_1 for c, e in rows if c.id in generations[-1].front)
     with prunesched.apply(sd_pipe, schedule) as handle:
         sd_pipe("a red circle", num_inference_steps=4, output_type="latent")
     assert [r.performed for r in handle.records] == [s.cache for s in schedule.steps]
@@ -77,12 +85,17 @@ def test_a_pipeline_search_on_two_actors_stores_everything_and_exports_a_schedul
 def test_a_search_over_cat_schedules_runs_on_a_dit_pipeline(tmp_path):
     """The same space and proposer search CAT schedules on SD3: full or reuse per step, and the share of image tokens reused."""
     db = tmp_path / "cat.db"
-    config = SearchConfig.from_dict({
-        "name": "tiny-sd3-cat", "seed": 0, "objectives": ["mse", "relative_latency"],
-        "space": {"kind": "dato", "steps": 4, "caches": ["reuse", "full"], "ratios": [0.5, 0.7], "method": "cat"},
-        "evaluator": {"kind": "pipeline", "model": "tiny-sd3", "images": 2, "num_inference_steps": 4},
-        "proposer": {"population": 4, "generations": 1}, "dispatch": {"workers": 1, "timeout_s": 300},
-    })  # fmt: skip
+    config = SearchConfig.from_dict(
+        {
+            "name": "tiny-sd3-cat",
+            "seed": 0,
+            "objectives": ["mse", "relative_latency"],
+            "space": {"kind": "dato", "steps": 4, "caches": ["reuse", "full"], "ratios": [0.5, 0.7], "method": "cat"},
+            "evaluator": {"kind": "pipeline", "model": "tiny-sd3", "images": 2, "num_inference_steps": 4},
+            "proposer": {"population": 4, "generations": 1},
+            "dispatch": {"workers": 1, "timeout_s": 300},
+        }
+    )
     search_id = launch(config, db)
     store = Store(db)
     rows = store.evaluations(search_id)
@@ -145,11 +158,14 @@ def test_an_interrupted_search_resumes_to_the_same_fronts_without_evaluating_a_s
 
 
 def test_duplicates_across_generations_cost_no_evaluation(tmp_path):
-    config = SearchConfig.from_dict({
-        "space": {"kind": "dato", "steps": 3, "caches": ["reuse", "full"], "ratios": [0.5]},
-        "evaluator": {"kind": "synthetic"}, "proposer": {"backend": "random", "population": 6, "generations": 4},
-        "dispatch": {"workers": 2, "timeout_s": 120},
-    })  # fmt: skip
+    config = SearchConfig.from_dict(
+        {
+            "space": {"kind": "dato", "steps": 3, "caches": ["reuse", "full"], "ratios": [0.5]},
+            "evaluator": {"kind": "synthetic"},
+            "proposer": {"backend": "random", "population": 6, "generations": 4},
+            "dispatch": {"workers": 2, "timeout_s": 120},
+        }
+    )
     log = tmp_path / "memo.log"
     search_id = launch(config, tmp_path / "memo.db", factory=lambda: RecordingEvaluator(log))
     store = Store(tmp_path / "memo.db")
@@ -178,10 +194,14 @@ def test_a_failing_evaluation_is_retried_then_recorded_as_failed_and_dominated(t
 
 @pytest.mark.parametrize("fault", ["crash", "hang"])
 def test_a_worker_that_dies_or_hangs_is_replaced_and_its_candidate_evaluated_again(tmp_path, fault):
-    config = SearchConfig.from_dict({
-        "space": {"kind": "dato", "steps": 4}, "evaluator": {"kind": "synthetic"},
-        "proposer": {"population": 4, "generations": 1}, "dispatch": {"workers": 1, "timeout_s": 5, "retries": 1},
-    })  # fmt: skip
+    config = SearchConfig.from_dict(
+        {
+            "space": {"kind": "dato", "steps": 4},
+            "evaluator": {"kind": "synthetic"},
+            "proposer": {"population": 4, "generations": 1},
+            "dispatch": {"workers": 1, "timeout_s": 5, "retries": 1},
+        }
+    )
     log, marker = tmp_path / "eval.log", tmp_path / "marker"
     hang = 60.0 if fault == "hang" else 0.0
     search_id = launch(config, tmp_path / "f.db", factory=lambda: CrashingOnceEvaluator(log, marker, hang_s=hang))

@@ -12,8 +12,8 @@ from sqlalchemy import inspect, text
 
 from prunesched.errors import StorageError
 from prunesched.storage import Counts, Store
-from tests.storage.dump import database_dump
 from prunesched.storage.database import MIGRATIONS, SCHEMA_REVISION, alembic_config, current_revision, make_engine
+from tests.storage.dump import database_dump
 
 TABLES = {"searches", "candidates", "evaluations", "generations", "exports", "alembic_version"}
 

@@ -29,30 +29,50 @@ def tokenizer(directory: str | Path) -> CLIPTokenizer:
 def text_encoder(vocab_size: int) -> CLIPTextModel:
     return CLIPTextModel(
         CLIPTextConfig(
-            vocab_size=vocab_size, hidden_size=64, intermediate_size=256, num_attention_heads=4, num_hidden_layers=2,
-            max_position_embeddings=MAX_TOKENS, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
-            pad_token_id=vocab_size - 1, projection_dim=64,
+            vocab_size=vocab_size,
+            hidden_size=64,
+            intermediate_size=256,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            max_position_embeddings=MAX_TOKENS,
+            bos_token_id=vocab_size - 2,
+            eos_token_id=vocab_size - 1,
+            pad_token_id=vocab_size - 1,
+            projection_dim=64,
         )
-    )  # fmt: skip
+    )
 
 
 def vae() -> AutoencoderKL:
     """SD's VAE classes at factor 2; without the mid-block attention, which at 1024 tokens would double training time."""
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        norm_num_groups=16, sample_size=IMAGE_SIZE, mid_block_add_attention=False,
-    )  # fmt: skip
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=16,
+        sample_size=IMAGE_SIZE,
+        mid_block_add_attention=False,
+    )
 
 
 def unet() -> UNet2DConditionModel:
     """Cross-attention at the two highest levels, none at the lowest, as SD 1.5 (which has four levels)."""
     return UNet2DConditionModel(
-        sample_size=IMAGE_SIZE // 2, in_channels=4, out_channels=4, block_out_channels=(32, 64, 128), layers_per_block=1,
+        sample_size=IMAGE_SIZE // 2,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64, 128),
+        layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=64, attention_head_dim=(1, 2, 4), norm_num_groups=16,
-    )  # fmt: skip
+        cross_attention_dim=64,
+        attention_head_dim=(1, 2, 4),
+        norm_num_groups=16,
+    )
 
 
 def scheduler() -> PNDMScheduler:

@@ -89,9 +89,13 @@ def random_scene(rng: np.random.Generator) -> Scene:
     if rng.random() < SECOND_OBJECT:
         second = (SHAPES[rng.integers(len(SHAPES))], colours[other], list(RELATIONS)[rng.integers(len(RELATIONS))])
     return Scene(
-        shape=SHAPES[rng.integers(len(SHAPES))], colour=colours[main], size=list(SIZES)[rng.integers(len(SIZES))],
-        background=colours[background], texture=TEXTURES[rng.integers(len(TEXTURES))], second=second,
-    )  # fmt: skip
+        shape=SHAPES[rng.integers(len(SHAPES))],
+        colour=colours[main],
+        size=list(SIZES)[rng.integers(len(SIZES))],
+        background=colours[background],
+        texture=TEXTURES[rng.integers(len(TEXTURES))],
+        second=second,
+    )
 
 
 def scene(index: int, split: Split = "train", seed: int = 0) -> tuple[Scene, np.random.Generator]:

@@ -22,14 +22,27 @@ from prunesched.models.shapes.data import COLOURS, SHAPES, SIZES, TEXTURES, Scen
 
 EXTRACTOR = "shapes-judge"
 FEATURES = 128
-HEADS = {"shape": SHAPES, "colour": tuple(COLOURS), "size": tuple(SIZES), "background": tuple(COLOURS), "texture": TEXTURES, "objects": ("1", "2")}
+HEADS = {
+    "shape": SHAPES,
+    "colour": tuple(COLOURS),
+    "size": tuple(SIZES),
+    "background": tuple(COLOURS),
+    "texture": TEXTURES,
+    "objects": ("1", "2"),
+}
 """What the judge predicts: the main object, the background, and how many objects there are."""
 
 
 def labels(scene: Scene) -> dict[str, int]:
     """The class index of each head for ``scene``."""
-    values = {"shape": scene.shape, "colour": scene.colour, "size": scene.size, "background": scene.background,
-              "texture": scene.texture, "objects": "1" if scene.second is None else "2"}  # fmt: skip
+    values = {
+        "shape": scene.shape,
+        "colour": scene.colour,
+        "size": scene.size,
+        "background": scene.background,
+        "texture": scene.texture,
+        "objects": "1" if scene.second is None else "2",
+    }
     return {head: HEADS[head].index(value) for head, value in values.items()}
 
 

@@ -10,6 +10,15 @@ from prunesched.runtime.tokens.selection import TokenPlan, num_cells
 from prunesched.runtime.tokens.sito import sito_plan
 
 __all__ = [
-    "TokenPlan", "atedm_plan", "attention_map", "combine_heads", "dato_plan", "diff_score", "gwpr", "num_cells", "random_plan",
-    "scored_self_attention", "sito_plan",
-]  # fmt: skip
+    "TokenPlan",
+    "atedm_plan",
+    "attention_map",
+    "combine_heads",
+    "dato_plan",
+    "diff_score",
+    "gwpr",
+    "num_cells",
+    "random_plan",
+    "scored_self_attention",
+    "sito_plan",
+]

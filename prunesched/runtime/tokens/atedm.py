@@ -82,7 +82,7 @@ def scored_self_attention(
     scores = torch.empty(b, h, n, dtype=torch.float32, device=q.device)
     for head in range(h):
         attn = attention_map(q[:, head], k[:, head], scale, chunk)
-        output[:, head] = (attn.to(v.dtype) @ v[:, head])
+        output[:, head] = attn.to(v.dtype) @ v[:, head]
         scores[:, head] = gwpr(attn, "self", iterations, epsilon)
         received += attn
     return ScoredAttention(output.transpose(1, 2).reshape(b, n, -1), combine_heads(scores), received)

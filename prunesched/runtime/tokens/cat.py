@@ -37,7 +37,9 @@ def kmeans(features: Tensor, clusters: int, iterations: int) -> Tensor:
     for _ in range(iterations):
         labels = _nearest(features, centroids)
         sums = torch.zeros_like(centroids).scatter_add_(1, labels[..., None].expand(-1, -1, dim), features)
-        sizes = torch.zeros(samples, count, device=features.device, dtype=features.dtype).scatter_add_(1, labels, torch.ones_like(features[..., 0]))
+        sizes = torch.zeros(samples, count, device=features.device, dtype=features.dtype).scatter_add_(
+            1, labels, torch.ones_like(features[..., 0])
+        )
         centroids = torch.where(sizes[..., None] > 0, sums / sizes.clamp(min=1)[..., None], centroids)
     return _nearest(features, centroids)
 
