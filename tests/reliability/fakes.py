@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-import cloudpickle
 import numpy as np
+from ray import cloudpickle  # Ray serialises tasks with its own copy, so registration must go there
 
 from prunesched.runtime.schedule import Schedule
 from prunesched.search.evaluators import Metrics, SyntheticEvaluator, worker_name

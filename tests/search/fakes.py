@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import cloudpickle
+from ray import cloudpickle  # Ray serialises tasks with its own copy, so registration must go there
 
 from prunesched.runtime.schedule import Schedule
 from prunesched.search.evaluators import Metrics, SyntheticEvaluator, SyntheticSettings
