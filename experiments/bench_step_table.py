@@ -10,7 +10,8 @@ import sys
 
 
 def main(path: str) -> None:
-    result = json.load(open(path, encoding="utf-8"))
+    with open(path, encoding="utf-8") as file:
+        result = json.load(file)
     steps, peers, meta = result["steps"], result["peers"], result["meta"]
     print(
         f"Measured {meta['date']} on {meta['device']} ({meta['cpu_threads']} threads), {meta['dtype']}, "

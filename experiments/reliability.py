@@ -95,7 +95,8 @@ def render(observed: dict[str, list[dict[str, Any]]]) -> str:
                 ["peak memory of the test process", f"{load['peak_rss_mib']:.0f} MiB"],
                 [
                     "database, checkpointed",
-                    f"{load['checkpointed_bytes'] / 2**20:.1f} MiB ({load['checkpointed_bytes_per_1000_evaluations'] / 2**10:.0f} KiB per 1000 evaluations)",
+                    f"{load['checkpointed_bytes'] / 2**20:.1f} MiB "
+                    f"({load['checkpointed_bytes_per_1000_evaluations'] / 2**10:.0f} KiB per 1000 evaluations)",
                 ],
                 *[
                     [f"`{name}` (in process / fresh process)", f"{read['in_process_s']:.2f} / {read['fresh_process_s']:.2f} s"]

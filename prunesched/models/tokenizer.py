@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -48,9 +49,9 @@ def write_clip_tokenizer(directory: str | Path, words: Iterable[str] = ()) -> Pa
 
 def _bpe(word: str, merges: dict[tuple[str, str], int]) -> list[str]:
     """``word`` split as byte-level BPE with ``merges`` (pair -> rank) splits it: lowest-ranked pair first."""
-    symbols = list(word[:-1]) + [word[-1] + "</w>"]
+    symbols = [*word[:-1], word[-1] + "</w>"]
     while len(symbols) > 1:
-        pair = min(zip(symbols, symbols[1:]), key=lambda p: merges.get(p, len(merges)))
+        pair = min(itertools.pairwise(symbols), key=lambda p: merges.get(p, len(merges)))
         if pair not in merges:
             break
         i, merged = 0, []

@@ -96,7 +96,8 @@ def strips_plot(points: Sequence[Point]) -> Figure:
     from matplotlib.patches import Patch
 
     choices = sorted({cache_label(s["cache"]) for p in points for s in p.schedule["steps"]}, key=_cache_order)
-    palette = ListedColormap([colormaps["Blues_r"](0.1 + 0.75 * i / max(len(choices) - 1, 1)) for i in range(len(choices))])
+    colors = [colormaps["Blues_r"](0.1 + 0.75 * i / max(len(choices) - 1, 1)) for i in range(len(choices))]
+    palette = ListedColormap(colors)
     steps = max((len(p.schedule["steps"]) for p in points), default=1)
     figure, ax = _figure(8, 0.5 + 0.45 * max(len(points), 1))
     for row, point in enumerate(points):
@@ -115,7 +116,7 @@ def strips_plot(points: Sequence[Point]) -> Figure:
     ax.set_ylim(len(points) - 0.5, -0.5)
     ax.set_yticks(range(len(points)), [f"#{p.candidate}" for p in points])
     ax.set_xlabel("loop iteration (black line: prune ratio, 0 at the bottom of a strip, 1 at the top)")
-    handles = [Patch(color=palette.colors[i], label=c) for i, c in enumerate(choices)]
+    handles = [Patch(color=color, label=c) for color, c in zip(colors, choices)]
     figure.legend(handles=handles, loc="outside upper center", ncols=len(choices), fontsize=8)
     return figure
 

@@ -45,7 +45,7 @@ def painted(image, name: str) -> np.ndarray:
 def test_the_main_object_is_drawn_in_its_colour_and_larger_than_the_second():
     for i in range(40):
         image, described = sample(i)
-        near = lambda name: painted(image, name).sum()  # noqa: E731
+        near = lambda name, image=image: painted(image, name).sum()  # noqa: E731
         if described.second is not None:
             assert near(described.colour) > near(described.second[1])
         assert near(described.colour) > 0.035 * image.width * image.height  # a small triangle covers about 5 %
@@ -57,7 +57,7 @@ def test_the_main_object_lies_where_the_relation_says_from_the_second():
         image, described = sample(i)
         if described.second is None:
             continue
-        centre = lambda name: np.argwhere(painted(image, name)).mean(axis=0)[::-1]  # noqa: E731
+        centre = lambda name, image=image: np.argwhere(painted(image, name)).mean(axis=0)[::-1]  # noqa: E731
         offset = centre(described.colour) - centre(described.second[1])  # (x, y) from the second object to the main one
         dx, dy = RELATIONS[described.second[2]]
         assert offset @ np.array([dx, dy]) > 8, described.caption  # pixels along the named direction
@@ -92,5 +92,5 @@ def test_the_shapes_prompt_set_is_the_held_out_captions():
 
 
 def test_a_missing_judge_file_is_one_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match="judge weights .*missing.safetensors' not found; .*train_shapes.py"):
+    with pytest.raises(ConfigError, match=r"judge weights .*missing.safetensors' not found; .*train_shapes.py"):
         load_judge(tmp_path / "missing.safetensors")
