@@ -9,7 +9,7 @@ rebuilt from the search database each time, which is only read.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prunesched.storage.store import Store
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 def mirror_to_optuna(store: Store, search_id: int, storage: str, name: str | None = None) -> optuna.Study:
     """Write search ``search_id`` as the study ``name`` (default ``prunesched-ID-NAME``) in ``storage``, replacing one of that name."""
     import optuna
-    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
     from optuna.trial import TrialState, create_trial
 
     search = store.search(search_id)
@@ -37,7 +37,8 @@ def mirror_to_optuna(store: Store, search_id: int, storage: str, name: str | Non
     prune = FloatDistribution(0.0, 1.0)
     trials = []
     for candidate, evaluation in rows:
-        params, distributions = {}, {}
+        params: dict[str, Any] = {}
+        distributions: dict[str, BaseDistribution] = {}
         for i, step in enumerate(candidate.schedule["steps"]):
             params[f"step{i:03d}_cache"], distributions[f"step{i:03d}_cache"] = str(step["cache"]), cache
             params[f"step{i:03d}_prune"], distributions[f"step{i:03d}_prune"] = float(step["prune"]), prune
@@ -54,7 +55,7 @@ def mirror_to_optuna(store: Store, search_id: int, storage: str, name: str | Non
                 state=TrialState.COMPLETE if done else TrialState.FAIL,
                 params=params,
                 distributions=distributions,
-                values=[evaluation.objective_0, evaluation.objective_1] if done else None,
+                values=list(evaluation.objectives) if done else None,
                 user_attrs=attrs if done else {**attrs, "error": evaluation.error or ""},
             )
         )

@@ -1,10 +1,17 @@
-"""One search as a report sees it: every successful evaluation and every stored generation."""
+"""One search as a report sees it: every successful evaluation and every stored generation.
+
+Built from the store's immutable records: a generation is the store's own
+:class:`~prunesched.storage.records.FrozenGeneration`, and a :class:`Point` is a successful
+candidate and its evaluation seen as (quality, cost).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
+
+from prunesched.storage.records import FrozenCandidate, FrozenEvaluation, FrozenGeneration
 
 if TYPE_CHECKING:
     from prunesched.storage.store import Store
@@ -21,15 +28,11 @@ class Point:
     schedule: dict[str, Any]
     metrics: dict[str, Any]
 
-
-@dataclass(frozen=True)
-class GenerationRecord:
-    """A told generation: the evaluations finished by then, the hypervolume, and the front's candidate ids."""
-
-    number: int
-    evaluations: int
-    hypervolume: float | None
-    front: tuple[int, ...]
+    @classmethod
+    def of(cls, candidate: FrozenCandidate, evaluation: FrozenEvaluation) -> Point:
+        """The point of a successfully evaluated candidate."""
+        quality, cost = evaluation.objectives
+        return cls(candidate.id, candidate.generation_born, quality, cost, candidate.schedule, evaluation.metrics or {})
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class SearchRecord:
     objectives: tuple[str, str]
     config: dict[str, Any]
     points: tuple[Point, ...]
-    generations: tuple[GenerationRecord, ...]
+    generations: tuple[FrozenGeneration, ...]
     failed: int
 
     def front(self, generation: int | None = None) -> list[Point]:
@@ -60,11 +63,8 @@ def read_search(store: Store, search_id: int) -> SearchRecord:
     search = store.search(search_id)
     # generations first: every front member was evaluated before its generation was stored, so
     # evaluations read after them include every front of a search that is still writing
-    generations = tuple(GenerationRecord(g.number, g.evaluations, g.hypervolume, tuple(g.front)) for g in store.generations(search_id))
-    points = tuple(
-        Point(c.id, c.generation_born, float(e.objective_0), float(e.objective_1), c.schedule, e.metrics or {})  # type: ignore[arg-type]
-        for c, e in store.evaluations(search_id, status="done")
-    )
+    generations = tuple(store.generations(search_id))
+    points = tuple(Point.of(c, e) for c, e in store.evaluations(search_id, status="done"))
     objectives = (str(search.objectives[0]), str(search.objectives[1]))
     return SearchRecord(
         search.id, search.name, search.status, objectives, search.config, points, generations, store.counts(search_id).failed

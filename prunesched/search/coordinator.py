@@ -27,7 +27,8 @@ from prunesched.search.dispatch import RayDispatcher, Task, ensure_ray
 from prunesched.search.evaluators import Evaluator, evaluator_factory
 from prunesched.search.pareto import front_indices, hypervolume, reference_point
 from prunesched.search.proposers import Proposer, make_proposer
-from prunesched.storage.store import FINISHED, Counts, Outcome, Store
+from prunesched.storage.records import Counts, Outcome, thaw
+from prunesched.storage.store import FINISHED, Store
 
 
 class SearchStateError(PruneschedError):
@@ -101,7 +102,7 @@ def resume(
             f"search {search_id} was run by prunesched {search.code_version}, this is {version('prunesched')}; "
             f"its algorithm snapshot is only read by the same version"
         )
-    config = SearchConfig.from_dict(search.config)
+    config = SearchConfig.from_dict(thaw(search.config))
     with _workers(config, factory) as dispatcher:
         _run(store, search_id, config, dispatcher, progress)
 
@@ -169,22 +170,27 @@ def _generation(
     members = []
     for genome in genomes:
         schedule = config.space.decode(genome)
-        candidate = store.candidate(search_id, schedule.hash, schedule.to_dict(), config.space.canonical(genome), number)
-        members.append(candidate)
-    pending = {c.id: c for c in members if c.evaluation.status not in FINISHED}
-    tasks = [Task(c.id, c.schedule, c.evaluation.attempts) for c in pending.values()]
+        members.append(store.candidate(search_id, schedule.hash, schedule.to_dict(), config.space.canonical(genome), number))
+    pending = {c.id: (c, e) for c, e in members if e.status not in FINISHED}
+    tasks = [Task(c.id, thaw(c.schedule), e.attempts) for c, e in pending.values()]
     report = _reporter(store, search_id, number, config, progress)
+
+    def finished(outcome: Outcome) -> None:
+        store.record(outcome)  # committed before the proposer hears of it
+        report(False, outcome)
+
     dispatcher.run(
         tasks,
         started=lambda task, worker, attempt: store.mark_running(task.candidate_id, worker, attempt),
-        finished=lambda outcome: (store.record(outcome, config.objectives), report(False, outcome)),
+        finished=finished,
     )
-    rows = store.candidates_by_id([c.id for c in members])
+    ids = [c.id for c, _ in members]
+    rows = store.candidates_by_id(ids)
     objectives = np.array([[e.objective_0, e.objective_1] if e.status == "done" else [np.inf, np.inf] for _, e in rows], dtype=float)
     ok = np.array([e.status == "done" for _, e in rows], dtype=bool)
     proposer.tell(objectives.reshape(-1, 2), ok)
     front, volume = _front(store, search_id)
-    store.save_generation(search_id, number, [c.id for c in members], front, volume, snapshots.dumps(proposer))
+    store.save_generation(search_id, number, ids, front, volume, snapshots.dumps(proposer))
     report(True)
 
 
@@ -193,11 +199,14 @@ def _front(store: Store, search_id: int) -> tuple[list[int], float | None]:
     done = store.done_objectives(search_id)
     points = [[first, second] for _, first, second in done]
     front = [done[i][0] for i in front_indices(points)]
-    reference = store.search(search_id).reference_point
-    if reference is None and points:
-        reference = reference_point(points)
-        store.set_reference_point(search_id, reference)
-    return front, (hypervolume(points, reference) if reference is not None else None)
+    stored = store.search(search_id).reference_point
+    if stored is not None:
+        return front, hypervolume(points, stored)
+    if not points:
+        return front, None
+    reference = reference_point(points)
+    store.set_reference_point(search_id, reference)
+    return front, hypervolume(points, reference)
 
 
 def _reporter(store: Store, search_id: int, number: int, config: SearchConfig, progress: ProgressCallback | None) -> Callable[..., None]:

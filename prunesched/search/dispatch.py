@@ -20,7 +20,8 @@ from typing import Any
 from prunesched.errors import PruneschedError
 from prunesched.search.evaluators import Evaluator, worker_name
 from prunesched.storage.models import utcnow
-from prunesched.storage.store import Outcome, checked_metrics
+from prunesched.storage.records import Outcome
+from prunesched.storage.store import checked_metrics
 
 READY_TIMEOUT_S = 600.0
 """How long an actor may take to build its evaluator (load a pipeline) before it counts as dead."""
@@ -183,9 +184,10 @@ class RayDispatcher:
         start_at: Any,
         duration: float,
     ) -> None:
-        if reply["ok"]:  # unusable metrics (NaN, missing, not numbers) fail the attempt, so it is retried
+        metrics, values = None, None
+        if reply["ok"]:  # the one check of a worker's metrics: unusable ones (NaN, missing, not numbers) fail the attempt
             try:
-                reply = {"ok": True, "metrics": checked_metrics(reply["metrics"], self.objectives)[0]}
+                metrics, values = checked_metrics(reply["metrics"], self.objectives)
             except ValueError as exc:
                 reply = {"ok": False, "error": f"invalid metrics: {exc}"}
         if not reply["ok"] and attempt <= self.retries:
@@ -196,7 +198,8 @@ class RayDispatcher:
                 candidate_id=task.candidate_id,
                 ok=reply["ok"],
                 attempts=attempt,
-                metrics=reply.get("metrics"),
+                metrics=metrics,
+                objectives=values,
                 error=reply.get("error"),
                 worker=info["worker"],
                 device=info["device"],

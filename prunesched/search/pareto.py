@@ -6,11 +6,15 @@ Both objectives are minimised (quality loss such as FID, and cost such as latenc
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeAlias
 
 import numpy as np
 
+Points: TypeAlias = Sequence[Sequence[float]] | np.ndarray
+"""Points in the plane: a sequence of (first objective, second objective), or an array of shape (n, 2)."""
 
-def front_indices(points: Sequence[Sequence[float]]) -> list[int]:
+
+def front_indices(points: Points) -> list[int]:
     """Indices of the non-dominated points, sorted by the first objective; exact duplicates keep the first."""
     array = np.asarray(points, dtype=float).reshape(-1, 2)
     order = sorted(range(len(array)), key=lambda i: (array[i, 0], array[i, 1], i))
@@ -22,7 +26,7 @@ def front_indices(points: Sequence[Sequence[float]]) -> list[int]:
     return front
 
 
-def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
+def hypervolume(points: Points, reference: Sequence[float]) -> float:
     """Area dominated by ``points`` and bounded by ``reference`` (points beyond it add nothing)."""
     array = np.asarray(points, dtype=float).reshape(-1, 2)
     ref = np.asarray(reference, dtype=float)
@@ -35,7 +39,7 @@ def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -
     return float(area)
 
 
-def pick_weighted(points: Sequence[Sequence[float]], weight: float) -> int:
+def pick_weighted(points: Points, weight: float) -> int:
     """Index of the point with the smallest ``quality + weight * cost`` (the score of DaTo's Algorithm 1).
 
     A decision on a finished front, not a search objective: the search keeps two objectives.
@@ -48,7 +52,7 @@ def pick_weighted(points: Sequence[Sequence[float]], weight: float) -> int:
     return int(min(range(len(array)), key=lambda i: (score[i], array[i, 1])))
 
 
-def reference_point(points: Sequence[Sequence[float]], margin: float = 0.1) -> list[float]:
+def reference_point(points: Points, margin: float = 0.1) -> list[float]:
     """A hypervolume reference just beyond the worst of ``points`` in each objective.
 
     The margin is a fraction of each objective's spread (or of its magnitude when all points

@@ -16,7 +16,7 @@ from typing import Any
 from prunesched.errors import ConfigError
 from prunesched.runtime.schedule import Schedule
 from prunesched.search.pareto import pick_weighted
-from prunesched.storage.models import Candidate, Evaluation
+from prunesched.storage.records import FrozenCandidate, FrozenEvaluation
 from prunesched.storage.store import Store
 
 PICKS = ("weighted", "fastest", "best")
@@ -26,12 +26,14 @@ cost; ``best``: lowest quality loss. All pick from the front."""
 
 @dataclass(frozen=True)
 class FrontPoint:
-    candidate: Candidate
-    evaluation: Evaluation
+    """A successfully evaluated candidate, as the store's immutable records."""
+
+    candidate: FrozenCandidate
+    evaluation: FrozenEvaluation
 
     @property
     def objectives(self) -> tuple[float, float]:
-        return (float(self.evaluation.objective_0), float(self.evaluation.objective_1))  # type: ignore[arg-type]
+        return self.evaluation.objectives
 
 
 def front(store: Store, search_id: int, generation: int | None = None) -> tuple[int, list[FrontPoint]]:

@@ -92,9 +92,8 @@ def open_database(location: str | Path, mode: Mode = "read") -> sessionmaker[Ses
     except ArgumentError as exc:
         raise StorageError(_unusable(exc)) from None
     path = sqlite_file(location)
-    if path is not None and mode != "create":
-        if not path.is_file():
-            raise StorageError(f"no database at {str(path)!r}; run 'prunesched search launch' first or pass --db PATH")
+    if path is not None and mode != "create" and not path.is_file():
+        raise StorageError(f"no database at {str(path)!r}; run 'prunesched search launch' first or pass --db PATH")
     revision, tables = _inspect(url, shown)  # on an untuned connection: nothing is written before the checks
     head = SCHEMA_REVISION
     if revision is None and tables:

@@ -2,6 +2,8 @@
 
 The coordinator is the only writer; the CLI's review commands only read. Each write commits
 before it returns, which is what makes "commit before tell" and "nothing lost on a crash" hold.
+Reads return the immutable records of :mod:`prunesched.storage.records`; ORM rows never leave
+this module.
 """
 
 from __future__ import annotations
@@ -11,47 +13,41 @@ import json
 import math
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from prunesched.errors import StorageError
 from prunesched.storage.database import Mode, open_database, sqlite_file
-from prunesched.storage.models import Candidate, Evaluation, Export, Generation, Search, utcnow
+from prunesched.storage.models import Base, Candidate, Evaluation, Export, Generation, Search, utcnow
+from prunesched.storage.records import (
+    Counts,
+    FrozenCandidate,
+    FrozenEvaluation,
+    FrozenExport,
+    FrozenGeneration,
+    FrozenSearch,
+    Outcome,
+    frozen,
+)
+
+__all__ = ["FINISHED", "Counts", "Outcome", "Store", "checked_metrics"]
 
 FINISHED = ("done", "failed")
 
-
-@dataclass(frozen=True)
-class Counts:
-    """A search's evaluations by state; ``active`` is queued plus running."""
-
-    done: int = 0
-    active: int = 0
-    failed: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.done + self.active + self.failed
+Record = TypeVar("Record")
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What came back for one candidate: metrics on success, the error text on failure."""
+def _record(row: Base, kind: type[Record]) -> Record:
+    """The immutable record ``kind`` of an ORM row, its JSON fields made read-only."""
+    return kind(**{f.name: frozen(getattr(row, f.name)) for f in fields(kind)})  # type: ignore[arg-type]
 
-    candidate_id: int
-    ok: bool
-    attempts: int
-    metrics: dict[str, Any] | None = None
-    error: str | None = None
-    worker: str | None = None
-    device: str | None = None
-    started_at: datetime | None = None
-    duration_s: float | None = None
+
+def _pair(candidate: Candidate, evaluation: Evaluation) -> tuple[FrozenCandidate, FrozenEvaluation]:
+    return _record(candidate, FrozenCandidate), _record(evaluation, FrozenEvaluation)
 
 
 def checked_metrics(metrics: Any, objectives: Sequence[str]) -> tuple[dict[str, Any], list[float]]:
@@ -59,6 +55,8 @@ def checked_metrics(metrics: Any, objectives: Sequence[str]) -> tuple[dict[str, 
 
     An evaluation is only worth keeping when both are sound, so this raises ``ValueError``, naming
     the fault, for an objective that is missing or not finite and for a value that is not a number.
+    It defines what the store can hold; the dispatcher runs it once on every result a worker
+    returns (where a failure can still be retried) and hands the result on in an :class:`Outcome`.
     """
     values = []
     for name in objectives:
@@ -110,17 +108,17 @@ class Store:
             session.flush()
             return search.id
 
-    def search(self, search_id: int) -> Search:
+    def search(self, search_id: int) -> FrozenSearch:
         with self.sessions() as session:
             search = session.get(Search, search_id)
             if search is None:
                 known = session.scalars(select(Search.id).order_by(Search.id)).all()
                 raise StorageError(f"no search with id {search_id}; known ids: {', '.join(map(str, known)) or 'none'}")
-            return search
+            return _record(search, FrozenSearch)
 
-    def searches(self) -> list[Search]:
+    def searches(self) -> list[FrozenSearch]:
         with self.sessions() as session:
-            return list(session.scalars(select(Search).order_by(Search.id)))
+            return [_record(s, FrozenSearch) for s in session.scalars(select(Search).order_by(Search.id))]
 
     def set_status(self, search_id: int, status: str, owner: str | None = None) -> None:
         """Set a search's status and the coordinator that owns it (None: no owner)."""
@@ -134,8 +132,10 @@ class Store:
 
     # -- candidates and evaluations ----------------------------------------------------------------
 
-    def candidate(self, search_id: int, schedule_hash: str, schedule: dict[str, Any], genome: Sequence[int], generation: int) -> Candidate:
-        """The search's candidate for this schedule, created with a queued evaluation if it is new (the memo)."""
+    def candidate(
+        self, search_id: int, schedule_hash: str, schedule: dict[str, Any], genome: Sequence[int], generation: int
+    ) -> tuple[FrozenCandidate, FrozenEvaluation]:
+        """The search's candidate for this schedule and its evaluation, created queued if the schedule is new (the memo)."""
         with self.sessions.begin() as session:
             found = session.scalar(select(Candidate).where(Candidate.search_id == search_id, Candidate.schedule_hash == schedule_hash))
             if found is None:
@@ -146,7 +146,8 @@ class Store:
                 session.add(found)
                 session.flush()
             session.refresh(found, ["evaluation"])
-            return found
+            assert found.evaluation is not None  # every candidate is created with its evaluation
+            return _pair(found, found.evaluation)
 
     def mark_running(self, candidate_id: int, worker: str, attempts: int) -> None:
         with self.sessions.begin() as session:
@@ -154,22 +155,15 @@ class Store:
             evaluation.status, evaluation.worker, evaluation.attempts = "running", worker, attempts
             evaluation.started_at = utcnow()
 
-    def record(self, outcome: Outcome, objectives: Sequence[str]) -> None:
-        """Commit a finished evaluation; a success whose metrics fail :func:`checked_metrics` is stored as failed."""
+    def record(self, outcome: Outcome) -> None:
+        """Commit a finished evaluation (its metrics were checked by whoever built the :class:`Outcome`)."""
         with self.sessions.begin() as session:
             evaluation = self._evaluation(session, outcome.candidate_id)
-            ok, error, metrics = outcome.ok, outcome.error, None
-            values: list[float | None] = [None, None]
-            if ok:
-                try:
-                    metrics, checked = checked_metrics(outcome.metrics, objectives)
-                    values = list(checked)
-                except ValueError as exc:
-                    ok, error = False, f"invalid metrics: {exc}"
-            evaluation.status = "done" if ok else "failed"
-            evaluation.metrics = metrics
+            evaluation.status = "done" if outcome.ok else "failed"
+            evaluation.metrics = dict(outcome.metrics) if outcome.ok and outcome.metrics is not None else None
+            values = [float(v) for v in outcome.objectives] if outcome.ok and outcome.objectives is not None else [None, None]
             evaluation.objective_0, evaluation.objective_1 = values
-            evaluation.error = error
+            evaluation.error = outcome.error
             evaluation.attempts = outcome.attempts
             evaluation.worker = outcome.worker or evaluation.worker
             evaluation.device = outcome.device
@@ -184,7 +178,7 @@ class Store:
         generation: int | None = None,
         limit: int | None = None,
         candidate_id: int | None = None,
-    ) -> list[tuple[Candidate, Evaluation]]:
+    ) -> list[tuple[FrozenCandidate, FrozenEvaluation]]:
         """Candidates with their evaluations, oldest first, filtered as asked."""
         query = select(Candidate, Evaluation).join(Evaluation).order_by(Candidate.id)
         if candidate_id is not None:
@@ -198,7 +192,7 @@ class Store:
         if limit is not None:
             query = query.limit(limit)
         with self.sessions() as session:
-            return [(c, e) for c, e in session.execute(query)]
+            return [_pair(c, e) for c, e in session.execute(query)]
 
     def done_objectives(self, search_id: int) -> list[tuple[int, float, float]]:
         """``(candidate id, objective 0, objective 1)`` of every successful evaluation, oldest first: all a front needs."""
@@ -209,7 +203,7 @@ class Store:
             .order_by(Candidate.id)
         )
         with self.sessions() as session:
-            return [(i, first, second) for i, first, second in session.execute(query)]
+            return [(i, first, second) for i, first, second in session.execute(query) if first is not None and second is not None]
 
     def counts(self, search_id: int) -> Counts:
         """Evaluations of a search by state."""
@@ -222,9 +216,11 @@ class Store:
             failed=by_status.get("failed", 0),
         )
 
-    def candidates_by_id(self, ids: Sequence[int]) -> list[tuple[Candidate, Evaluation]]:
+    def candidates_by_id(self, ids: Sequence[int]) -> list[tuple[FrozenCandidate, FrozenEvaluation]]:
+        """The candidates ``ids`` with their evaluations, in the order of ``ids``."""
         with self.sessions() as session:
-            rows = {c.id: (c, e) for c, e in session.execute(select(Candidate, Evaluation).join(Evaluation).where(Candidate.id.in_(ids)))}
+            query = select(Candidate, Evaluation).join(Evaluation).where(Candidate.id.in_(ids))
+            rows = {c.id: _pair(c, e) for c, e in session.execute(query)}
         return [rows[i] for i in ids]
 
     # -- generations ----------------------------------------------------------------------------------
@@ -262,7 +258,7 @@ class Store:
             )
 
     def latest_snapshot(self, search_id: int) -> bytes | None:
-        """The latest generation's proposer snapshot, checked against its SHA-256 (None before the first generation)."""
+        """The latest generation's proposer snapshot (JSON bytes), checked against its SHA-256 (None before the first generation)."""
         query = select(Generation.number, Generation.snapshot, Generation.snapshot_sha256).where(Generation.search_id == search_id)
         with self.sessions() as session:
             row = session.execute(query.order_by(Generation.number.desc()).limit(1)).first()
@@ -275,16 +271,18 @@ class Store:
             )
         return snapshot
 
-    def generations(self, search_id: int) -> list[Generation]:
+    def generations(self, search_id: int) -> list[FrozenGeneration]:
+        query = select(Generation).where(Generation.search_id == search_id).order_by(Generation.number)
         with self.sessions() as session:
-            return list(session.scalars(select(Generation).where(Generation.search_id == search_id).order_by(Generation.number)))
+            return [_record(g, FrozenGeneration) for g in session.scalars(query)]
 
-    def generation(self, search_id: int, number: int | None = None) -> Generation | None:
+    def generation(self, search_id: int, number: int | None = None) -> FrozenGeneration | None:
         """Generation ``number`` of a search, or its latest when ``number`` is None (None if it has none)."""
         query = select(Generation).where(Generation.search_id == search_id)
         query = query.where(Generation.number == number) if number is not None else query.order_by(Generation.number.desc()).limit(1)
         with self.sessions() as session:
-            return session.scalar(query)
+            found = session.scalar(query)
+            return None if found is None else _record(found, FrozenGeneration)
 
     # -- exports ----------------------------------------------------------------------------------------
 
@@ -292,9 +290,10 @@ class Store:
         with self.sessions.begin() as session:
             session.add(Export(search_id=search_id, candidate_id=candidate_id, pick=pick, path=path))
 
-    def exports(self, search_id: int) -> list[Export]:
+    def exports(self, search_id: int) -> list[FrozenExport]:
+        query = select(Export).where(Export.search_id == search_id).order_by(Export.id)
         with self.sessions() as session:
-            return list(session.scalars(select(Export).where(Export.search_id == search_id).order_by(Export.id)))
+            return [_record(e, FrozenExport) for e in session.scalars(query)]
 
     @staticmethod
     def _evaluation(session: Session, candidate_id: int) -> Evaluation:

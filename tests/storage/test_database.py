@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
+import json
+import pickle
 import sqlite3
 
 import pytest
@@ -11,8 +15,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from prunesched.errors import StorageError
-from prunesched.storage import Counts, Store
+from prunesched.storage import Counts, Outcome, Store
 from prunesched.storage.database import MIGRATIONS, SCHEMA_REVISION, alembic_config, current_revision, make_engine
+from prunesched.storage.models import Base
+from prunesched.storage.records import thaw
 from tests.storage.dump import database_dump
 
 TABLES = {"searches", "candidates", "evaluations", "generations", "exports", "alembic_version"}
@@ -100,15 +106,64 @@ def test_an_unknown_search_id_names_the_known_ones(tmp_path):
 def test_the_memo_returns_the_same_candidate_for_the_same_schedule(tmp_path):
     store = Store(tmp_path / "c.db", mode="create")
     search = store.create_search("a", {}, 0, ["x", "y"], "test")
-    first = store.candidate(search, "h1", {"steps": []}, [0, 1], 0)
-    again = store.candidate(search, "h1", {"steps": []}, [0, 1], 3)
-    other = store.candidate(search, "h2", {"steps": []}, [1, 1], 3)
+    first, _ = store.candidate(search, "h1", {"steps": []}, [0, 1], 0)
+    again, evaluation = store.candidate(search, "h1", {"steps": []}, [0, 1], 3)
+    other, _ = store.candidate(search, "h2", {"steps": []}, [1, 1], 3)
     assert first.id == again.id != other.id
     assert again.generation_born == 0
+    assert evaluation.candidate_id == first.id and evaluation.status == "queued"
     assert store.counts(search) == Counts(active=2)
 
 
-def test_only_the_latest_snapshot_is_kept_and_a_tampered_one_is_never_unpickled(tmp_path):
+def test_the_store_hands_out_immutable_records_not_rows(tmp_path):
+    """The contract of every read: frozen values, their JSON fields read-only, detached from any session."""
+    store = Store(tmp_path / "r.db", mode="create")
+    search = store.create_search("a", {"proposer": {"generations": 2}}, 0, ["x", "y"], "test", reference_point=[1.0, 2.0])
+    candidate, _ = store.candidate(search, "h1", {"steps": [{"cache": "full", "prune": 0.0}]}, [0, 1], 0)
+    metrics = {"x": {"value": 0.5, "n": 2, "ci": [0.4, 0.6]}, "y": {"value": 0.25, "n": 2, "ci": None}}
+    store.record(Outcome(candidate.id, ok=True, attempts=1, metrics=metrics, objectives=[0.5, 0.25]))
+    store.save_generation(search, 0, [candidate.id], [candidate.id], 0.1, b"{}")
+    store.record_export(search, candidate.id, "best", "out.json")
+    ((stored, evaluation),) = store.evaluations(search)
+    records = [store.search(search), *store.searches(), stored, evaluation, store.generation(search), *store.generations(search)]
+    records += [*store.candidates_by_id([candidate.id])[0], *store.exports(search)]
+    for record in records:
+        assert dataclasses.is_dataclass(record) and not isinstance(record, Base), type(record)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            record.id = 7  # type: ignore[misc]
+    assert evaluation.objectives == (0.5, 0.25) and evaluation.metrics == metrics
+    frozen_json = [
+        store.search(search).config,
+        store.search(search).config["proposer"],
+        store.search(search).objectives,
+        store.search(search).reference_point,
+        stored.schedule["steps"][0],
+        stored.schedule["steps"],
+        stored.genome,
+        evaluation.metrics["x"]["ci"],
+        store.generation(search).front,
+    ]
+    for value in frozen_json:
+        with pytest.raises(TypeError, match="read-only"):
+            value.clear()
+    with pytest.raises(TypeError, match="read-only"):
+        stored.schedule["steps"] = []
+    assert json.loads(json.dumps(stored.schedule)) == {"steps": [{"cache": "full", "prune": 0.0}]}  # still plain JSON
+    assert copy.deepcopy(stored) == stored and pickle.loads(pickle.dumps(stored.schedule)) == stored.schedule
+    thawed = thaw(stored.schedule)
+    thawed["steps"].append({})
+    assert len(stored.schedule["steps"]) == 1
+
+
+def test_a_successful_outcome_carries_checked_objective_values():
+    with pytest.raises(ValueError, match="two finite objective values"):
+        Outcome(1, ok=True, attempts=1, metrics={}, objectives=[float("nan"), 1.0])
+    with pytest.raises(ValueError, match="two finite objective values"):
+        Outcome(1, ok=True, attempts=1, metrics={})
+    assert not Outcome(1, ok=False, attempts=2, error="boom").ok
+
+
+def test_only_the_latest_snapshot_is_kept_and_a_tampered_one_is_refused(tmp_path):
     path = tmp_path / "g.db"
     store = Store(path, mode="create")
     search = store.create_search("a", {}, 0, ["x", "y"], "test")
