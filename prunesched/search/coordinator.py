@@ -2,10 +2,11 @@
 
 Order of durability, per generation: every new candidate is stored (with a queued evaluation)
 before it is dispatched; every finished evaluation is committed as it arrives, before the
-proposer is told; the generation's front, hypervolume and the pickled proposer are committed in
-one transaction after ``tell``. A search killed at any point resumes from its last generation's
-snapshot: the proposer asks for the same genomes again (its random state is in the snapshot)
-and every schedule already evaluated is served from the database, never evaluated twice.
+proposer is told; the generation's front, hypervolume and the proposer's state (JSON data) are
+committed in one transaction after ``tell``. A search killed at any point resumes from its last
+generation's snapshot: a proposer's ask depends only on that data, the search seed and the
+generation number, so it asks for the same genomes again, and every schedule already evaluated
+is served from the database, never evaluated twice.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prunesched.errors import ConfigError, PruneschedError
+from prunesched.errors import ConfigError, PruneschedError, StorageError
 from prunesched.search import snapshot as snapshots
 from prunesched.search.config import SearchConfig
 from prunesched.search.dispatch import RayDispatcher, Task, ensure_ray
@@ -75,7 +76,7 @@ def launch(
         search_id = store.create_search(
             config.name, config.to_dict(), config.seed, config.objectives, version("prunesched"), config.reference_point, OWNER
         )
-        _run(store, search_id, config, dispatcher, progress)
+        _run(store, search_id, config, make_proposer(config.space, config.proposer, config.seed), dispatcher, progress)
     return search_id
 
 
@@ -103,8 +104,9 @@ def resume(
             f"its algorithm snapshot is only read by the same version"
         )
     config = SearchConfig.from_dict(thaw(search.config))
+    proposer = _proposer(store, search_id, config)  # a snapshot it cannot use is refused before any worker starts
     with _workers(config, factory) as dispatcher:
-        _run(store, search_id, config, dispatcher, progress)
+        _run(store, search_id, config, proposer, dispatcher, progress)
 
 
 def _alive(owner: str | None) -> bool:
@@ -148,9 +150,9 @@ def _workers(config: SearchConfig, factory: EvaluatorFactory | None) -> Iterator
         dispatcher.close()
 
 
-def _run(store: Store, search_id: int, config: SearchConfig, dispatcher: RayDispatcher, progress: ProgressCallback | None) -> None:
-    snapshot = store.latest_snapshot(search_id)  # this search's own, its checksum verified
-    proposer = make_proposer(config.space, config.proposer, config.seed) if snapshot is None else snapshots.loads(snapshot)
+def _run(
+    store: Store, search_id: int, config: SearchConfig, proposer: Proposer, dispatcher: RayDispatcher, progress: ProgressCallback | None
+) -> None:
     store.set_status(search_id, "running", OWNER)
     try:
         _reporter(store, search_id, proposer.generation, config, progress)(False)
@@ -160,6 +162,18 @@ def _run(store: Store, search_id: int, config: SearchConfig, dispatcher: RayDisp
     except BaseException:
         store.set_status(search_id, "interrupted")
         raise
+
+
+def _proposer(store: Store, search_id: int, config: SearchConfig) -> Proposer:
+    """A new proposer, or the one of the latest stored generation's snapshot (this search's own, its checksum verified)."""
+    snapshot = store.latest_snapshot(search_id)
+    if snapshot is None:
+        return make_proposer(config.space, config.proposer, config.seed)
+    proposer = snapshots.loads(snapshot, config.space, config.proposer, config.seed)
+    latest = store.generation(search_id)
+    if latest is None or proposer.generation != latest.number + 1:
+        raise StorageError(f"the algorithm snapshot is at generation {proposer.generation}, not after the latest stored one; refusing it")
+    return proposer
 
 
 def _generation(

@@ -2,9 +2,14 @@
 
 Every proposer has the same ask/tell seam: :meth:`Proposer.ask` returns the next generation's
 genomes (possibly fewer than the population, possibly none), the coordinator evaluates them,
-and :meth:`Proposer.tell` hands back both objectives and whether each evaluation succeeded. A
-proposer is a picklable object: the coordinator snapshots it after every ``tell`` and resumes
-from the snapshot, never re-running ``setup`` (which would re-seed).
+and :meth:`Proposer.tell` hands back both objectives and whether each evaluation succeeded.
+
+A proposer's state is data: :meth:`Proposer.state` is a JSON document (the population, its
+objectives and constraint flags, the told trials, the generation number), and every
+:meth:`Proposer.ask` rebuilds pymoo's algorithm or Optuna's study and sampler from that data with
+a seed drawn from (search seed, generation). An uninterrupted search and one resumed from a
+snapshot (:mod:`prunesched.search.snapshot`) therefore take exactly the same path, and nothing
+is ever pickled.
 """
 
 from __future__ import annotations
@@ -65,12 +70,27 @@ class ProposerConfig:
             raise ConfigError(f"[proposer] eliminate_duplicates must be true or false, got {self.eliminate_duplicates!r}")
 
 
+STATE_VERSION = 1
+"""Version of the data :meth:`Proposer.state` returns; a snapshot of another version is refused."""
+
+
+def generation_seed(seed: int, generation: int) -> int:
+    """The seed of one generation's ask: a function of the search seed and the generation alone."""
+    return int(np.random.SeedSequence([seed, generation]).generate_state(1)[0])
+
+
 class Proposer:
-    """Base of the ask/tell proposers; ``generation`` counts the generations already told."""
+    """Base of the ask/tell proposers; ``generation`` counts the generations already told.
+
+    Subclasses keep everything :meth:`ask` depends on in :meth:`state` (besides the config, the
+    space and the seed, which the search stores); what :meth:`ask` builds lives only until the
+    matching :meth:`tell`.
+    """
 
     def __init__(self, space: Space, config: ProposerConfig, seed: int) -> None:
         self.space = space
         self.config = config
+        self.seed = seed
         self.generation = 0
 
     def done(self) -> bool:
@@ -84,6 +104,14 @@ class Proposer:
         """Objectives (k, 2) of the genomes of the last :meth:`ask`, and which evaluations succeeded."""
         raise NotImplementedError
 
+    def state(self) -> dict[str, Any]:
+        """Everything the next :meth:`ask` depends on, as JSON-compatible data (no NaN or infinity)."""
+        return {"generation": self.generation}
+
+    def restore(self, state: Any) -> None:
+        """Take over ``state`` (from :meth:`state`); a ``ValueError`` names what does not fit."""
+        self.generation = _count(_field(state, "generation"), "generation")
+
     def initial(self, rng: np.random.Generator) -> np.ndarray:
         """The first generation: uniform seed schedules (a spread of them) and random genomes."""
         seeds = np.array(self.space.seeds(), dtype=int).reshape(-1, len(self.space.upper))
@@ -92,56 +120,138 @@ class Proposer:
         rest = self.space.random(rng, self.config.population - count)
         return np.concatenate([chosen, rest]).astype(int)
 
+    def _genome(self, value: Any, what: str) -> list[int]:
+        genome = _integers(value, what)
+        if len(genome) != len(self.space.upper) or any(not 0 <= g <= u for g, u in zip(genome, self.space.upper)):
+            raise ValueError(f"{what} {genome} does not fit the space ({len(self.space.upper)} genes, bounds 0..{list(self.space.upper)})")
+        return genome
+
 
 class PymooProposer(Proposer):
     """pymoo NSGA-II over integer genomes: SBX and polynomial mutation with rounding repair.
 
     Failed evaluations get a constraint violation, so NSGA-II ranks them behind every success.
     pymoo eliminates duplicates within a generation only; the coordinator's memo covers the rest.
+
+    The state is the surviving population (genome, objectives, violation, and the rank and
+    crowding distance that pymoo's survival gave it) and whether pymoo ran out of new genomes.
+    Each ask sets up a fresh ``NSGA2`` with the generation's seed and hands it that population.
     """
 
     def __init__(self, space: Space, config: ProposerConfig, seed: int) -> None:
-        from pymoo.algorithms.moo.nsga2 import NSGA2
         from pymoo.core.problem import Problem
-        from pymoo.operators.crossover.sbx import SBX
-        from pymoo.operators.mutation.pm import PM
-        from pymoo.operators.repair.rounding import RoundingRepair
 
         super().__init__(space, config, seed)
         self.problem = Problem(n_var=len(space.upper), n_obj=2, n_ieq_constr=1, xl=0, xu=space.upper, vtype=int)
-        self.algorithm = NSGA2(
-            pop_size=config.population,
-            sampling=self.initial(np.random.default_rng(seed)),
-            crossover=SBX(prob=config.crossover_prob, eta=config.crossover_eta, vtype=float, repair=RoundingRepair()),
-            mutation=PM(prob=config.mutation_prob, eta=config.mutation_eta, vtype=float, repair=RoundingRepair()),
-            eliminate_duplicates=config.eliminate_duplicates,
-        )
-        self.algorithm.setup(self.problem, termination=("n_gen", config.generations), seed=seed)
+        self.population: list[dict[str, Any]] = []
+        self.exhausted = False
+        self._algorithm: Any = None
         self._asked: Any = None
 
     def done(self) -> bool:
-        return super().done() or not self.algorithm.has_next()
+        return super().done() or self.exhausted
 
     def ask(self) -> np.ndarray:
         from pymoo.core.population import Population
 
-        asked = self.algorithm.ask()
+        self._algorithm = self._build()
+        asked = self._algorithm.ask()
         self._asked = Population.empty() if asked is None else asked
         if not len(self._asked):
             return np.zeros((0, len(self.space.upper)), dtype=int)
         return np.rint(self._asked.get("X")).astype(int)
 
     def tell(self, objectives: np.ndarray, ok: np.ndarray) -> None:
-        from pymoo.core.evaluator import Evaluator
-        from pymoo.problems.static import StaticProblem
-
+        if self._asked is None:
+            raise RuntimeError("tell() without ask()")
         if len(self._asked):
-            F = np.where(ok[:, None], objectives, FAILED_OBJECTIVE)
-            G = np.where(ok, 0.0, 1.0)[:, None]
-            Evaluator().eval(StaticProblem(self.problem, F=F, G=G), self._asked)
-        self.algorithm.tell(infills=self._asked)
-        self._asked = None
+            _evaluate(self.problem, self._asked, np.where(ok[:, None], objectives, FAILED_OBJECTIVE), np.where(ok, 0.0, 1.0))
+            self._algorithm.tell(infills=self._asked)
+            self.population = [_member(individual) for individual in self._algorithm.pop]
+        else:  # pymoo could make no new genome: it has nothing more to propose
+            self.exhausted = True
+        self._algorithm = self._asked = None
         self.generation += 1
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "exhausted": self.exhausted, "population": self.population}
+
+    def restore(self, state: Any) -> None:
+        super().restore(state)
+        exhausted = _field(state, "exhausted")
+        if not isinstance(exhausted, bool):
+            raise ValueError(f"exhausted must be true or false, got {exhausted!r}")
+        members = _field(state, "population")
+        if not isinstance(members, list) or len(members) > self.config.population:
+            raise ValueError(f"population must be a list of at most {self.config.population} members")
+        if (self.generation > 0) != bool(members):
+            raise ValueError(f"generation {self.generation} with {len(members)} population members")
+        population = []
+        for i, member in enumerate(members):
+            rank, crowding = _field(member, "rank"), _field(member, "crowding")
+            population.append(
+                {
+                    "genome": self._genome(_field(member, "genome"), f"population member {i}'s genome"),
+                    "objectives": [_number(v, "an objective") for v in _pair(_field(member, "objectives"))],
+                    "violation": _number(_field(member, "violation"), "a violation"),
+                    "rank": None if rank is None else _count(rank, "a rank"),
+                    "crowding": None if crowding is None else _encoded(_number(crowding, "a crowding distance")),
+                }
+            )
+        self.population, self.exhausted = population, exhausted
+
+    def _build(self) -> Any:
+        """A set-up ``NSGA2`` for this generation: its seed, and the stored population as the current one."""
+        from pymoo.algorithms.moo.nsga2 import NSGA2
+        from pymoo.core.population import Population
+        from pymoo.operators.crossover.sbx import SBX
+        from pymoo.operators.mutation.pm import PM
+        from pymoo.operators.repair.rounding import RoundingRepair
+
+        config = self.config
+        algorithm = NSGA2(
+            pop_size=config.population,
+            sampling=self.initial(np.random.default_rng(self.seed)),
+            crossover=SBX(prob=config.crossover_prob, eta=config.crossover_eta, vtype=float, repair=RoundingRepair()),
+            mutation=PM(prob=config.mutation_prob, eta=config.mutation_eta, vtype=float, repair=RoundingRepair()),
+            eliminate_duplicates=config.eliminate_duplicates,
+        )
+        # the proposer counts generations itself; pymoo's own termination would only finalise early
+        algorithm.setup(self.problem, termination=("n_gen", 2**31), seed=generation_seed(self.seed, self.generation))
+        if self.generation == 0:
+            return algorithm
+        population = Population.new(X=np.array([m["genome"] for m in self.population], dtype=float))
+        _evaluate(
+            self.problem,
+            population,
+            np.array([m["objectives"] for m in self.population], dtype=float),
+            np.array([m["violation"] for m in self.population], dtype=float),
+        )
+        for individual, member in zip(population, self.population):
+            individual.set("rank", member["rank"])
+            individual.set("crowding", None if member["crowding"] is None else _decoded(member["crowding"]))
+        algorithm._initialize()  # the start of a run (its clock), without pymoo's initial sampling
+        algorithm.pop, algorithm.n_iter, algorithm.is_initialized = population, self.generation + 1, True
+        return algorithm
+
+
+def _evaluate(problem: Any, population: Any, objectives: np.ndarray, violations: np.ndarray) -> None:
+    """Give ``population`` its known objectives and constraint violations the way pymoo evaluates."""
+    from pymoo.core.evaluator import Evaluator
+    from pymoo.problems.static import StaticProblem
+
+    Evaluator().eval(StaticProblem(problem, F=objectives, G=violations[:, None]), population)
+
+
+def _member(individual: Any) -> dict[str, Any]:
+    rank, crowding = individual.get("rank"), individual.get("crowding")
+    return {
+        "genome": [int(g) for g in np.rint(individual.X)],
+        "objectives": [float(f) for f in individual.F],
+        "violation": float(individual.G[0]),
+        "rank": None if rank is None else int(rank),
+        "crowding": None if crowding is None else _encoded(float(crowding)),
+    }
 
 
 class OptunaProposer(Proposer):
@@ -151,18 +261,89 @@ class OptunaProposer(Proposer):
     probability 1/genes; Optuna's is per gene (a mutated gene is redrawn uniformly). Optuna gets
     ``mutation_prob / genes`` so both mutate the same expected number of genes.
 
-    The uniform seed schedules are enqueued before the first ask; the study lives in memory and
-    is snapshotted with the proposer, so the search database stays the one source of truth.
+    The state is every told trial (genes, values, state and the system attributes in which
+    NSGA-II keeps each trial's generation) and the study's system attributes (NSGA-II's parent
+    populations). Each ask builds an in-memory study from them with a sampler seeded for the
+    generation; generation 0 enqueues the uniform seed schedules first.
     """
 
     def __init__(self, space: Space, config: ProposerConfig, seed: int) -> None:
         import optuna
-        from optuna.distributions import IntDistribution
-        from optuna.samplers import NSGAIISampler, TPESampler
-        from optuna.samplers.nsgaii import SBXCrossover
+        from optuna.distributions import BaseDistribution, IntDistribution
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         super().__init__(space, config, seed)
+        self.distributions: dict[str, BaseDistribution] = {f"g{i}": IntDistribution(0, int(u)) for i, u in enumerate(space.upper)}
+        self.trials: list[dict[str, Any]] = []
+        self.study_attrs: dict[str, Any] = {}
+        self._study: Any = None
+        self._storage: Any = None
+        self._trials: list[Any] = []
+
+    def ask(self) -> np.ndarray:
+        self._storage = optuna_storage()
+        self._study = self._build(self._storage)
+        if self.generation == 0:
+            for genome in self.initial(np.random.default_rng(self.seed))[: round(self.config.seed_fraction * self.config.population)]:
+                self._study.enqueue_trial({f"g{i}": int(g) for i, g in enumerate(genome)})
+        self._trials = [self._study.ask(self.distributions) for _ in range(self.config.population)]
+        return np.array([[t.params[name] for name in self.distributions] for t in self._trials], dtype=int)
+
+    def tell(self, objectives: np.ndarray, ok: np.ndarray) -> None:
+        from optuna.trial import TrialState
+
+        if self._study is None:
+            raise RuntimeError("tell() without ask()")
+        for trial, values, success in zip(self._trials, objectives, ok):
+            if success:
+                self._study.tell(trial, [float(v) for v in values])
+            else:
+                self._study.tell(trial, state=TrialState.FAIL)
+        self.trials = [
+            {
+                "genome": [int(t.params[name]) for name in self.distributions],
+                "values": None if t.values is None else [float(v) for v in t.values],
+                "state": t.state.name,
+                "system_attrs": dict(t.system_attrs),
+            }
+            for t in self._study.get_trials(deepcopy=False)
+        ]
+        study_id = self._storage.get_study_id_from_name(self._study.study_name)
+        self.study_attrs = dict(self._storage.get_study_system_attrs(study_id))
+        self._study, self._storage, self._trials = None, None, []
+        self.generation += 1
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "trials": self.trials, "study_system_attrs": self.study_attrs}
+
+    def restore(self, state: Any) -> None:
+        super().restore(state)
+        trials, attrs = _field(state, "trials"), _field(state, "study_system_attrs")
+        if not isinstance(trials, list) or not isinstance(attrs, dict):
+            raise ValueError("trials must be a list and study_system_attrs an object")
+        restored = []
+        for i, trial in enumerate(trials):
+            kind, values, system_attrs = _field(trial, "state"), _field(trial, "values"), _field(trial, "system_attrs")
+            if kind not in ("COMPLETE", "FAIL") or (values is None) != (kind == "FAIL") or not isinstance(system_attrs, dict):
+                raise ValueError(f"trial {i} is not a COMPLETE trial with values or a FAIL trial without")
+            restored.append(
+                {
+                    "genome": self._genome(_field(trial, "genome"), f"trial {i}'s genome"),
+                    "values": None if values is None else [_number(v, "a value") for v in _pair(values)],
+                    "state": kind,
+                    "system_attrs": system_attrs,
+                }
+            )
+        self.trials, self.study_attrs = restored, attrs
+
+    def _build(self, storage: Any) -> Any:
+        """A study in ``storage`` (in memory) holding the told trials, with this generation's sampler."""
+        import optuna
+        from optuna.samplers import NSGAIISampler, TPESampler
+        from optuna.samplers.nsgaii import SBXCrossover
+        from optuna.trial import TrialState, create_trial
+
+        config, seed = self.config, generation_seed(self.seed, self.generation)
         if config.sampler == "nsga2":
             with warnings.catch_warnings():  # SBXCrossover is marked experimental; it is the paper's operator
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -171,44 +352,44 @@ class OptunaProposer(Proposer):
                 population_size=config.population,
                 crossover=crossover,
                 crossover_prob=config.crossover_prob,
-                mutation_prob=config.mutation_prob / len(space.upper),
+                mutation_prob=config.mutation_prob / len(self.space.upper),
                 seed=seed,
             )
         else:
             sampler = TPESampler(seed=seed)
-        self.study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
-        self.distributions = {f"g{i}": IntDistribution(0, int(u)) for i, u in enumerate(space.upper)}
-        for genome in self.initial(np.random.default_rng(seed))[: round(config.seed_fraction * config.population)]:
-            self.study.enqueue_trial({f"g{i}": int(g) for i, g in enumerate(genome)})
-        self._trials: list[Any] = []
+        study = optuna.create_study(storage=storage, directions=["minimize", "minimize"], sampler=sampler)
+        study_id = storage.get_study_id_from_name(study.study_name)
+        for key, value in self.study_attrs.items():
+            storage.set_study_system_attr(study_id, key, value)
+        study.add_trials(
+            [
+                create_trial(
+                    state=TrialState[t["state"]],
+                    params={f"g{i}": g for i, g in enumerate(t["genome"])},
+                    distributions=self.distributions,
+                    values=t["values"],
+                    system_attrs=t["system_attrs"],
+                )
+                for t in self.trials
+            ]
+        )
+        return study
 
-    def ask(self) -> np.ndarray:
-        self._trials = [self.study.ask(self.distributions) for _ in range(self.config.population)]
-        return np.array([[t.params[name] for name in self.distributions] for t in self._trials], dtype=int)
 
-    def tell(self, objectives: np.ndarray, ok: np.ndarray) -> None:
-        from optuna.trial import TrialState
+def optuna_storage() -> Any:
+    from optuna.storages import InMemoryStorage
 
-        for trial, values, success in zip(self._trials, objectives, ok):
-            if success:
-                self.study.tell(trial, [float(v) for v in values])
-            else:
-                self.study.tell(trial, state=TrialState.FAIL)
-        self._trials = []
-        self.generation += 1
+    return InMemoryStorage()
 
 
 class RandomProposer(Proposer):
     """Uniformly random genomes each generation (after the same seeded first generation): the baseline."""
 
-    def __init__(self, space: Space, config: ProposerConfig, seed: int) -> None:
-        super().__init__(space, config, seed)
-        self.rng = np.random.default_rng(seed)
-
     def ask(self) -> np.ndarray:
         if self.generation == 0:
-            return self.initial(self.rng)
-        return self.space.random(self.rng, self.config.population).astype(int)
+            return self.initial(np.random.default_rng(self.seed))
+        rng = np.random.default_rng(generation_seed(self.seed, self.generation))
+        return self.space.random(rng, self.config.population).astype(int)
 
     def tell(self, objectives: np.ndarray, ok: np.ndarray) -> None:
         self.generation += 1
@@ -219,3 +400,45 @@ PROPOSERS: dict[str, type[Proposer]] = {"pymoo": PymooProposer, "optuna": Optuna
 
 def make_proposer(space: Space, config: ProposerConfig, seed: int) -> Proposer:
     return PROPOSERS[config.backend](space, config, seed)
+
+
+def _field(data: Any, name: str) -> Any:
+    if not isinstance(data, dict) or name not in data:
+        raise ValueError(f"{name!r} is missing")
+    return data[name]
+
+
+def _count(value: Any, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{what} must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _integers(value: Any, what: str) -> list[int]:
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"{what} must be a list of integers")
+    return list(value)
+
+
+def _pair(value: Any) -> list[Any]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError(f"expected two objective values, got {value!r}")
+    return value
+
+
+def _number(value: Any, what: str) -> float:
+    """A stored number: a finite JSON number, or one of :func:`_encoded`'s strings for an infinity or NaN."""
+    if isinstance(value, str) and value in ("inf", "-inf", "nan"):
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    return float(value)
+
+
+def _encoded(value: float) -> float | str:
+    """``value`` as strict JSON: pymoo gives the ends of a front an infinite crowding distance."""
+    return value if np.isfinite(value) else str(value)
+
+
+def _decoded(value: float | str) -> float:
+    return float(value)

@@ -1,71 +1,75 @@
-"""Proposer snapshots: pickles, because pymoo's and Optuna's algorithm state has no other format.
+"""Proposer snapshots: the proposer's state as a JSON document, never a pickle.
 
-A pickle can run any code when it is loaded. Snapshots are only read from the search's own
-database, after their checksum (:meth:`prunesched.storage.Store.latest_snapshot`); on top of
-that, :func:`loads` resolves only what a proposer is made of: classes of pymoo, Optuna,
-prunesched and the standard types, and a short list of functions those pickles name. A payload
-that calls ``os.system`` or ``builtins.eval`` is refused before anything is imported or run.
-Anyone who can write the database can still hand prunesched a proposer of their making, so the
-database must be trusted like the code.
+A snapshot is UTF-8 JSON::
+
+    {"format": "prunesched.proposer-state", "version": 1, "backend": "pymoo", "sampler": "nsga2",
+     "state": {"generation": 3, ...}}
+
+``state`` is :meth:`prunesched.search.proposers.Proposer.state`: for pymoo the surviving
+population (genomes, objectives, constraint violations, ranks and crowding distances) and
+whether pymoo ran out of new genomes; for Optuna every told trial (genes, values, state, system
+attributes) and the study's system attributes; for random search the generation alone. A
+proposer is rebuilt from the search's stored config and seed plus this data, so loading a
+snapshot constructs nothing it names: a planted snapshot is at worst a wrong population, and a
+malformed one is refused in one line.
 """
 
 from __future__ import annotations
 
-import io
-import pickle
+import json
+from typing import Any
 
 from prunesched.errors import StorageError
-from prunesched.search.proposers import Proposer
+from prunesched.search.proposers import STATE_VERSION, Proposer, ProposerConfig, make_proposer
+from prunesched.search.spaces import Space
 
-CLASS_PACKAGES = frozenset({"pymoo", "optuna", "prunesched", "builtins", "datetime"})
-"""Packages whose classes a snapshot may rebuild."""
-
-CALLABLES = frozenset(
-    {
-        *(f"numpy.{core}.multiarray.{name}" for core in ("core", "_core") for name in ("_reconstruct", "scalar")),
-        "numpy.dtype",
-        "numpy.ndarray",
-        "numpy.sum",
-        *(f"numpy.random._pickle.__{kind}_ctor" for kind in ("bit_generator", "generator", "randomstate")),
-        "numpy.random.bit_generator.SeedSequence",
-        "numpy.random.bit_generator.__pyx_unpickle_SeedSequence",
-        *(
-            f"numpy.random._{module}.{name}"
-            for module, name in (
-                ("mt19937", "MT19937"),
-                ("pcg64", "PCG64"),
-                ("pcg64", "PCG64DXSM"),
-                ("philox", "Philox"),
-                ("sfc64", "SFC64"),
-            )
-        ),
-        "pymoo.algorithms.moo.nsga2.binary_tournament",
-        "pymoo.core.duplicate.default_attr",
-        "pymoo.operators.survival.rank_and_crowding.metrics.calc_crowding_distance",
-        "optuna.samplers._tpe.sampler.default_weights",
-    }
-)
-"""Everything else a snapshot may name: numpy's reconstructors and the functions pymoo's and Optuna's objects hold."""
+FORMAT = "prunesched.proposer-state"
 
 
 def dumps(proposer: Proposer) -> bytes:
-    return pickle.dumps(proposer)
+    """``proposer``'s state as a snapshot document (strict JSON, keys sorted)."""
+    document = {
+        "format": FORMAT,
+        "version": STATE_VERSION,
+        "backend": proposer.config.backend,
+        "sampler": proposer.config.sampler,
+        "state": proposer.state(),
+    }
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
-def loads(data: bytes) -> Proposer:
-    """The proposer in ``data``; a :class:`StorageError` if it names anything outside the allow-list."""
-    proposer = _Unpickler(io.BytesIO(data)).load()
-    if not isinstance(proposer, Proposer):
-        raise StorageError(f"the algorithm snapshot holds a {type(proposer).__name__}, not a proposer; refusing to use it")
+def loads(data: bytes, space: Space, config: ProposerConfig, seed: int) -> Proposer:
+    """The proposer of a search (its ``space``, proposer ``config`` and ``seed``) in the state of the snapshot ``data``.
+
+    Raises :class:`StorageError` in one line for anything that is not a snapshot of this format,
+    version and backend, a pickle written by an older prunesched included.
+    """
+    try:
+        document = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError):
+        raise StorageError(
+            "the algorithm snapshot is not a JSON proposer state (a pickle from an older prunesched?); "
+            "prunesched never unpickles snapshots, so this search cannot be resumed: start it again"
+        ) from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise StorageError(f"the algorithm snapshot is not a {FORMAT} document; refusing to use it")
+    if document.get("version") != STATE_VERSION:
+        raise StorageError(
+            f"the algorithm snapshot is version {document.get('version')!r} of {FORMAT}; this prunesched reads version {STATE_VERSION}"
+        )
+    wanted = (config.backend, config.sampler)
+    if (document.get("backend"), document.get("sampler")) != wanted:
+        raise StorageError(
+            f"the algorithm snapshot is of backend {document.get('backend')!r}/{document.get('sampler')!r} "
+            f"but the search's config says {wanted[0]!r}/{wanted[1]!r}; refusing to use it"
+        )
+    proposer = make_proposer(space, config, seed)
+    try:
+        proposer.restore(document.get("state"))
+    except ValueError as exc:
+        raise StorageError(f"the algorithm snapshot's state is malformed: {exc}; refusing to use it") from None
     return proposer
 
 
-class _Unpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> object:
-        qualified = f"{module}.{name}"
-        package = module.split(".")[0]
-        if qualified in CALLABLES or package in CLASS_PACKAGES:  # checked before the module is imported
-            found = super().find_class(module, name)
-            if qualified in CALLABLES or isinstance(found, type):
-                return found
-        raise StorageError(f"the algorithm snapshot names {qualified}, which no proposer is made of; refusing to load it")
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

@@ -9,7 +9,7 @@ this file, never through ``create_all``.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -20,7 +20,7 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
 class Search(Base):
@@ -92,9 +92,9 @@ class Evaluation(Base):
 class Generation(Base):
     """The state after a generation was told: its front, hypervolume and the algorithm snapshot.
 
-    ``snapshot`` is the pickled proposer, with its SHA-256 checked before it is ever unpickled.
-    Only the latest generation keeps it (a resume needs nothing older, and an Optuna study's
-    snapshot grows with every trial).
+    ``snapshot`` is the proposer's state as a JSON document (:mod:`prunesched.search.snapshot`),
+    never a pickle, with its SHA-256 checked before it is read. Only the latest generation keeps
+    it (a resume needs nothing older, and an Optuna snapshot grows with every trial).
     """
 
     __tablename__ = "generations"

@@ -97,3 +97,57 @@ def test_a_coordinator_killed_anywhere_resumes_to_the_uninterrupted_front(run, u
     if point == "export":  # killed between writing and renaming: no schedule file, no export recorded
         assert not (tmp_path / EXPORT).exists() and store.exports(1) == []
         assert Schedule.load(tmp_path / f".{EXPORT}.partial").hash in hashes  # what was written was whole
+
+
+OPTUNA = CONFIG | {"seed": 11, "proposer": {"backend": "optuna", "sampler": "nsga2", "population": 6, "generations": 3}}
+"""A real Optuna NSGA-II search: its snapshot is the told trials as JSON (optuna 5's sampler holds a lock and cannot be pickled)."""
+
+
+def fronts(db: Path, search_id: int) -> list[tuple[int, float | None, list[str]]]:
+    store = Store(db)
+    return [
+        (g.number, g.hypervolume, sorted(c.schedule_hash for c, _ in store.candidates_by_id(g.front))) for g in store.generations(search_id)
+    ]
+
+
+@pytest.mark.parametrize("point", ["commit", "snapshot"])
+def test_an_optuna_nsga2_search_killed_and_resumed_ends_as_an_uninterrupted_one(point, tmp_path, observe):
+    """Killed mid-generation 1 (after an evaluation's commit) or while storing generation 1; resumed in this process."""
+    import ray
+
+    whole, whole_log = tmp_path / "whole.db", tmp_path / "whole.log"
+    reference = launch(SearchConfig.from_dict(OPTUNA), whole, factory=lambda: RecordingEvaluator(whole_log))
+    count = {"commit": len(evaluated_hashes(whole_log)) // 2 + 1, "snapshot": 2}[point]
+
+    db, before, after = tmp_path / "s.db", tmp_path / "before.log", tmp_path / "after.log"
+    config = OPTUNA | {"dispatch": OPTUNA["dispatch"] | {"address": ray.get_runtime_context().gcs_address}}
+    child = subprocess.run(
+        [sys.executable, "-m", "tests.reliability.crasher", str(db), str(before), point, str(count), json.dumps(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    done_at_kill = {c.schedule_hash for c, _ in Store(db).evaluations(1, status="done")}
+    generations_at_kill = len(Store(db).generations(1))
+    assert done_at_kill and generations_at_kill < 3
+
+    resume(1, db, factory=lambda: RecordingEvaluator(after))
+    store = Store(db)
+    done = [c.schedule_hash for c, _ in store.evaluations(1, status="done")]
+    observe(
+        "coordinator crash",
+        backend="optuna nsga2",
+        point=point,
+        passage=count,
+        generations_at_kill=generations_at_kill,
+        evaluations=len(done),
+        evaluated_again=len(done_at_kill & set(evaluated_hashes(after))),
+        same_fronts=fronts(db, 1) == fronts(whole, reference),
+    )
+    assert store.search(1).status == "finished"
+    assert done_at_kill <= set(done) and len(done) == len(set(done)) == len(store.evaluations(1))  # nothing lost, all done
+    assert not done_at_kill & set(evaluated_hashes(after))  # nothing finished before the kill ran again
+    assert sorted(done) == sorted(c.schedule_hash for c, _ in Store(whole).evaluations(reference, status="done"))
+    assert fronts(db, 1) == fronts(whole, reference) and len(fronts(db, 1)) == 3

@@ -1,12 +1,16 @@
-"""Proposers: the paper's first generation, deterministic snapshots, pymoo's short asks, and the synthetic front."""
+"""Proposers: the paper's first generation, snapshots as data, pymoo's short asks, and the synthetic front."""
 
 from __future__ import annotations
 
 import itertools
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from prunesched.errors import StorageError
 from prunesched.runtime.schedule import StepPlan
 from prunesched.search import snapshot
 from prunesched.search.evaluators import SyntheticEvaluator, synthetic_front
@@ -25,13 +29,56 @@ def _objectives(genomes):
 
 @pytest.mark.parametrize(("backend", "sampler"), [("pymoo", "nsga2"), ("optuna", "nsga2"), ("optuna", "tpe"), ("random", "nsga2")])
 def test_a_snapshot_after_tell_asks_exactly_what_the_original_asks(backend, sampler):
-    proposer = make_proposer(SPACE, ProposerConfig(backend=backend, sampler=sampler, population=6, generations=5), seed=3)
-    for _ in range(2):
+    config = ProposerConfig(backend=backend, sampler=sampler, population=6, generations=5)
+    proposer = make_proposer(SPACE, config, seed=3)
+    for generation in range(3):
         genomes = proposer.ask()
-        proposer.tell(_objectives(genomes), np.ones(len(genomes), dtype=bool))
-    copy = snapshot.loads(snapshot.dumps(proposer))  # through the allow-list of what a proposer is made of
-    assert copy.generation == proposer.generation == 2
+        ok = np.arange(len(genomes)) % 4 != generation  # a failure or two in every generation
+        proposer.tell(_objectives(genomes), ok)
+    data = snapshot.dumps(proposer)
+    json.loads(data, parse_constant=lambda c: pytest.fail(f"{c} in a snapshot"))  # strict JSON
+    copy = snapshot.loads(data, SPACE, config, seed=3)
+    assert copy.generation == proposer.generation == 3
+    assert snapshot.dumps(copy) == data
     np.testing.assert_array_equal(copy.ask(), proposer.ask())
+
+
+ASK_TWICE = """
+import sys, numpy as np
+from prunesched.search.proposers import ProposerConfig, make_proposer
+from prunesched.search.spaces import DatoSpace
+from tests.search.test_proposers import _objectives, SPACE
+proposer = make_proposer(SPACE, ProposerConfig(backend=sys.argv[1], sampler=sys.argv[2], population=6, generations=5), seed=3)
+for _ in range(3):
+    genomes = proposer.ask()
+    proposer.tell(_objectives(genomes), np.ones(len(genomes), dtype=bool))
+print(proposer.ask().tolist())
+"""
+
+
+@pytest.mark.parametrize(("backend", "sampler"), [("pymoo", "nsga2"), ("optuna", "nsga2"), ("optuna", "tpe")])
+def test_asks_depend_on_the_seed_alone_not_on_the_process(backend, sampler):
+    """No global random state leaks in: two fresh processes with one seed ask for the same genomes."""
+    runs = [
+        subprocess.run([sys.executable, "-c", ASK_TWICE, backend, sampler], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    ]
+    assert runs[0] == runs[1] and runs[0].startswith("[[")
+
+
+def test_a_snapshot_is_refused_when_it_does_not_fit_the_search():
+    config = ProposerConfig(population=4, generations=3)
+    proposer = make_proposer(SPACE, config, seed=0)
+    genomes = proposer.ask()
+    proposer.tell(_objectives(genomes), np.ones(len(genomes), dtype=bool))
+    document = json.loads(snapshot.dumps(proposer))
+    with pytest.raises(StorageError, match="backend 'pymoo'/'nsga2' but the search's config says 'optuna'"):
+        snapshot.loads(snapshot.dumps(proposer), SPACE, ProposerConfig(backend="optuna", population=4), seed=0)
+    document["state"]["population"][0]["genome"] = [99] * len(SPACE.upper)
+    with pytest.raises(StorageError, match=r"state is malformed: population member 0's genome .* does not fit the space"):
+        snapshot.loads(json.dumps(document).encode(), SPACE, config, seed=0)
+    with pytest.raises(StorageError, match=r"not a JSON proposer state .* never unpickles"):
+        snapshot.loads(b"\x80\x04\x95\x10\x00", SPACE, config, seed=0)
 
 
 @pytest.mark.parametrize("backend", ["pymoo", "optuna", "random"])
@@ -62,10 +109,9 @@ def test_failed_evaluations_are_ranked_behind_every_success_by_pymoo():
     genomes = proposer.ask()
     ok = np.arange(len(genomes)) % 2 == 0
     proposer.tell(_objectives(genomes), ok)
-    survivors = proposer.algorithm.pop.get("X")
-    best_rank = proposer.algorithm.pop.get("rank")
     failed = {tuple(g) for g, success in zip(genomes, ok) if not success}
-    assert all(tuple(x) not in failed for x, r in zip(survivors, best_rank) if r == 0)
+    best = [tuple(m["genome"]) for m in proposer.state()["population"] if m["rank"] == 0]
+    assert best and not failed & set(best)
 
 
 def test_the_synthetic_front_is_the_brute_force_front():

@@ -61,7 +61,7 @@ def test_a_pipeline_search_on_two_actors_stores_everything_and_exports_a_schedul
     generations = store.generations(search_id)
     assert [g.number for g in generations] == [0, 1]
     assert all(g.front and g.hypervolume is not None for g in generations)
-    assert snapshot.loads(store.latest_snapshot(search_id)).generation == 2
+    assert snapshot.loads(store.latest_snapshot(search_id), config.space, config.proposer, config.seed).generation == 2
     assert updates[-1].generation_stored and updates[-1].done == len(rows)
 
     runner = CliRunner()
