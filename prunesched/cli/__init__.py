@@ -45,13 +45,13 @@ def main() -> None:
 
 COMMANDS = (
     search.search,
-    search.front,
-    search.export,
+    search.front_command,
+    search.export_command,
     search.history,
     report.report,
     report.compare,
     report.export_optuna,
-    search.db,
+    search.db_group,
     schedule.schedule,
     evaluate.evaluate,
     demo.demo,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -110,14 +110,14 @@ def search_status(search_id: int | None, db: str) -> None:
 @click.option("--generation", type=int, default=None, help="Front after this generation (default: the latest).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @DB_OPTION
-def front(search_id: int, generation: int | None, as_json: bool, db: str) -> None:
+def front_command(search_id: int, generation: int | None, as_json: bool, db: str) -> None:
     """The Pareto front of a search: every non-dominated schedule with its metrics."""
-    from prunesched.search.review import front
+    from prunesched.search import review
     from prunesched.storage import Store
 
     store = Store(db)
     names = store.search(search_id).objectives
-    number, points = front(store, search_id, generation)
+    number, points = review.front(store, search_id, generation)
     if as_json:
         click.echo(json.dumps([row_dict(p.candidate, p.evaluation, names) for p in points], indent=2))
         return
@@ -153,9 +153,11 @@ def front(search_id: int, generation: int | None, as_json: bool, db: str) -> Non
 @click.option("--candidate", "candidate_id", type=int, default=None, help="Export this candidate instead of picking.")
 @click.option("--generation", type=int, default=None, help="Pick from the front after this generation (default: the latest).")
 @DB_OPTION
-def export(search_id: int, output: Path, how: str, weight: float, candidate_id: int | None, generation: int | None, db: str) -> None:
+def export_command(
+    search_id: int, output: Path, how: str, weight: float, candidate_id: int | None, generation: int | None, db: str
+) -> None:
     """Write one schedule of a search, with its provenance, to a JSON file that prunesched.apply loads."""
-    from prunesched.search.review import export
+    from prunesched.search import review
     from prunesched.storage import Store
 
     source = click.get_current_context().get_parameter_source
@@ -165,7 +167,7 @@ def export(search_id: int, output: Path, how: str, weight: float, candidate_id: 
         raise click.UsageError(
             f"--candidate names the schedule to export; {', '.join(picking)} (which pick from a front) cannot come with it"
         )
-    schedule = export(Store(db), search_id, output, how, weight, candidate_id, generation)
+    schedule = review.export(Store(db), search_id, output, how, weight, candidate_id, generation)
     click.echo(f"wrote candidate {schedule.provenance['candidate']} ({schedule.provenance['pick']}) to {output}")
 
 
@@ -244,11 +246,11 @@ def history(
 
 
 @click.group("db")
-def db() -> None:
+def db_group() -> None:
     """Maintain search databases."""
 
 
-@db.command("upgrade")
+@db_group.command("upgrade")
 @DB_OPTION
 def db_upgrade(db: str) -> None:
     """Migrate a search database to this version's schema."""
@@ -277,6 +279,6 @@ def in_ranges(metrics: dict | None, ranges: list[tuple[str, float, float]]) -> b
     return all(low <= (metrics or {}).get(name, {}).get("value", math.nan) <= high for name, low, high in ranges)
 
 
-def _given(**options: object) -> dict[str, object]:
+def _given(**options: Any) -> dict[str, Any]:
     """The options the user gave (not None), to override the config's values."""
     return {name: value for name, value in options.items() if value is not None}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -49,7 +50,7 @@ def test_launch_reports_progress_and_status_shows_the_finished_search(searched):
     assert "generation 2/2" in output and "search 1 finished" in output
     status = run("search", "status", "--db", str(db))
     assert status.exit_code == 0
-    line = [row for row in status.output.splitlines() if row.startswith("1 ")][0].split()
+    line = next(row for row in status.output.splitlines() if row.startswith("1 ")).split()
     assert line[:4] == ["1", "cli", "finished", "2/2"]
     config = json.loads(run("history", "--json", "--db", str(db)).output)[0]["config"]
     assert config["proposer"]["backend"] == "optuna"  # --backend overrides the file
@@ -61,7 +62,7 @@ def test_front_json_lists_non_dominated_points(searched):
     assert result.exit_code == 0, result.output
     points = json.loads(result.output)
     values = [(p["objectives"]["error"], p["objectives"]["cost"]) for p in points]
-    assert values == sorted(values) and all(b[1] < a[1] for a, b in zip(values, values[1:]))
+    assert values == sorted(values) and all(b[1] < a[1] for a, b in itertools.pairwise(values))
     earlier = json.loads(run("front", "1", "--generation", "0", "--json", "--db", str(db)).output)
     assert earlier and all(p["generation_born"] == 0 for p in earlier)
 
@@ -181,3 +182,22 @@ def test_ctrl_c_during_a_search_says_how_to_resume_it(capsys):
         raise KeyboardInterrupt
     assert stopped.value.code == 130
     assert "search 3 interrupted; continue it with 'prunesched search resume 3 --db runs.db'" in capsys.readouterr().err
+
+
+def test_no_command_function_is_shadowed_by_a_name_it_imports_or_takes():
+    """A command's local import or parameter that reuses a module-level name (``front``, ``export``, ``db``) hides it inside."""
+    import ast
+    import inspect
+
+    import prunesched.cli.search as module
+
+    tree = ast.parse(inspect.getsource(module))
+    top = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    shadowed = []
+    for function in (node for node in tree.body if isinstance(node, ast.FunctionDef)):
+        local = {a.arg for a in function.args.args + function.args.kwonlyargs}
+        for node in ast.walk(function):
+            if isinstance(node, ast.ImportFrom):
+                local |= {alias.asname or alias.name for alias in node.names}
+        shadowed += [f"{function.name}: {name}" for name in sorted(local & top)]
+    assert shadowed == []
