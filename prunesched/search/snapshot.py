@@ -48,8 +48,8 @@ def loads(data: bytes, space: Space, config: ProposerConfig, seed: int) -> Propo
         document = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError):
         raise StorageError(
-            "the algorithm snapshot is not a JSON proposer state (a pickle from an older prunesched?); "
-            "prunesched never unpickles snapshots, so this search cannot be resumed: start it again"
+            "the algorithm snapshot is not a JSON proposer state (a pickle from an older prunesched?) and prunesched "
+            "never unpickles snapshots; resume this search with the version that wrote it, or start a new one"
         ) from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise StorageError(f"the algorithm snapshot is not a {FORMAT} document; refusing to use it")

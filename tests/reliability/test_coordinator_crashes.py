@@ -136,15 +136,15 @@ def test_an_optuna_nsga2_search_killed_and_resumed_ends_as_an_uninterrupted_one(
     resume(1, db, factory=lambda: RecordingEvaluator(after))
     store = Store(db)
     done = [c.schedule_hash for c, _ in store.evaluations(1, status="done")]
-    observe(
+    observe(  # the fields of the random-kill runs, so the reliability page shows these runs in the same table
         "coordinator crash",
-        backend="optuna nsga2",
+        run=f"optuna nsga2 ({generations_at_kill}/3 generations stored)",
         point=point,
         passage=count,
-        generations_at_kill=generations_at_kill,
+        status=store.search(1).status,
         evaluations=len(done),
         evaluated_again=len(done_at_kill & set(evaluated_hashes(after))),
-        same_fronts=fronts(db, 1) == fronts(whole, reference),
+        same_front=fronts(db, 1) == fronts(whole, reference),
     )
     assert store.search(1).status == "finished"
     assert done_at_kill <= set(done) and len(done) == len(set(done)) == len(store.evaluations(1))  # nothing lost, all done
