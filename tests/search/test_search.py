@@ -6,6 +6,7 @@ problem (deterministic, instant) so that fronts can be compared exactly.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -211,3 +212,22 @@ def test_a_worker_that_dies_or_hangs_is_replaced_and_its_candidate_evaluated_aga
     assert struck.status == "done" and struck.attempts == 2
     assert all(e.status == "done" for e in rows.values())
     assert sorted(evaluated_hashes(log)) == sorted(rows)  # every schedule finished exactly once
+
+
+def test_a_snapshot_that_is_not_the_latest_generations_is_refused(tmp_path):
+    from importlib.metadata import version
+
+    from prunesched.errors import StorageError
+    from prunesched.search.proposers import make_proposer
+
+    config = synthetic_config()
+    store = Store(tmp_path / "s.db", mode="create")
+    search_id = store.create_search(config.name, config.to_dict(), config.seed, config.objectives, version("prunesched"))
+    proposer = make_proposer(config.space, config.proposer, config.seed)
+    for _ in range(2):  # two generations told, but only the first stored
+        genomes = proposer.ask()
+        proposer.tell(np.ones((len(genomes), 2)), np.ones(len(genomes), dtype=bool))
+    store.save_generation(search_id, 0, [], [], None, snapshot.dumps(proposer))
+    store.set_status(search_id, "interrupted")
+    with pytest.raises(StorageError, match="snapshot is at generation 2, not after the latest stored one"):
+        resume(search_id, tmp_path / "s.db")
