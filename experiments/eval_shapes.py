@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
-from prunesched.evaluation.evaluate import EvalSettings, Evaluation
+from prunesched.evaluation.evaluate import PipelineEvaluator
 from prunesched.evaluation.generation import load_images, tile
+from prunesched.evaluation.settings import PipelineSettings
 from prunesched.evaluation.stats import metric
 from prunesched.models.shapes import fingerprint
 from prunesched.models.shapes.data import save_samples, scene
@@ -41,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     began = time.perf_counter()
     real = save_samples(args.work / "shapes-heldout-real", args.real)
-    settings = EvalSettings(
+    settings = PipelineSettings(
         images=args.images,
         num_inference_steps=args.steps,
         guidance_scale=7.5,
@@ -50,7 +51,7 @@ def main() -> None:
         batch_size=25,
         cache_dir=str(args.work / "cache"),
     )
-    evaluation = Evaluation(settings)
+    evaluation = PipelineEvaluator(settings)
     generated = evaluation.quality(evaluation.full_images)
     captions = list(evaluation.generator.spec.prompts)
     rendered = load_images(real, args.real)

@@ -12,7 +12,7 @@ A config is a TOML file (docs/experiments.md lists them all):
     [paths]                         # local inputs, checked before any work starts
     sd15 = { path = "~/models/stable-diffusion-v1-5", what = "Stable Diffusion 1.5, a diffusers folder" }
 
-    [evaluator]                     # table: the keys of prunesched.evaluation.EvalSettings;
+    [evaluator]                     # table: the keys of prunesched.evaluation.settings.PipelineSettings;
     model = "{sd15}"                #   "{name}" is replaced by the path of [paths] name
 
     [[rows]]                        # table: one evaluated schedule per row, the paper's numbers beside it
@@ -132,13 +132,14 @@ def row_schedule(spec: Any, steps: int) -> Schedule:
 
 def run_table(config: dict[str, Any], out: Path, plot_path: Path | None) -> dict[str, Any]:
     """Evaluate every row with a schedule, then write the rows (measured and the paper's) as JSON and Markdown."""
-    from prunesched.evaluation.evaluate import EvalSettings, Evaluation
+    from prunesched.evaluation.evaluate import PipelineEvaluator
+    from prunesched.evaluation.settings import PipelineSettings
 
     rows = config.get("rows")
     if not isinstance(rows, list) or not rows or not all(isinstance(r, Mapping) and isinstance(r.get("label"), str) for r in rows):
         raise ConfigError("a table config needs [[rows]], each with a label")
     try:
-        settings = EvalSettings(**config.get("evaluator", {}))
+        settings = PipelineSettings(**config.get("evaluator", {}))
     except TypeError as exc:
         raise ConfigError(f"[evaluator]: {exc}") from None
     for row in rows:  # a bad schedule is refused before minutes of preparation
@@ -146,7 +147,7 @@ def run_table(config: dict[str, Any], out: Path, plot_path: Path | None) -> dict
             row_schedule(row["schedule"], settings.num_inference_steps)
     began = time.perf_counter()
     print(f"preparing the full model's {settings.images} images, reference features and cost tables (cached for the next run)", flush=True)
-    evaluation = Evaluation(settings)
+    evaluation = PipelineEvaluator(settings)
     schedules = [row_schedule(r["schedule"], evaluation.steps) if "schedule" in r else None for r in rows]
     results = []
     for row, schedule in zip(rows, schedules):

@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from prunesched.evaluation.evaluate import EvalSettings, Evaluation
+from prunesched.evaluation.evaluate import PipelineEvaluator
 from prunesched.evaluation.generation import load_images, tile
+from prunesched.evaluation.settings import PipelineSettings
 from prunesched.evaluation.stats import Metrics
 from prunesched.runtime.paper_tables import dato_ours_b1
 from prunesched.runtime.schedule import Schedule
@@ -47,9 +48,11 @@ def run_demo(
     log: Callable[[str], None] = print,
 ) -> list[DemoRow]:
     """Generate the full model's images and each demo schedule's, score them, and time ``repeats`` paired runs."""
-    settings = EvalSettings(images=images, num_inference_steps=num_inference_steps, reference="model", repeats=repeats, cache_dir=cache_dir)
+    settings = PipelineSettings(
+        images=images, num_inference_steps=num_inference_steps, reference="model", repeats=repeats, cache_dir=cache_dir
+    )
     log(f"loading the shapes model and generating {images} full-model images ({num_inference_steps} steps)...")
-    evaluation = Evaluation(settings)
+    evaluation = PipelineEvaluator(settings)
     rows = [DemoRow("full model", evaluation.full_images, {})]
     for name, schedule in demo_schedules(evaluation.steps).items():
         log(f"{name}: generating, scoring and timing...")

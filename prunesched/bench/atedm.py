@@ -25,8 +25,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from prunesched import AtedmConfig, PruneLess, Schedule, StepPlan
 from prunesched.bench.goals import latency_tracks_macs, matches_paper
 from prunesched.bench.loop import DenoiserLoop, inputs_like
-from prunesched.bench.timing import RELATIVE, Sample, Stopwatch, paired, timing_device
+from prunesched.bench.paired_timing import RELATIVE, paired
 from prunesched.models.configs import SDXL_UNET
+from prunesched.timing import timing_device
 
 PAPER_REDUCTION = 0.388
 """AT-EDM's FLOPs saving on SDXL at rho = 63 % with DSAP (6.7 T -> 4.1 T per step)."""
@@ -95,7 +96,7 @@ def count_macs(config: AtedmBenchConfig, latent: int, ratio: float | None = None
         if kinds is not None and name not in kinds:
             continue
         counter = FlopCounterMode(display=False)
-        loop.run(schedule, lambda _i: counter)
+        loop.run(schedule, lambda _i: counter)  # noqa: B023 (run returns before the loop moves on)
         macs[name] = counter.get_total_flops() // 2
     return macs
 
@@ -120,15 +121,13 @@ def ratio_for_budget(config: AtedmBenchConfig, budget: float, latent: int) -> fl
 def time_steps(config: AtedmBenchConfig, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     """Each pruned step kind's time relative to a full step timed just before it, with random weights."""
     unet = UNet2DConditionModel.from_config(config.unet).to(device, dtype).eval()
-    loop, watch, out = sdxl_loop(unet, config.latency_latent, config.batch), Stopwatch(device), {}
+    loop, out = sdxl_loop(unet, config.latency_latent, config.batch), {}
     pairs = 1 + config.repeats  # the first pair warms up
     for name, schedule in step_schedules(config, 2 * pairs).items():
         if name == "full":
             continue
         steps = tuple(StepPlan("full", 0.0) if i % 2 == 0 else s for i, s in enumerate(schedule.steps))
-        times: list[Sample] = []
-        loop.run(dataclasses.replace(schedule, steps=steps), lambda _i: watch.region(times))
-        out[name] = paired(times)
+        out[name] = paired(loop.time_schedule(dataclasses.replace(schedule, steps=steps)))
     return out
 
 

@@ -25,8 +25,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from prunesched import Schedule, StepPlan
 from prunesched.bench.goals import latency_tracks_macs, matches_paper
 from prunesched.bench.loop import DenoiserLoop, inputs_like
-from prunesched.bench.timing import RELATIVE, Sample, Stopwatch, paired, timing_device
+from prunesched.bench.paired_timing import RELATIVE, paired
 from prunesched.models.configs import SD3_MEDIUM_TRANSFORMER
+from prunesched.timing import timing_device
 
 PAPER_MACS = {"full": 168.28e12, "cat": 90.28e12}
 """SD3-medium at 1024x1024, 28 steps, per image (CAT Pruning, Table 2)."""
@@ -88,7 +89,7 @@ def count_macs(config: CatBenchConfig, latent: int) -> dict[str, list[int]]:
     macs = {}
     for name, schedule in schedules.items():
         counters = [FlopCounterMode(display=False) for _ in range(config.steps)]
-        loop.run(schedule, lambda i: counters[i])
+        loop.run(schedule, counters.__getitem__)  # step i counts into counters[i]
         macs[name] = [counter.get_total_flops() // 2 for counter in counters]
     return macs
 
@@ -100,12 +101,10 @@ def time_steps(config: CatBenchConfig, device: torch.device, dtype: torch.dtype)
     warm-up pair); the next one clusters, so the one-time K-means is inside the timed pairs.
     """
     transformer = SD3Transformer2DModel.from_config(config.transformer).to(device, dtype).eval()
-    loop, watch = sd3_loop(transformer, config.latency_latent, config.batch, config.text_tokens), Stopwatch(device)
+    loop = sd3_loop(transformer, config.latency_latent, config.batch, config.text_tokens)
     pruned = Schedule.cat(1, t0=0, alpha=config.alpha)
     alternating = dataclasses.replace(pruned, steps=(StepPlan(), pruned.steps[0]) * (1 + config.repeats))
-    times: list[Sample] = []
-    loop.run(alternating, lambda _i: watch.region(times))
-    return paired(times)
+    return paired(loop.time_schedule(alternating))
 
 
 def run_cat_bench(config: CatBenchConfig, log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:

@@ -8,6 +8,7 @@ full resolution cost neither compute nor weights.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 
 import prunesched
 from prunesched import Schedule
+from prunesched.timing import Sample, Stopwatch
 
 
 def inputs_like(module: nn.Module, seed: int = 0) -> Callable[..., Tensor]:
@@ -32,26 +34,40 @@ def inputs_like(module: nn.Module, seed: int = 0) -> Callable[..., Tensor]:
 
 
 class DenoiserLoop:
-    """Calls of one denoiser, one per timestep of a schedule-length loop, with ``scheduler.step`` after each.
+    """Calls of one denoiser, one per timestep of a loop, with ``scheduler.step`` after each, as a pipeline makes them.
 
     ``pipe`` holds the denoiser (as ``unet`` or ``transformer``) and the scheduler, which is all
     ``prunesched.apply`` needs; ``call(sample, t)`` makes one denoiser call and returns its output.
-    The sample fed to every call stays the same: only the cost matters here.
+    The sample fed to every call stays the same: only the cost matters here. ``watch`` times
+    calls on the sample's device. Every benchmark drives its denoiser through this one class.
     """
 
     def __init__(self, pipe: SimpleNamespace, call: Callable[[Tensor, Tensor], Tensor], sample: Tensor) -> None:
         self.pipe = pipe
         self.call = call
         self.sample = sample
+        self.watch = Stopwatch(sample.device)
 
-    def run(self, schedule: Schedule, around: Callable[[int], Any]) -> None:
-        """One generation of ``len(schedule)`` iterations; each denoiser call runs inside the context ``around(i)``."""
+    def run(self, schedule: Schedule, around: Callable[[int], AbstractContextManager[Any]]) -> None:
+        """One generation of ``len(schedule)`` iterations with ``schedule`` applied; each call runs inside ``around(i)``."""
+        with prunesched.apply(self.pipe, schedule):
+            self.drive(len(schedule), around)
+
+    def drive(self, iterations: int, around: Callable[[int], AbstractContextManager[Any]]) -> None:
+        """One generation of ``iterations`` iterations of the denoiser as it stands: unpatched, or patched by a peer
+        (tomesd, DeepCache) that the caller installed. Each call runs inside the context ``around(i)``."""
         scheduler = self.pipe.scheduler
-        scheduler.set_timesteps(len(schedule))
+        scheduler.set_timesteps(iterations)
         if hasattr(scheduler, "set_begin_index"):  # as the pipelines do; the loop starts at the first timestep
             scheduler.set_begin_index(0)
-        with prunesched.apply(self.pipe, schedule), torch.inference_mode():
+        with torch.inference_mode():
             for i, t in enumerate(scheduler.timesteps):
                 with around(i):
                     out = self.call(self.sample, t)
                 scheduler.step(out, t, self.sample)
+
+    def time_schedule(self, schedule: Schedule) -> list[Sample]:
+        """The time of every denoiser call of one generation with ``schedule`` applied, in loop order."""
+        times: list[Sample] = []
+        self.run(schedule, lambda _i: self.watch.region(times))
+        return times

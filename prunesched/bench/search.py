@@ -195,7 +195,9 @@ def measure_dispatch(bench: SearchBenchConfig, folder: Path, log: Log) -> dict[s
         run = run_search(search_config(bench, name, proposer, {"delay_s": bench.delay_s}, workers), folder / f"{name}.db", log)
         rows = Store(run.db).evaluations(run.search_id, status="done")
         evaluated[workers] = {c.schedule_hash for c, _ in rows}
-        window = (max(e.finished_at for _, e in rows) - min(e.started_at for _, e in rows)).total_seconds()
+        finished = [e.finished_at for _, e in rows if e.finished_at is not None]  # a done evaluation has both times
+        started = [e.started_at for _, e in rows if e.started_at is not None]
+        window = (max(finished) - min(started)).total_seconds()
         runs[name] = {
             "workers": workers,
             "evaluations": len(rows),
@@ -203,7 +205,7 @@ def measure_dispatch(bench: SearchBenchConfig, folder: Path, log: Log) -> dict[s
             "launch_wall_s": run.wall_s,
             "outside_window_s": run.wall_s - window,
             "evaluations_per_s": len(rows) / window,
-            "median_roundtrip_minus_delay_s": statistics.median(e.duration_s for _, e in rows) - bench.delay_s,
+            "median_roundtrip_minus_delay_s": statistics.median(e.duration_s for _, e in rows if e.duration_s is not None) - bench.delay_s,
             **db_size(run.db, len(rows)),
         }
         log(f"{name}: {len(rows)} evaluations in {window:.2f} s ({runs[name]['evaluations_per_s']:.2f}/s), launch {run.wall_s:.2f} s")
@@ -251,7 +253,8 @@ def measure_fronts(bench: SearchBenchConfig, folder: Path, log: Log) -> dict[str
         config = search_config(bench, name, proposer, {"delay_s": 0.0}, reference_point=reference)
         run = run_search(config, folder / f"{name}.db", log, target=target, time_limit_s=bench.time_limit_s)
         store = Store(run.db)
-        points = [[e.objective_0, e.objective_1] for _, e in store.evaluations(run.search_id, status="done")]
+        done = [e for _, e in store.evaluations(run.search_id, status="done")]
+        points = [[e.objective_0, e.objective_1] for e in done if e.objective_0 is not None and e.objective_1 is not None]
         latest = store.generation(run.search_id)
         at = {str(k): hypervolume(points[:k], reference) if len(points) >= k else None for k in bench.checkpoints}
         results[name] = {

@@ -2,9 +2,11 @@
 
 The UNet is built from SD 1.5's config with random weights (cost does not depend on the
 weights). Each configuration is timed inside a real denoising loop driven like a pipeline drives
-it (DDIM, one UNet call and one ``scheduler.step`` per iteration), so the runtime's own step
-tracking and cache logic are part of every number. The real peers, tomesd and DeepCache, are
-timed in the same loop. Text encoding and VAE decoding are not part of a step.
+it (:class:`~prunesched.bench.loop.DenoiserLoop`: DDIM, one UNet call and one ``scheduler.step``
+per iteration), so the runtime's own step tracking and cache logic are part of every number. The
+real peers, tomesd and DeepCache, are timed in the same loop. Text encoding and VAE decoding are
+not part of a step. Schedules are composed from the measured steps by the evaluation's cost model
+(:func:`cost_table`).
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ from diffusers import DDIMScheduler, PNDMScheduler, UNet2DConditionModel
 
 import prunesched
 from prunesched import Schedule, StepPlan
-from prunesched.bench.timing import RELATIVE, ZERO, Sample, Stopwatch, Timing, paired
+from prunesched.bench.loop import DenoiserLoop, inputs_like
+from prunesched.bench.paired_timing import RELATIVE, Timing, paired
+from prunesched.evaluation.cost import FULL, CostTable, label
 from prunesched.models.configs import SD15_UNET
 from prunesched.models.tiny import SD_SCHEDULER
 from prunesched.runtime import pruning
 from prunesched.runtime.paper_tables import dato_ours_b1
 from prunesched.runtime.schedule import Cache
+from prunesched.timing import ZERO, Sample, timing_device
 
 
 @dataclass(frozen=True)
@@ -58,37 +63,17 @@ class StepBenchConfig:
     device: str = "auto"
 
 
-class UNetLoop:
-    """A denoising loop over one UNet, driven like a diffusers pipeline, timing each UNet call."""
+def sd15_loop(unet: UNet2DConditionModel, latent: int, batch: int) -> DenoiserLoop:
+    """UNet calls driven like the SD 1.5 pipeline drives them (DDIM from SD 1.5's scheduler config), on the UNet's device."""
+    tensor = inputs_like(unet)
+    sample = tensor(batch, unet.config.in_channels, latent, latent)
+    context = tensor(batch, 77, unet.config.cross_attention_dim)
+    scheduler = DDIMScheduler.from_config(PNDMScheduler(**SD_SCHEDULER).config)
 
-    def __init__(self, unet: UNet2DConditionModel, latent: int, batch: int, watch: Stopwatch) -> None:
-        scheduler = DDIMScheduler.from_config(PNDMScheduler(**SD_SCHEDULER).config)
-        self.pipe = SimpleNamespace(unet=unet, scheduler=scheduler)
-        generator = torch.Generator().manual_seed(0)
-        param = next(unet.parameters())
-        self.sample = torch.randn(batch, 4, latent, latent, generator=generator).to(param.device, param.dtype)
-        self.context = torch.randn(batch, 77, unet.config.cross_attention_dim, generator=generator).to(param.device, param.dtype)
-        self.watch = watch
+    def call(sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return unet(sample, t, encoder_hidden_states=context).sample
 
-    def run(self, iterations: int, before: Callable[[int], None] | None = None) -> list[Sample]:
-        """The time of the UNet call of each iteration; ``before(i)`` runs untimed ahead of iteration i.
-
-        The input stays fixed: only the cost matters here.
-        """
-        scheduler, seconds = self.pipe.scheduler, []
-        scheduler.set_timesteps(iterations)
-        with torch.inference_mode():
-            for i, t in enumerate(scheduler.timesteps):
-                if before is not None:
-                    before(i)
-                with self.watch.region(seconds):
-                    out = self.pipe.unet(self.sample, t, encoder_hidden_states=self.context).sample
-                scheduler.step(out, t, self.sample)
-        return seconds
-
-    def time_schedule(self, schedule: Schedule) -> list[Sample]:
-        with prunesched.apply(self.pipe, schedule):
-            return self.run(len(schedule))
+    return DenoiserLoop(SimpleNamespace(unet=unet, scheduler=scheduler), call, sample)
 
 
 def _step_schedule(cache: Cache, prune: float, method: str, repeats: int) -> Schedule:
@@ -98,7 +83,7 @@ def _step_schedule(cache: Cache, prune: float, method: str, repeats: int) -> Sch
 
 
 @contextlib.contextmanager
-def _selection_timer(loop: UNetLoop) -> Iterator[list[Sample]]:
+def _selection_timer(loop: DenoiserLoop) -> Iterator[list[Sample]]:
     """The time of token selection in each UNet call of the loop (the part a method adds besides the gathers)."""
     per_call: list[Sample] = []
     original = pruning.plan_tokens
@@ -132,16 +117,19 @@ def _entry(times: list[Sample], selection: list[Sample] | None = None) -> dict[s
     return entry
 
 
-def _ours(loop: UNetLoop, cache: Cache, prune: float, method: str, repeats: int) -> dict[str, Any]:
+def _ours(loop: DenoiserLoop, cache: Cache, prune: float, method: str, repeats: int) -> dict[str, Any]:
     with _selection_timer(loop) as selection:
         times = loop.time_schedule(_step_schedule(cache, prune, method, repeats))
     return _entry(times, selection)
 
 
-def measure_steps(loop: UNetLoop, config: StepBenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
+def measure_steps(loop: DenoiserLoop, config: StepBenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
     """Our step kinds, keyed like ``branch0``, ``reuse``, ``sito@0.5``, ``dato@0.5/branch0``, plus ``full``.
 
-    ``full`` gathers the reference full steps of every configuration.
+    ``full`` gathers the reference full steps of every configuration. Each entry names the step plan
+    it timed as the cost model labels it (``plan``, :func:`prunesched.evaluation.cost.label`) and the
+    token method that pruned in it (``method``; None when the step prunes nothing, which no method
+    changes): what :func:`cost_table` composes schedules from.
     """
     kinds: list[tuple[str, Cache, float, str]] = [(f"branch{b}", b, 0.0, "sito") for b in config.branches]
     kinds.append(("reuse", "reuse", 0.0, "sito"))
@@ -150,20 +138,47 @@ def measure_steps(loop: UNetLoop, config: StepBenchConfig, log: Callable[[str], 
     kinds += [(f"dato@{r}/branch0", 0, r, "dato") for r in config.ratios if "dato" in config.methods]
     results: dict[str, Any] = {}
     for name, cache, prune, method in kinds:
-        results[name] = _ours(loop, cache, prune, method, config.repeats)
+        plan = {"plan": label(StepPlan(cache, prune)), "method": method if prune else None}
+        results[name] = plan | _ours(loop, cache, prune, method, config.repeats)
         log(f"{name}: {results[name]['median_s']:.3f} s = {results[name][RELATIVE]:.3f} x full")
     references = [r for entry in results.values() for r in entry["reference_full_s"]]
-    results["full"] = {"median_s": statistics.median(references), "repeats_s": references, RELATIVE: 1.0}
+    results["full"] = {"plan": FULL, "method": None, "median_s": statistics.median(references), "repeats_s": references, RELATIVE: 1.0}
     return results
 
 
-def measure_peers(loop: UNetLoop, config: StepBenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
+def cost_table(steps: dict[str, Any], method: str) -> CostTable:
+    """The measured step costs as the cost model's table for ``method``, so that a schedule's predicted cost is
+    :meth:`CostTable.steps`, the evaluation's own composition (the first step full, reuse steps at the reuse cost).
+
+    The table holds the plans ``method`` pruned in and the unpruned plans (full, cache and reuse steps),
+    each relative to the full step; it has no overhead, so a prediction counts denoiser calls only.
+    """
+    relative = {entry["plan"]: entry[RELATIVE] for entry in steps.values() if entry["method"] in (method, None)}
+    return CostTable(key={"benchmark": "prunesched bench step", "method": method}, relative=relative)
+
+
+def measure_peers(loop: DenoiserLoop, config: StepBenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
     """tomesd at each ratio and DeepCache at each branch, alternating with full steps in the same loop."""
     import tomesd
     from DeepCache import DeepCacheSDHelper
 
     iterations = 2 * (1 + config.repeats)
     results: dict[str, Any] = {}
+
+    def timed(name: str, before: Callable[[int], None] = lambda _i: None) -> None:
+        """Time the peer's loop as it stands; ``before(i)`` runs untimed ahead of iteration i."""
+        times: list[Sample] = []
+
+        @contextlib.contextmanager
+        def around(i: int) -> Iterator[None]:
+            before(i)
+            with loop.watch.region(times):
+                yield
+
+        loop.drive(iterations, around)
+        results[name] = _entry(times)
+        log(f"{name}: {results[name]['median_s']:.3f} s = {results[name][RELATIVE]:.3f} x full")
+
     for ratio in config.ratios:
 
         def toggle(i: int, ratio: float = ratio) -> None:  # odd iterations merge tokens, even ones are full
@@ -172,44 +187,22 @@ def measure_peers(loop: UNetLoop, config: StepBenchConfig, log: Callable[[str], 
                 tomesd.apply_patch(loop.pipe.unet, ratio=ratio)
 
         try:
-            results[f"tomesd@{ratio}"] = _entry(loop.run(iterations, before=toggle))
+            timed(f"tomesd@{ratio}", toggle)
         finally:
             tomesd.remove_patch(loop.pipe.unet)
-        log(f"tomesd@{ratio}: {results[f'tomesd@{ratio}']['median_s']:.3f} s = {results[f'tomesd@{ratio}'][RELATIVE]:.3f} x full")
     for branch in config.branches:
         helper = DeepCacheSDHelper(pipe=loop.pipe)
         helper.set_params(cache_interval=2, cache_branch_id=branch)  # even iterations full, odd ones partial
         helper.enable()
         try:
-            results[f"deepcache/branch{branch}"] = _entry(loop.run(iterations))
+            timed(f"deepcache/branch{branch}")
         finally:
             helper.disable()
             vars(loop.pipe.unet).pop("forward", None)  # DeepCache re-sets forward on the instance
-        log(
-            f"deepcache/branch{branch}: {results[f'deepcache/branch{branch}']['median_s']:.3f} s = {results[f'deepcache/branch{branch}'][RELATIVE]:.3f} x full"
-        )
     return results
 
 
-def compose(schedule: Schedule, steps: dict[str, Any]) -> float:
-    """Predicted cost of a schedule's UNet calls, in full steps, from measured relative step costs.
-
-    The first step is full, as at run time; reuse steps cost what ``reuse`` measured.
-    """
-    total = 0.0
-    for i, step in enumerate(schedule.steps):
-        cache = "full" if i == 0 else step.cache
-        if cache == "reuse":
-            key = "reuse"
-        elif cache == "full":
-            key = f"dato@{step.prune}" if step.prune else "full"
-        else:
-            key = f"dato@{step.prune}/branch{cache}" if step.prune else f"branch{cache}"
-        total += steps[key][RELATIVE]
-    return total
-
-
-def table6_check(loop: UNetLoop, steps: dict[str, Any]) -> dict[str, Any]:
+def table6_check(loop: DenoiserLoop, steps: dict[str, Any]) -> dict[str, Any]:
     """DaTo Table 6 "Ours-b1": composed from step costs, and measured end to end in one real run."""
     schedule = dato_ours_b1()
     result = _composed(schedule, steps)
@@ -232,15 +225,13 @@ def run_step_bench(config: StepBenchConfig, log: Callable[[str], None] = print, 
     model = "a UNet given by the caller"
     if unet is None:
         model = "SD 1.5 UNet architecture from its config, random weights"
-        device = torch.device(_pick_device(config.device))
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        device, dtype = timing_device(config.device)
         torch.manual_seed(0)
         unet = UNet2DConditionModel(**SD15_UNET).to(device, dtype).eval()
     param = next(unet.parameters())
     device, dtype = param.device, param.dtype
-    watch = Stopwatch(device)
-    loop = UNetLoop(unet, config.latent, config.batch, watch)
-    loop.run(2)  # the first calls in a process pay one-off allocation costs
+    loop = sd15_loop(unet, config.latent, config.batch)
+    loop.drive(2, lambda _i: contextlib.nullcontext())  # the first calls in a process pay one-off allocation costs
     log(f"{model}: latent {config.latent}x{config.latent}, batch {config.batch}, {dtype} on {device}")
 
     steps = measure_steps(loop, config, log)
@@ -257,7 +248,7 @@ def run_step_bench(config: StepBenchConfig, log: Callable[[str], None] = print, 
     else:
         result["dato_table6"] = {"composed_at_latent": {"latent": config.latent, **_composed(dato_ours_b1(), steps)}}
         if config.e2e_latent:
-            small = UNetLoop(unet, config.e2e_latent, config.batch, watch)
+            small = sd15_loop(unet, config.e2e_latent, config.batch)
             log(f"cost table at latent {config.e2e_latent} for the DaTo Table 6 end-to-end check")
             small_config = StepBenchConfig(**{**asdict(config), "branches": (0,), "methods": ("dato",), "latent": config.e2e_latent})
             small_steps = measure_steps(small, small_config, log)
@@ -266,14 +257,9 @@ def run_step_bench(config: StepBenchConfig, log: Callable[[str], None] = print, 
     return result
 
 
-def _pick_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def _composed(schedule: Schedule, steps: dict[str, Any]) -> dict[str, Any]:
-    predicted = compose(schedule, steps)
+    """A DaTo schedule's predicted cost in full steps, composed by the cost model from the measured steps."""
+    predicted = cost_table(steps, "dato").steps(schedule)
     return {"steps": len(schedule), "predicted_full_steps": predicted, "predicted_speedup": len(schedule) / predicted}
 
 

@@ -71,7 +71,7 @@ def bench_step(latent: int, batch: int, repeats: int, ratios: tuple[float, ...],
 )
 @click.option("--repeats", default=3, show_default=True, help="Timed [full, step] pairs per step kind.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench_atedm.json"), show_default=True)
-def bench_atedm(output: Path, **options: float) -> None:
+def bench_atedm(output: Path, **options: Any) -> None:
     """AT-EDM's MACs and latency per step on the SDXL UNet at the paper's budget (rho 63 %, DSAP 15 of 50 steps)."""
     from prunesched.bench.atedm import AtedmBenchConfig, run_atedm_bench
 
@@ -101,7 +101,7 @@ def bench_atedm(output: Path, **options: float) -> None:
 )
 @click.option("--repeats", default=2, show_default=True, help="Timed [full, CAT] pairs.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench_cat.json"), show_default=True)
-def bench_cat(output: Path, **options: float) -> None:
+def bench_cat(output: Path, **options: Any) -> None:
     """CAT pruning's MACs and latency on the SD3-medium transformer at the paper's setting (28 steps, t0 8, alpha 0.3)."""
     from prunesched.bench.cat import CatBenchConfig, run_cat_bench
 

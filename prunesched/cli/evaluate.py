@@ -12,7 +12,7 @@ from prunesched.cli.render import number, table
 from prunesched.errors import ConfigError
 
 
-def prompts_option(value: str) -> Any:
+def prompts_option(value: str) -> dict[str, str]:
     """``--prompts``: ``shapes``, ``imagenet``, ``coco:FILE``, ``parti:FILE``, ``text:FILE``, or a text file's path."""
     if value in ("shapes", "imagenet"):
         return {"kind": value}
@@ -57,15 +57,16 @@ def prompts_option(value: str) -> Any:
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Result JSON [default: SCHEDULE's name + .eval.json].")
 def evaluate(schedule_path: Path, output: Path | None, prompts: str | None, cost: tuple[str, ...], **options: Any) -> None:
     """Evaluate SCHEDULE (a schedule document or a DaTo table): quality against the unaccelerated model, and cost."""
-    from prunesched.evaluation.evaluate import EvalSettings, Evaluation
+    from prunesched.evaluation.evaluate import PipelineEvaluator
+    from prunesched.evaluation.settings import PipelineSettings
     from prunesched.runtime.schedule import Schedule
 
     schedule = Schedule.load(schedule_path)
     if prompts is not None:
         options["prompts"] = prompts_option(prompts)
-    settings = EvalSettings(cost=cost or ("measured",), **options)
+    settings = PipelineSettings(cost=cost or ("measured",), **options)
     click.echo(f"loading {settings.model} and the unaccelerated images ({settings.images})...", err=True)
-    evaluation = Evaluation(settings)
+    evaluation = PipelineEvaluator(settings)
     click.echo(f"evaluating {schedule_path.name} ({len(schedule)} steps) on {evaluation.device}...", err=True)
     metrics = evaluation.evaluate(schedule)
     table(

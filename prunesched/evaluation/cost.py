@@ -20,20 +20,30 @@ from typing import Any
 
 from torch.utils.flop_counter import FlopCounterMode
 
-from prunesched.bench.timing import Marks
 from prunesched.errors import ConfigError
 from prunesched.evaluation.generation import ImageGenerator, key_hash, median_ratio, step_callback
 from prunesched.runtime.schedule import Schedule, StepPlan
+from prunesched.timing import Marks
 
 FULL = "full@0.0"
 
 
 def label(step: StepPlan, first: bool = False) -> str:
-    """The table entry a step uses; the first step is computed in full (no cache exists yet), as at run time."""
-    return f"{'full' if first else step.cache}@{float(step.prune)}"
+    """The table entry a step's cost is looked up under (``cache@prune``), named by what the step computes.
+
+    The first step is computed in full whatever cache it asks for (no cache exists yet; the runtime falls
+    back to a full step, as it records), at its prune ratio; a reuse step computes nothing, so its cost
+    does not depend on its prune ratio and every reuse step is ``reuse@0.0``.
+    """
+    if first:
+        return f"full@{float(step.prune)}"
+    if step.cache == "reuse":
+        return "reuse@0.0"
+    return f"{step.cache}@{float(step.prune)}"
 
 
 def labels(schedule: Schedule) -> list[str]:
+    """The table entry of every step of ``schedule``, in order (see :func:`label`)."""
     return [label(step, i == 0) for i, step in enumerate(schedule.steps)]
 
 

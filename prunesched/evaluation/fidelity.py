@@ -76,7 +76,7 @@ class _Images(Dataset):
 class FidelityScorer:
     """One feature extractor, loaded once per worker, scoring many image sets against one cached reference."""
 
-    def __init__(self, settings: FidelitySettings, device: str, cache_dir: Path) -> None:
+    def __init__(self, settings: FidelitySettings, device: torch.device, cache_dir: Path) -> None:
         from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
         from torch_fidelity.utils import create_feature_extractor
 
@@ -84,7 +84,7 @@ class FidelityScorer:
         self.layers = {m: cls.get_default_feature_layer_for_metric(m) for m in ("fid", "kid")}
         self.settings = settings
         self.options: dict[str, Any] = {
-            "cuda": device == "cuda",
+            "cuda": device.type == "cuda",
             "verbose": False,
             "save_cpu_ram": True,
             "cache_root": str(cache_dir / "fidelity"),

@@ -15,7 +15,7 @@ import statistics
 import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -25,35 +25,12 @@ import torch
 from PIL import Image
 
 import prunesched
-from prunesched.bench.timing import Sample, Stopwatch
 from prunesched.errors import ConfigError
+from prunesched.evaluation.settings import LATENCY_SCOPES, GenerationSpec
 from prunesched.models.loading import model_fingerprint
 from prunesched.runtime.patch import find_denoiser
 from prunesched.runtime.schedule import Schedule
-
-LATENCY_SCOPES = ("loop", "pipeline")
-"""``loop``: the pipeline call with precomputed text embeddings up to the latents (the denoising loop and its
-few set-up lines); ``pipeline``: the whole call from prompts to decoded images."""
-
-
-@dataclass(frozen=True)
-class GenerationSpec:
-    """What determines the images: the model, each image's prompt and seed, the loop settings and the batching."""
-
-    model: str
-    prompts: tuple[str, ...]
-    seeds: tuple[int, ...]
-    num_inference_steps: int = 10
-    guidance_scale: float = 7.5
-    batch_size: int = 8
-
-    def __post_init__(self) -> None:
-        if not self.prompts:
-            raise ConfigError("no images to generate: give at least one image (images >= 1)")
-        if len(self.prompts) != len(self.seeds):
-            raise ConfigError(f"{len(self.prompts)} prompts but {len(self.seeds)} seeds; give one seed per image")
-        if self.batch_size < 1 or self.num_inference_steps < 1:
-            raise ConfigError(f"batch_size and num_inference_steps must be >= 1, got {self.batch_size} and {self.num_inference_steps}")
+from prunesched.timing import Sample, Stopwatch
 
 
 class ImageGenerator:
@@ -180,7 +157,12 @@ def step_callback(pipe: Any, after: Callable[[int], None]) -> dict[str, Any]:
     """Pipeline keyword arguments that call ``after(i)`` at the end of loop iteration ``i``: ``callback_on_step_end``,
     or the older ``callback`` where a pipeline has only that (PixArt)."""
     if "callback_on_step_end" in _parameters(pipe):
-        return {"callback_on_step_end": lambda _pipe, i, _t, tensors: (after(i), tensors)[1]}
+
+        def on_step_end(_pipe: Any, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            after(i)
+            return tensors  # the pipeline reads back the tensors the callback returns
+
+        return {"callback_on_step_end": on_step_end}
     return {"callback": lambda i, _t, _latents: after(i), "callback_steps": 1}
 
 

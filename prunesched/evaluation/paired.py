@@ -127,7 +127,7 @@ def lpips_unavailable_reason() -> str | None:
     return None
 
 
-def lpips_scorer(device: str = "cpu") -> Callable[[torch.Tensor, torch.Tensor], np.ndarray] | None:
+def lpips_scorer(device: torch.device | str = "cpu") -> Callable[[torch.Tensor, torch.Tensor], np.ndarray] | None:
     """A per-image LPIPS (AlexNet, v0.1) scorer, or None where it would need a download.
 
     Clusters have no internet, so this never downloads: it returns None when the lpips package or

@@ -1,8 +1,8 @@
 """Prompt sets: the fixed prompts every candidate of a search is generated from.
 
 A prompt set is data: ImageNet-1k class prompts (the DaTo/SiTo protocol, "a photo of a ..."
-for each class, twice), held-out captions of the embedded shapes model, captions from an official COCO annotation file, PartiPrompts' TSV, or a
-plain text file with one prompt per line. Subsampling is deterministic by seed, and the set's
+for each class, twice), held-out captions of the embedded shapes model, captions from an official
+COCO annotation file, PartiPrompts' TSV, or a plain text file with one prompt per line. Subsampling is deterministic by seed, and the set's
 hash names exactly these prompts in this order, so anything computed from them (reference
 statistics) can be cached under it.
 """
@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from prunesched.errors import ConfigError
 KINDS = ("imagenet", "shapes", "coco", "parti", "text")
 SHAPES_CAPTIONS = 1000
 """Size of the shapes prompt set: the first this many held-out captions."""
+
+PromptSpec: TypeAlias = Sequence[str] | Mapping[str, str | int]
+"""Prompts as a config gives them: a list of prompts, or a prompt-set table (see :func:`prompt_set`)."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ def text_prompts(path: str | Path) -> PromptSet:
     return _nonempty(_read_text(path, "a text file of prompts").splitlines(), path, "prompts")
 
 
-def prompt_set(spec: Sequence[str] | Mapping[str, Any]) -> PromptSet:
+def prompt_set(spec: PromptSpec) -> PromptSet:
     """The prompt set a config names: a list of prompts, or a table ``{kind, path, per_class, count, seed}``.
 
     ``count`` (optional) subsamples the set deterministically with ``seed`` (default 0).
@@ -111,7 +114,7 @@ def prompt_set(spec: Sequence[str] | Mapping[str, Any]) -> PromptSet:
         return PromptSet(tuple(spec), f"{len(spec)} prompts from the config")
     if not isinstance(spec, Mapping):
         raise ConfigError(f"prompts must be a list of strings or a table like {{kind = 'text', path = 'prompts.txt'}}, got {spec!r:.80}")
-    table = dict(spec)
+    table: dict[str, Any] = dict(spec)
     kind = table.pop("kind", None)
     if kind not in KINDS:
         raise ConfigError(f"prompts kind {kind!r} is not known; valid: {', '.join(KINDS)}")

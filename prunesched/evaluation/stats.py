@@ -31,7 +31,9 @@ def interval(
     return [float(np.percentile(values, 2.5)) - shift, float(np.percentile(values, 97.5)) - shift]
 
 
-def metric(samples: Sequence[float], seed: int = 0, resamples: int = 1000, center: Callable[[np.ndarray], Any] = np.mean) -> Metric:
+def metric(
+    samples: Sequence[float] | np.ndarray, seed: int = 0, resamples: int = 1000, center: Callable[[np.ndarray], Any] = np.mean
+) -> Metric:
     """``center`` (the mean unless said otherwise) of per-sample values, with its bootstrap interval."""
     values = np.asarray(samples, dtype=float)
     ci = interval(lambda i: float(center(values[i])), len(values), seed, resamples)

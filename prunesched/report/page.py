@@ -21,6 +21,7 @@ from prunesched.report import plots
 from prunesched.report.record import Point, SearchRecord, cache_summary, mean_prune
 from prunesched.report.samples import sample_images
 from prunesched.runtime.schedule import Schedule
+from prunesched.search.evaluators import evaluator_settings
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -98,7 +99,8 @@ def _front_table(record: SearchRecord, front: list[Point]) -> str:
 
 
 def _samples_section(record: SearchRecord, front: list[Point], images: int) -> str:
-    prompts, full, accelerated = sample_images(record.config["evaluator"], [Schedule.from_dict(p.schedule) for p in front], images)
+    settings = evaluator_settings(record.config["evaluator"])  # the stored table, validated as at launch
+    prompts, full, accelerated = sample_images(settings, [Schedule.from_dict(p.schedule) for p in front], images)
     rows = [("full model", full)] + [
         (f"#{p.candidate}: {record.objectives[0]} {p.quality:.3g}, {record.objectives[1]} {p.cost:.3g}", a)
         for p, a in zip(front, accelerated)

@@ -8,10 +8,12 @@ reference_point = [0.1, 1.1]               # optional; else fixed from the first
 
 [space]        # prunesched.search.spaces
 [proposer]     # prunesched.search.proposers.ProposerConfig
-[evaluator]    # prunesched.search.evaluators.EVALUATORS
+[evaluator]    # prunesched.search.evaluators.SETTINGS
 [dispatch]     # DispatchConfig below
 ```
-The whole configuration is stored with the search, so ``search resume ID`` needs no file.
+The whole configuration is stored with the search, so ``search resume ID`` needs no file: :meth:`SearchConfig.to_dict`
+writes each table as plain data (the ``[evaluator]`` table with its ``kind`` and every setting) and
+:meth:`SearchConfig.from_dict` reads it back, validating it again.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any, TypeVar
 
 from prunesched.checks import check_keys, check_number
 from prunesched.errors import ConfigError
-from prunesched.search.evaluators import evaluator_settings
+from prunesched.search.evaluators import EvaluatorSettings, evaluator_settings, evaluator_table
 from prunesched.search.proposers import ProposerConfig
 from prunesched.search.spaces import Space, space_from_config, space_to_config
 
@@ -66,10 +68,13 @@ class DispatchConfig:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """A validated search configuration (see the module docstring for the file layout)."""
+    """A validated search configuration (see the module docstring for the file layout).
+
+    ``evaluator`` holds the settings of the ``[evaluator]`` table's kind, built and checked once, here.
+    """
 
     space: Space
-    evaluator: Mapping[str, Any]
+    evaluator: EvaluatorSettings
     objectives: tuple[str, str]
     name: str = "search"
     seed: int = 0
@@ -85,8 +90,8 @@ class SearchConfig:
         for table in ("space", "evaluator"):
             if not isinstance(data.get(table), Mapping):
                 raise ConfigError(f"the search config needs a [{table}] table")
-        evaluator = dict(data["evaluator"])
-        metrics = evaluator_settings(evaluator)[1].objective_metrics()  # refuses unknown kinds and keys now, not on a worker
+        evaluator = evaluator_settings(data["evaluator"])  # refuses unknown kinds and keys now, not on a worker
+        metrics = evaluator.objective_metrics()
         objectives = data.get("objectives", [metrics[0], metrics[-1]])
         if (
             not isinstance(objectives, list)
@@ -94,9 +99,7 @@ class SearchConfig:
             or not set(objectives) <= set(metrics)
             or objectives[0] == objectives[1]
         ):
-            raise ConfigError(
-                f"objectives must be two metrics of the {evaluator.get('kind', 'pipeline')} evaluator: {', '.join(metrics)}; got {objectives!r}"
-            )
+            raise ConfigError(f"objectives must be two metrics of the {evaluator.kind} evaluator: {', '.join(metrics)}; got {objectives!r}")
         reference = data.get("reference_point")
         if reference is not None and (
             not isinstance(reference, list)
@@ -141,7 +144,7 @@ class SearchConfig:
             "reference_point": None if self.reference_point is None else list(self.reference_point),
             "space": space_to_config(self.space),
             "proposer": {f.name: getattr(self.proposer, f.name) for f in fields(self.proposer)},
-            "evaluator": dict(self.evaluator),
+            "evaluator": evaluator_table(self.evaluator),
             "dispatch": {f.name: getattr(self.dispatch, f.name) for f in fields(self.dispatch)},
         }
 

@@ -4,8 +4,9 @@ An evaluator is built once per worker (it may load a pipeline) and then called f
 schedules. Every metric is a :data:`prunesched.evaluation.stats.Metric`: a value with the number of samples it came from
 and a 95 % bootstrap interval when there are several, so a user can see when two points of a
 front are not really different. The ``[evaluator]`` table of a search config names a kind of
-:data:`EVALUATORS` and its keyword arguments; configs never name code to import. The ``pipeline``
-kind is :class:`prunesched.evaluation.evaluate.Evaluation`.
+:data:`SETTINGS` and its settings; configs never name code to import. The ``pipeline`` kind is
+:class:`prunesched.evaluation.evaluate.PipelineEvaluator` with
+:class:`prunesched.evaluation.settings.PipelineSettings`.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import os
 import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import Any, Protocol
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar, Protocol, TypeAlias
 
 import numpy as np
 
 from prunesched.checks import check_keys, check_number
 from prunesched.errors import ConfigError
+from prunesched.evaluation.settings import PipelineSettings
 from prunesched.evaluation.stats import Metrics, metric
 from prunesched.runtime.schedule import Schedule, StepPlan
 
@@ -33,9 +35,14 @@ class Evaluator(Protocol):
     the loop length the evaluator's pipeline runs (None: any); ``device`` names where it runs.
     """
 
-    steps: int | None
-    device: str
-    metrics: tuple[str, ...]
+    @property
+    def steps(self) -> int | None: ...
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def metrics(self) -> tuple[str, ...]: ...
 
     def evaluate(self, schedule: Schedule) -> Metrics: ...
 
@@ -47,6 +54,8 @@ def worker_name() -> str:
 @dataclass(frozen=True)
 class SyntheticSettings:
     """``[evaluator]`` of kind ``synthetic``: ``delay_s`` makes each evaluation take that long."""
+
+    kind: ClassVar[str] = "synthetic"
 
     delay_s: float = 0.0
 
@@ -111,30 +120,42 @@ def synthetic_front(options: Sequence[Sequence[StepPlan]]) -> np.ndarray:
     return front
 
 
-def _pipeline() -> tuple[type, type]:
-    from prunesched.evaluation.evaluate import EvalSettings, Evaluation  # torch and diffusers: only where a pipeline runs
+EvaluatorSettings: TypeAlias = SyntheticSettings | PipelineSettings
+"""The settings of an evaluator kind; ``kind`` (a class attribute) names it in the ``[evaluator]`` table."""
 
-    return Evaluation, EvalSettings
-
-
-EVALUATORS: dict[str, Callable[[], tuple[type, type]]] = {
-    "synthetic": lambda: (SyntheticEvaluator, SyntheticSettings),
-    "pipeline": _pipeline,
-}
-"""Evaluator kinds a config can name, each giving the evaluator and the settings its ``[evaluator]`` table holds."""
+SETTINGS: dict[str, type[EvaluatorSettings]] = {cls.kind: cls for cls in (SyntheticSettings, PipelineSettings)}
+"""Evaluator kinds a config can name, each with the settings its ``[evaluator]`` table holds."""
 
 
-def evaluator_settings(table: Mapping[str, Any]) -> tuple[type, Any]:
-    """The evaluator class and its validated settings for the ``[evaluator]`` table (checked here, not on a worker)."""
+def evaluator_settings(table: Mapping[str, Any]) -> EvaluatorSettings:
+    """The validated settings of an ``[evaluator]`` table (``kind`` defaults to ``pipeline``).
+
+    Called once, when a search config is loaded, so unknown kinds and keys and bad values are
+    refused before anything runs, not on a worker.
+    """
     data = dict(table)
-    kind = data.pop("kind", "pipeline")
-    if kind not in EVALUATORS:
-        raise ConfigError(f"unknown evaluator kind {kind!r}; valid: {', '.join(EVALUATORS)}")
-    cls, settings = EVALUATORS[kind]()
-    check_keys(data, ["kind", *(f.name for f in fields(settings))], f"[evaluator] of kind {kind!r}")
-    return cls, settings(**data)
+    kind = data.pop("kind", PipelineSettings.kind)
+    if kind not in SETTINGS:
+        raise ConfigError(f"unknown evaluator kind {kind!r}; valid: {', '.join(SETTINGS)}")
+    cls = SETTINGS[kind]
+    check_keys(data, ["kind", *(f.name for f in fields(cls))], f"[evaluator] of kind {kind!r}")
+    return cls(**data)
 
 
-def evaluator_factory(table: Mapping[str, Any]) -> Callable[[], Evaluator]:
-    """A picklable zero-argument factory that builds the ``[evaluator]`` table's evaluator on a worker."""
-    return functools.partial(*evaluator_settings(table))
+def evaluator_table(settings: EvaluatorSettings) -> dict[str, Any]:
+    """The ``[evaluator]`` table :func:`evaluator_settings` turns back into ``settings``: its kind and every field."""
+    return {"kind": settings.kind, **asdict(settings)}
+
+
+def build_evaluator(settings: EvaluatorSettings) -> Evaluator:
+    """The evaluator ``settings`` describe; a pipeline evaluator loads its model here (on the worker that runs it)."""
+    if isinstance(settings, SyntheticSettings):
+        return SyntheticEvaluator(settings)
+    from prunesched.evaluation.evaluate import PipelineEvaluator  # torch and diffusers: only where a pipeline runs
+
+    return PipelineEvaluator(settings)
+
+
+def evaluator_factory(settings: EvaluatorSettings) -> Callable[[], Evaluator]:
+    """A picklable zero-argument factory that builds the evaluator ``settings`` describe on a worker."""
+    return functools.partial(build_evaluator, settings)

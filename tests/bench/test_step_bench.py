@@ -2,10 +2,13 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
-from prunesched.bench.step import RELATIVE, StepBenchConfig, compose, run_step_bench
+from prunesched.bench.paired_timing import RELATIVE
+from prunesched.bench.step import StepBenchConfig, cost_table, run_step_bench
 from prunesched.cli import main
+from prunesched.evaluation.cost import labels
 from prunesched.models.tiny import tiny_sd_pipeline
 from prunesched.runtime.paper_tables import dato_ours_b1
 
@@ -31,14 +34,23 @@ def test_bench_measures_every_configuration_and_its_peers():
     assert "forward" not in vars(unet), "the benchmark leaves the UNet as it found it"
 
 
-def test_compose_sums_the_cost_of_each_performed_step():
+def test_table6_is_composed_by_the_cost_model_from_the_steps_dato_pruned_and_the_unpruned_ones():
+    """The bench's prediction is the evaluation's composition (``CostTable.steps``) over its measured entries: the first
+    step full, cache and full steps at their ratio, every reuse step at the reuse cost; another method's steps are not used."""
     schedule = dato_ours_b1()
-    costs = {"full": {RELATIVE: 1.0}, "reuse": {RELATIVE: 0.0}}
-    costs |= {f"dato@{r}": {RELATIVE: 0.75} for r in (0.3, 0.4, 0.5, 0.6, 0.7)}
-    costs |= {f"dato@{r}/branch0": {RELATIVE: 0.125} for r in (0.3, 0.4, 0.5, 0.6, 0.7)}
-    full, partial, reuse = (sum(1 for s in schedule.steps[1:] if s.cache == c) for c in ("full", 0, "reuse"))
-    assert compose(schedule, costs) == 1.0 + 0.75 * full + 0.125 * partial
-    assert (1 + full + partial + reuse) == 51
+    ratios = (0.3, 0.4, 0.5, 0.6, 0.7)
+    costs = {"full": {"plan": "full@0.0", "method": None, RELATIVE: 1.0}, "reuse": {"plan": "reuse@0.0", "method": None, RELATIVE: 0.01}}
+    costs |= {f"dato@{r}": {"plan": f"full@{r}", "method": "dato", RELATIVE: 0.75} for r in ratios}
+    costs |= {f"sito@{r}": {"plan": f"full@{r}", "method": "sito", RELATIVE: 9.0} for r in ratios}
+    costs |= {f"dato@{r}/branch0": {"plan": f"0@{r}", "method": "dato", RELATIVE: 0.125} for r in ratios}
+    later = schedule.steps[1:]
+    full, partial, reuse = (sum(1 for s in later if s.cache == c) for c in ("full", 0, "reuse"))
+    assert (1 + full + partial + reuse) == 51 and schedule.steps[0].prune == 0 and all(s.prune for s in later if s.cache != "reuse")
+    costs["branch0"] = {"plan": "0@0.0", "method": None, RELATIVE: 0.1}
+    table = cost_table(costs, "dato")
+    assert table.relative["0@0.0"] == 0.1 and table.relative["full@0.5"] == 0.75, "unpruned steps of any method, pruned ones of DaTo"
+    assert table.steps(schedule) == pytest.approx(1.0 + 0.75 * full + 0.125 * partial + 0.01 * reuse)
+    assert table.steps(schedule) == pytest.approx(sum(table.relative[name] for name in labels(schedule)))
 
 
 def test_cli_rejects_bad_numbers_with_exit_code_2():

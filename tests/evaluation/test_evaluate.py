@@ -10,21 +10,22 @@ import torch
 from torch_fidelity.metric_fid import fid_features_to_statistics
 
 from prunesched.errors import ConfigError, ScheduleError
-from prunesched.evaluation.evaluate import EvalSettings, Evaluation
+from prunesched.evaluation.evaluate import PipelineEvaluator
 from prunesched.evaluation.fidelity import fid_resampler
 from prunesched.evaluation.generation import load_images
+from prunesched.evaluation.settings import PipelineSettings
 from prunesched.evaluation.stats import interval, metric
 from prunesched.runtime.schedule import Schedule
 from prunesched.search.config import SearchConfig
 
 
 @pytest.fixture
-def settings(tmp_path) -> EvalSettings:
-    return EvalSettings(model="tiny-sd", images=3, num_inference_steps=4, batch_size=2, repeats=1, cache_dir=str(tmp_path / "cache"))
+def settings(tmp_path) -> PipelineSettings:
+    return PipelineSettings(model="tiny-sd", images=3, num_inference_steps=4, batch_size=2, repeats=1, cache_dir=str(tmp_path / "cache"))
 
 
 def test_same_prompts_and_seeds_give_bit_identical_images_and_exact_paired_metrics(settings):
-    evaluation = Evaluation(settings)
+    evaluation = PipelineEvaluator(settings)
     assert evaluation.steps == 5  # PNDM runs one more iteration than inference steps
     full = evaluation.evaluate(Schedule.uniform(5))
     assert full["mse"] == {"value": 0.0, "n": 3, "ci": [0.0, 0.0]} and full["ssim"]["value"] == 1.0
@@ -40,10 +41,10 @@ def test_same_prompts_and_seeds_give_bit_identical_images_and_exact_paired_metri
 @pytest.mark.parametrize("model", ["tiny-sd3", "tiny-pixart"])
 def test_dit_pipelines_are_evaluated_with_cat_schedules_measured_and_counted(model, tmp_path):
     """SD3 (four embeddings, a shifted VAE) and PixArt-Σ (embeddings with masks, the older step callback)."""
-    settings = EvalSettings(
+    settings = PipelineSettings(
         model=model, images=2, num_inference_steps=4, batch_size=2, repeats=1, cost=("measured", "macs"), cache_dir=str(tmp_path)
     )
-    evaluation = Evaluation(settings)
+    evaluation = PipelineEvaluator(settings)
     full = evaluation.evaluate(Schedule.uniform(evaluation.steps))
     assert full["mse"]["value"] == 0.0 and full["relative_macs"]["value"] == 1.0
     cat = evaluation.evaluate(Schedule.cat(evaluation.steps, t0=2, alpha=0.5))
@@ -51,9 +52,11 @@ def test_dit_pipelines_are_evaluated_with_cat_schedules_measured_and_counted(mod
 
 
 def test_the_unaccelerated_images_are_generated_once_per_machine(settings, monkeypatch):
-    Evaluation(settings)
+    PipelineEvaluator(settings)
     calls = []
-    monkeypatch.setattr(Evaluation, "_full_images", lambda self, original=Evaluation._full_images: calls.append(1) or original(self))
+    monkeypatch.setattr(
+        PipelineEvaluator, "_full_images", lambda self, original=PipelineEvaluator._full_images: calls.append(1) or original(self)
+    )
     from prunesched.evaluation import generation
 
     generated = []
@@ -61,7 +64,7 @@ def test_the_unaccelerated_images_are_generated_once_per_machine(settings, monke
     monkeypatch.setattr(
         generation.ImageGenerator, "images", lambda self, schedule=None: generated.append(schedule) or original(self, schedule)
     )
-    Evaluation(settings)
+    PipelineEvaluator(settings)
     assert calls == [1] and generated == []  # read back from disk
 
 
@@ -99,8 +102,10 @@ def test_paired_metric_intervals_shrink_with_more_images_of_a_real_pipeline(tmp_
     widths = []
     schedule = Schedule.deepcache(5, interval=2, branch=0, prune=0.5)
     for images in (4, 24):
-        settings = EvalSettings(model="tiny-sd", images=images, num_inference_steps=4, batch_size=12, repeats=1, cache_dir=str(tmp_path))
-        low, high = Evaluation(settings).evaluate(schedule)["psnr"]["ci"]
+        settings = PipelineSettings(
+            model="tiny-sd", images=images, num_inference_steps=4, batch_size=12, repeats=1, cache_dir=str(tmp_path)
+        )
+        low, high = PipelineEvaluator(settings).evaluate(schedule)["psnr"]["ci"]
         widths.append(high - low)
     assert widths[1] < widths[0]
 
@@ -109,24 +114,24 @@ def test_a_saved_diffusers_folder_is_a_model(tmp_path):
     from prunesched.models.tiny import tiny_sd_pipeline
 
     tiny_sd_pipeline().save_pretrained(tmp_path / "model")
-    settings = EvalSettings(model=str(tmp_path / "model"), images=2, num_inference_steps=4, repeats=1, cache_dir=str(tmp_path / "c"))
-    metrics = Evaluation(settings).evaluate(Schedule.uniform(5))
+    settings = PipelineSettings(model=str(tmp_path / "model"), images=2, num_inference_steps=4, repeats=1, cache_dir=str(tmp_path / "c"))
+    metrics = PipelineEvaluator(settings).evaluate(Schedule.uniform(5))
     assert metrics["mse"]["value"] == 0.0
 
 
 def test_bad_input_is_refused_with_what_would_be_valid(settings, tmp_path):
     with pytest.raises(ConfigError, match="images must be an integer >= 1, got 0"):
         replace(settings, images=0)
-    with pytest.raises(ConfigError, match="cannot read .*nope.txt"):
+    with pytest.raises(ConfigError, match=r"cannot read .*nope.txt"):
         replace(settings, prompts={"kind": "text", "path": str(tmp_path / "nope.txt")})
-    with pytest.raises(ConfigError, match="reference folder .* does not exist"):
+    with pytest.raises(ConfigError, match=r"reference folder .* does not exist"):
         replace(settings, reference=str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="cost must list some of measured, predicted, macs"):
         replace(settings, cost=("flops",))
-    with pytest.raises(ConfigError, match="unknown model 'no/such-model'.*local Hugging Face cache"):
+    with pytest.raises(ConfigError, match=r"unknown model 'no/such-model'.*local Hugging Face cache"):
         replace(settings, model="no/such-model")
-    evaluation = Evaluation(settings)
-    with pytest.raises(ScheduleError, match="schedule has 4 steps but the pipeline's loop has 5.*resample"):
+    evaluation = PipelineEvaluator(settings)
+    with pytest.raises(ScheduleError, match=r"schedule has 4 steps but the pipeline's loop has 5.*resample"):
         evaluation.evaluate(Schedule.uniform(4))
 
 
@@ -134,7 +139,7 @@ def test_a_search_may_minimise_any_cost_source_and_fid_when_a_reference_is_set()
     base = {"space": {"kind": "dato", "steps": 5}, "evaluator": {"kind": "pipeline", "num_inference_steps": 4}}
     config = SearchConfig.from_dict({**base, "evaluator": {**base["evaluator"], "cost": ["macs"]}, "objectives": ["mse", "relative_macs"]})
     assert config.objectives == ("mse", "relative_macs")
-    with pytest.raises(ConfigError, match="objectives must be two metrics .*mse, latency_s, relative_latency; got \\['fid'"):
+    with pytest.raises(ConfigError, match=r"objectives must be two metrics .*mse, latency_s, relative_latency; got \['fid'"):
         SearchConfig.from_dict({**base, "objectives": ["fid", "relative_latency"]})
     with_fid = {**base["evaluator"], "reference": "model"}
     assert SearchConfig.from_dict({**base, "evaluator": with_fid, "objectives": ["fid", "relative_latency"]}).objectives[0] == "fid"

@@ -17,17 +17,18 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.metric_kid import kernel_mmd
 
 from prunesched.errors import ConfigError
-from prunesched.evaluation.evaluate import EvalSettings, Evaluation
+from prunesched.evaluation.evaluate import PipelineEvaluator
 from prunesched.evaluation.fidelity import fid_resampler, kid_resampler
 from prunesched.evaluation.generation import save_images
+from prunesched.evaluation.settings import PipelineSettings
 from prunesched.runtime.schedule import Schedule
 
 DEEPCACHE = Schedule.deepcache(5, interval=2, branch=0)
 
 
 @pytest.fixture
-def settings(tmp_path, inception_weights) -> EvalSettings:
-    return EvalSettings(
+def settings(tmp_path, inception_weights) -> PipelineSettings:
+    return PipelineSettings(
         model="tiny-sd",
         images=6,
         num_inference_steps=4,
@@ -54,7 +55,7 @@ def reference_extractions(monkeypatch) -> list[int]:
 
 
 def test_fid_and_kid_equal_torch_fidelitys_own_result_on_the_same_images(settings, inception_weights, tmp_path):
-    evaluation = Evaluation(settings)
+    evaluation = PipelineEvaluator(settings)
     metrics = evaluation.evaluate(DEEPCACHE)
     generated = evaluation.folder / DEEPCACHE.hash[:16]
     theirs = torch_fidelity.calculate_metrics(
@@ -77,9 +78,9 @@ def test_fid_and_kid_equal_torch_fidelitys_own_result_on_the_same_images(setting
 
 
 def test_reference_features_are_cached_and_read_back_on_the_second_run(settings, reference_extractions):
-    Evaluation(settings)
+    PipelineEvaluator(settings)
     assert reference_extractions == [2]
-    second = Evaluation(settings)
+    second = PipelineEvaluator(settings)
     assert reference_extractions == [2]  # a hit: nothing extracted again
     second.evaluate(DEEPCACHE)
     assert reference_extractions == [2, 1]  # the candidate's images are always new
@@ -99,8 +100,8 @@ def test_reference_features_are_cached_and_read_back_on_the_second_run(settings,
     ids=lambda change: next(iter(change)),
 )
 def test_any_change_of_a_key_invalidates_the_reference(settings, reference_extractions, change):
-    Evaluation(settings)
-    Evaluation(replace(settings, **change))
+    PipelineEvaluator(settings)
+    PipelineEvaluator(replace(settings, **change))
     assert reference_extractions == [2, 2]
     files = sorted((Path(settings.cache_dir) / "fidelity").glob("*.json"))
     assert len(files) == 2
@@ -109,19 +110,19 @@ def test_any_change_of_a_key_invalidates_the_reference(settings, reference_extra
 def test_other_extractor_weights_invalidate_the_reference_even_under_the_same_name_and_time(settings, reference_extractions, tmp_path):
     weights = tmp_path / "weights.pth"
     shutil.copy2(settings.inception_weights, weights)
-    Evaluation(replace(settings, inception_weights=str(weights)))
+    PipelineEvaluator(replace(settings, inception_weights=str(weights)))
     before = weights.stat()
     state = torch.load(weights)
     state["fc.bias"] += 1
     torch.save(state, weights)
     os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))  # as `cp -p` or `rsync -t` would leave it
-    Evaluation(replace(settings, inception_weights=str(weights)))
+    PipelineEvaluator(replace(settings, inception_weights=str(weights)))
     assert reference_extractions == [2, 2]
 
 
 def test_settings_outside_the_key_still_hit_the_cache(settings, reference_extractions):
-    Evaluation(settings)
-    Evaluation(replace(settings, repeats=2, cost=("macs",), latency_scope="pipeline", keep_images=False))
+    PipelineEvaluator(settings)
+    PipelineEvaluator(replace(settings, repeats=2, cost=("macs",), latency_scope="pipeline", keep_images=False))
     assert reference_extractions == [2]
 
 
@@ -131,7 +132,7 @@ def test_a_folder_of_real_images_is_resized_and_matches_torch_fidelity(settings,
     real.mkdir()
     for i, size in enumerate([(48, 40), (40, 64), (33, 33), (50, 50), (64, 40), (40, 48), (36, 40)]):
         Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(real / f"{i}.png")
-    evaluation = Evaluation(replace(settings, reference=str(real)))
+    evaluation = PipelineEvaluator(replace(settings, reference=str(real)))
     metrics = evaluation.evaluate(DEEPCACHE)
     theirs = torch_fidelity.calculate_metrics(
         input1=str(evaluation.folder / DEEPCACHE.hash[:16]),
@@ -181,7 +182,7 @@ def test_a_registered_custom_feature_extractor_is_used(settings):
 
     if "channel-stats" not in FEATURE_EXTRACTORS_REGISTRY:
         torch_fidelity.register_feature_extractor("channel-stats", ChannelStats)
-    evaluation = Evaluation(replace(settings, feature_extractor="channel-stats", inception_weights=None))
+    evaluation = PipelineEvaluator(replace(settings, feature_extractor="channel-stats", inception_weights=None))
     metrics = evaluation.evaluate(DEEPCACHE)
     theirs = torch_fidelity.calculate_metrics(
         input1=str(evaluation.folder / DEEPCACHE.hash[:16]),
@@ -194,7 +195,7 @@ def test_a_registered_custom_feature_extractor_is_used(settings):
         save_cpu_ram=True,
     )
     assert metrics["fid"]["value"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-6)
-    with pytest.raises(ConfigError, match="unknown feature extractor 'no-such'.*inception-v3-compat"):
+    with pytest.raises(ConfigError, match=r"unknown feature extractor 'no-such'.*inception-v3-compat"):
         replace(settings, feature_extractor="no-such")
 
 
@@ -213,12 +214,12 @@ def test_the_bootstrap_statistics_equal_fid_and_unbiased_kid_on_the_full_sample(
 
 
 def test_missing_or_empty_reference_folders_and_weight_files_are_refused(settings, tmp_path):
-    with pytest.raises(ConfigError, match="reference folder .*missing.* does not exist"):
+    with pytest.raises(ConfigError, match=r"reference folder .*missing.* does not exist"):
         replace(settings, reference=str(tmp_path / "missing"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="holds no images"):
-        Evaluation(replace(settings, reference=str(tmp_path / "empty")))
-    with pytest.raises(ConfigError, match="weights .*nope.pth.* not found"):
+        PipelineEvaluator(replace(settings, reference=str(tmp_path / "empty")))
+    with pytest.raises(ConfigError, match=r"weights .*nope.pth.* not found"):
         replace(settings, inception_weights=str(tmp_path / "nope.pth"))
 
 

@@ -91,7 +91,7 @@ def test_non_uint8_images_are_refused():
 
 def test_ssim_refuses_images_smaller_than_its_window():
     images = random_images(1, 10, 12, seed=0)
-    with pytest.raises(ConfigError, match="at least 11x11.*got 10x12"):
+    with pytest.raises(ConfigError, match=r"at least 11x11.*got 10x12"):
         ssim(images, images)
 
 

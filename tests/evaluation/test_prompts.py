@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from prunesched.errors import ConfigError
-from prunesched.evaluation.evaluate import EvalSettings
 from prunesched.evaluation.prompts import coco_captions, imagenet_prompts, parti_prompts, prompt_set, text_prompts
+from prunesched.evaluation.settings import PipelineSettings
 
 
 def test_imagenet_prompts_follow_the_dato_sito_protocol():
@@ -62,9 +62,9 @@ def test_a_table_names_a_set_and_subsamples_it(tmp_path):
 
 
 def test_the_pipeline_evaluator_draws_its_images_prompts_from_a_set():
-    settings = EvalSettings(prompts={"kind": "imagenet"}, images=8, seed=5)
+    settings = PipelineSettings(prompts={"kind": "imagenet"}, images=8, seed=5)
     assert settings.prompt_list() == list(imagenet_prompts().subsample(8, 5).prompts)
-    assert EvalSettings(prompts=["a", "b"], images=5).prompt_list() == ["a", "b", "a", "b", "a"]
+    assert PipelineSettings(prompts=["a", "b"], images=5).prompt_list() == ["a", "b", "a", "b", "a"]
 
 
 @pytest.mark.parametrize(

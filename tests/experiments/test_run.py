@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from prunesched.errors import ConfigError
-from prunesched.evaluation.evaluate import EvalSettings
+from prunesched.evaluation.settings import PipelineSettings
 from prunesched.storage import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ def test_every_shipped_config_loads_and_names_valid_settings_and_schedules(confi
 
         SearchConfig.from_dict(loaded["search"])
         return
-    assert set(loaded["evaluator"]) <= set(EvalSettings.__dataclass_fields__)
+    assert set(loaded["evaluator"]) <= set(PipelineSettings.__dataclass_fields__)
     steps = loaded["evaluator"]["num_inference_steps"]
     for row in loaded["rows"]:
         if "schedule" in row:  # one iteration per step (Euler, SDXL's default) or one more (PNDM, SD 1.5's)

@@ -19,8 +19,9 @@ from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from prunesched.cli import main
-from prunesched.evaluation.evaluate import EvalSettings, Evaluation
+from prunesched.evaluation.evaluate import PipelineEvaluator
 from prunesched.evaluation.paired import psnr
+from prunesched.evaluation.settings import PipelineSettings
 from prunesched.models.shapes import MODEL_DIR, WEIGHTS, pipeline
 from prunesched.models.shapes.judge import EXTRACTOR, caption_matches, load_judge
 from prunesched.runtime.schedule import Schedule
@@ -60,15 +61,15 @@ def test_a_fixed_seed_generation_matches_the_stored_reference(pipe):
 
 
 def test_the_judge_recognises_the_main_object_of_generated_held_out_captions(tmp_path):
-    settings = EvalSettings(images=16, num_inference_steps=50, guidance_scale=7.5, batch_size=16, repeats=1, cache_dir=str(tmp_path))
-    evaluation = Evaluation(settings)
+    settings = PipelineSettings(images=16, num_inference_steps=50, guidance_scale=7.5, batch_size=16, repeats=1, cache_dir=str(tmp_path))
+    evaluation = PipelineEvaluator(settings)
     matches = caption_matches(load_judge(), evaluation.full_images, list(evaluation.generator.spec.prompts))
     assert matches is not None and sum(matches) / len(matches) >= 0.7, matches
 
 
 def test_fid_on_the_shapes_model_is_torch_fidelitys_own_in_the_judges_feature_space(tmp_path):
-    settings = EvalSettings(images=8, num_inference_steps=10, batch_size=8, repeats=1, reference="model", cache_dir=str(tmp_path))
-    evaluation = Evaluation(settings)
+    settings = PipelineSettings(images=8, num_inference_steps=10, batch_size=8, repeats=1, reference="model", cache_dir=str(tmp_path))
+    evaluation = PipelineEvaluator(settings)
     schedule = Schedule.deepcache(evaluation.steps, interval=3, branch=0)
     metrics = evaluation.evaluate(schedule)
     theirs = torch_fidelity.calculate_metrics(

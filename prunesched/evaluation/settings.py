@@ -1,0 +1,136 @@
+"""How a schedule is evaluated on a pipeline: the settings, validated without torch.
+
+A search config's ``[evaluator]`` table of kind ``pipeline`` becomes :class:`PipelineSettings` once,
+when the config is loaded, so a bad key or a missing prompt file is refused before any worker
+starts. This module imports no torch: the search's coordinator, its reports and its CLI build and
+read these settings; only :class:`prunesched.evaluation.evaluate.PipelineEvaluator` runs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from prunesched.checks import check_number
+from prunesched.errors import ConfigError
+from prunesched.evaluation.prompts import PromptSpec, prompt_set
+from prunesched.models import shapes
+
+if TYPE_CHECKING:
+    from prunesched.evaluation.fidelity import FidelitySettings
+
+COSTS = {
+    "measured": ("latency_s", "relative_latency"),
+    "predicted": ("predicted_latency_s", "predicted_relative_latency"),
+    "macs": ("macs", "relative_macs"),
+}
+"""Cost sources and the metrics each gives: timed runs, the per-step cost model, analytic MACs."""
+
+LATENCY_SCOPES = ("loop", "pipeline")
+"""``loop``: the pipeline call with precomputed text embeddings up to the latents (the denoising loop and its
+few set-up lines); ``pipeline``: the whole call from prompts to decoded images."""
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """What determines the images: the model, each image's prompt and seed, the loop settings and the batching."""
+
+    model: str
+    prompts: tuple[str, ...]
+    seeds: tuple[int, ...]
+    num_inference_steps: int = 10
+    guidance_scale: float = 7.5
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if not self.prompts:
+            raise ConfigError("no images to generate: give at least one image (images >= 1)")
+        if len(self.prompts) != len(self.seeds):
+            raise ConfigError(f"{len(self.prompts)} prompts but {len(self.seeds)} seeds; give one seed per image")
+        if self.batch_size < 1 or self.num_inference_steps < 1:
+            raise ConfigError(f"batch_size and num_inference_steps must be >= 1, got {self.batch_size} and {self.num_inference_steps}")
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """How a schedule is evaluated; the ``[evaluator]`` table of kind ``pipeline`` holds these keys.
+
+    The defaults evaluate on the embedded shapes model with its held-out captions.
+    ``prompts`` is a list of prompts or a prompt-set table (:func:`prunesched.evaluation.prompts.prompt_set`,
+    e.g. ``{kind = "imagenet"}``); image i uses seed ``seed + i``; a larger set is subsampled with
+    ``seed``, a smaller one cycled through. ``reference`` turns on FID and KID: ``"model"`` (the
+    unaccelerated model's images of the same prompts and seeds) or a folder of real images, in the
+    space of ``feature_extractor`` (default: the judge for the shapes model, Inception otherwise).
+    ``cost`` lists the cost sources to compute (:data:`COSTS`). ``repeats`` timed runs (after a
+    warm-up) give every latency; ``latency_scope`` is ``loop`` (text encoding and VAE decode
+    excluded) or ``pipeline``.
+
+    Building the settings checks them all; a model name is checked against the built-in pipelines
+    and a reference's feature extractor against torch-fidelity's registry, both of which import torch.
+    """
+
+    kind: ClassVar[str] = "pipeline"
+
+    model: str = "shapes"
+    prompts: PromptSpec = field(default_factory=lambda: {"kind": "shapes"})
+    images: int = 4
+    seed: int = 0
+    num_inference_steps: int = 10
+    guidance_scale: float = 7.5
+    batch_size: int = 8
+    repeats: int = 3
+    latency_scope: str = "loop"
+    cost: tuple[str, ...] = ("measured",)
+    reference: str | None = None
+    feature_extractor: str | None = None
+    inception_weights: str | None = None
+    cache_dir: str | None = None
+    keep_images: bool = True
+
+    def __post_init__(self) -> None:
+        from prunesched.models.loading import check_model
+
+        check_model(self.model)
+        for name in ("images", "num_inference_steps", "repeats", "batch_size"):
+            check_number(getattr(self, name), name, "[evaluator]", integer=True, low=1)
+        check_number(self.seed, "seed", "[evaluator]", integer=True)
+        check_number(self.guidance_scale, "guidance_scale", "[evaluator]")
+        if self.latency_scope not in LATENCY_SCOPES:
+            raise ConfigError(f"[evaluator] latency_scope must be one of {', '.join(LATENCY_SCOPES)}, got {self.latency_scope!r}")
+        costs = [self.cost] if isinstance(self.cost, str) else list(self.cost)
+        if not costs or not set(costs) <= set(COSTS):
+            raise ConfigError(f"[evaluator] cost must list some of {', '.join(COSTS)}, got {self.cost!r}")
+        object.__setattr__(self, "cost", tuple(costs))
+        if self.reference not in (None, "model") and not Path(self.reference).is_dir():
+            raise ConfigError(f"reference folder {self.reference!r} does not exist; give a folder of real images or 'model'")
+        if self.reference is not None:
+            if self.images < 2:
+                raise ConfigError(f"FID and KID need at least 2 images, got images = {self.images}")
+            self.fidelity()  # an unknown extractor or a missing weight file is refused here, not on a worker
+        self.prompt_list()  # so is a missing or malformed prompt file
+
+    def prompt_list(self) -> list[str]:
+        """The prompt of every image, in order."""
+        prompts = prompt_set(self.prompts)
+        if self.images <= len(prompts.prompts):
+            return list(prompts.subsample(self.images, self.seed).prompts)
+        return [prompts.prompts[i % len(prompts.prompts)] for i in range(self.images)]
+
+    def spec(self) -> GenerationSpec:
+        """The images these settings generate: one prompt and one seed per image."""
+        seeds = tuple(self.seed + i for i in range(self.images))
+        return GenerationSpec(self.model, tuple(self.prompt_list()), seeds, self.num_inference_steps, self.guidance_scale, self.batch_size)
+
+    def fidelity(self) -> FidelitySettings:
+        """FID/KID features: the extractor named, else the judge for the shapes model and Inception for any other."""
+        from prunesched.evaluation.fidelity import FidelitySettings
+        from prunesched.models.shapes.judge import EXTRACTOR
+
+        natural = EXTRACTOR if self.model == shapes.NAME else "inception-v3-compat"
+        return FidelitySettings(self.feature_extractor or natural, self.inception_weights)
+
+    def objective_metrics(self) -> tuple[str, ...]:
+        """The metrics this evaluation gives that a search can minimise: quality first, cost last."""
+        quality = ("mse",) + (("fid", "kid") if self.reference else ())
+        return quality + tuple(name for source in self.cost for name in COSTS[source])
