@@ -32,7 +32,6 @@ from prunesched.bench.paired_timing import RELATIVE, Timing, paired
 from prunesched.evaluation.cost import FULL, CostTable, label
 from prunesched.models.configs import SD15_UNET
 from prunesched.models.tiny import SD_SCHEDULER
-from prunesched.runtime import pruning
 from prunesched.runtime.paper_tables import dato_ours_b1
 from prunesched.runtime.schedule import Cache
 from prunesched.timing import ZERO, Sample, timing_device
@@ -83,24 +82,24 @@ def _step_schedule(cache: Cache, prune: float, method: str, repeats: int) -> Sch
 
 
 @contextlib.contextmanager
-def _selection_timer(loop: DenoiserLoop) -> Iterator[list[Sample]]:
-    """The time of token selection in each UNet call of the loop (the part a method adds besides the gathers)."""
+def _selection_timer(loop: DenoiserLoop, handle: prunesched.PatchHandle) -> Iterator[list[Sample]]:
+    """The time of token selection in each UNet call of the loop (the part a method adds besides the gathers),
+    measured through the handle's selection timer (:meth:`prunesched.PatchHandle.time_selection`)."""
     per_call: list[Sample] = []
-    original = pruning.plan_tokens
 
-    def timed(*args: Any, **kwargs: Any) -> Any:
+    @contextlib.contextmanager
+    def region() -> Iterator[None]:
         spent: list[Sample] = []
         with loop.watch.region(spent):
-            plan = original(*args, **kwargs)
+            yield
         per_call[-1] += spent[0]
-        return plan
 
     hook = loop.pipe.unet.register_forward_pre_hook(lambda *_: per_call.append(ZERO))
-    pruning.plan_tokens = timed
+    handle.time_selection(region)
     try:
         yield per_call
     finally:
-        pruning.plan_tokens = original
+        handle.time_selection(None)
         hook.remove()
 
 
@@ -118,8 +117,10 @@ def _entry(times: list[Sample], selection: list[Sample] | None = None) -> dict[s
 
 
 def _ours(loop: DenoiserLoop, cache: Cache, prune: float, method: str, repeats: int) -> dict[str, Any]:
-    with _selection_timer(loop) as selection:
-        times = loop.time_schedule(_step_schedule(cache, prune, method, repeats))
+    schedule = _step_schedule(cache, prune, method, repeats)
+    times: list[Sample] = []
+    with prunesched.apply(loop.pipe, schedule) as handle, _selection_timer(loop, handle) as selection:
+        loop.drive(len(schedule), lambda _i: loop.watch.region(times))
     return _entry(times, selection)
 
 

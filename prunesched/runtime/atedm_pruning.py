@@ -16,14 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from diffusers.models.attention_processor import Attention
+from torch import Tensor
 
 from prunesched.errors import ScheduleError, UnsupportedModelError
 from prunesched.runtime.methods import AtedmConfig
 from prunesched.runtime.patcher import Patcher
+from prunesched.runtime.pruner import PatchTarget, Pruner, require_unet
+from prunesched.runtime.schedule import Schedule
 from prunesched.runtime.state import RunState
 from prunesched.runtime.tokens import TokenPlan, atedm_plan, attention_map, combine_heads, gwpr, scored_self_attention
 from prunesched.runtime.unet_layout import Slot
@@ -56,24 +60,37 @@ def attention_blocks(slots: list[Slot]) -> list[AttentionBlock]:
     return [AttentionBlock(name, layers) for name, layers in blocks.items()]
 
 
-def install_atedm(patcher: Patcher, slots: list[Slot], state: RunState, method: AtedmConfig) -> None:
-    """Patch every attention block of ``slots`` for AT-EDM pruning at the schedule's per-step ratios."""
-    for block in attention_blocks(slots):
+def check(target: PatchTarget, schedule: Schedule, method: AtedmConfig) -> None:
+    """Refuse a DiT, slots that are not whole attention blocks, and layers the explicit attention would not reproduce."""
+    if not schedule.prunes:
+        return
+    require_unet(target, method)
+    for block in attention_blocks(target.slots):
         for layer in block.layers:
             _check_layer(layer)
+
+
+def install(patcher: Patcher, target: PatchTarget, state: RunState, method: AtedmConfig) -> None:
+    """Patch every attention block of the slots for AT-EDM pruning at the schedule's per-step ratios."""
+    for block in attention_blocks(target.slots):
         first, last = block.layers[0].block, block.layers[-1].block
         patcher.replace_method(
-            first.attn1, "forward", lambda original: _scoring_self_attention(original, first.attn1, block, state, method)
+            first.attn1, "forward", partial(_scoring_self_attention, attn=first.attn1, block=block, state=state, method=method)
         )
         if method.source == "cross":
-            patcher.replace_method(first.attn2, "forward", lambda original: _scoring_cross(original, first.attn2, block, state, method))
+            patcher.replace_method(
+                first.attn2, "forward", partial(_scoring_cross, attn=first.attn2, block=block, state=state, method=method)
+            )
         if len(block.layers) > 1:
-            patcher.replace_method(first, "forward", lambda original: _after(original, block, keep=True))
-            patcher.replace_method(last, "forward", lambda original: _after(original, block, keep=False))
+            patcher.replace_method(first, "forward", partial(_after, block=block, keep=True))
+            patcher.replace_method(last, "forward", partial(_after, block=block, keep=False))
         else:
             if method.source == "self":
-                patcher.replace_method(first.attn2, "forward", lambda original: _on_kept(original, block))
-            patcher.replace_method(first.ff, "forward", lambda original: _on_kept(original, block))
+                patcher.replace_method(first.attn2, "forward", partial(_on_kept, block=block))
+            patcher.replace_method(first.ff, "forward", partial(_on_kept, block=block))
+
+
+ATEDM = Pruner(check, install)
 
 
 def _check_layer(slot: Slot) -> None:
@@ -89,14 +106,14 @@ def _check_layer(slot: Slot) -> None:
             raise UnsupportedModelError(f"cannot prune {slot.name} with atedm: its attention uses {odd or 'a residual or rescaled output'}")
 
 
-def _heads(attn: nn.Module, x: Tensor) -> Tensor:
+def _heads(attn: Attention, x: Tensor) -> Tensor:
     """``(B, N, H * d) -> (B, H, N, d)``."""
     b, n, _ = x.shape
     return x.view(b, n, attn.heads, -1).transpose(1, 2)
 
 
 def _scoring_self_attention(
-    original: Callable[..., Tensor], attn: nn.Module, block: AttentionBlock, state: RunState, method: AtedmConfig
+    original: Callable[..., Tensor], attn: Attention, block: AttentionBlock, state: RunState, method: AtedmConfig
 ) -> Callable[..., Tensor]:
     """Self-attention with an explicit map: the output, the map summed over heads, and (source "self") the G-WPR scores."""
 
@@ -120,7 +137,7 @@ def _scoring_self_attention(
 
 
 def _scoring_cross(
-    original: Callable[..., Tensor], attn: nn.Module, block: AttentionBlock, state: RunState, method: AtedmConfig
+    original: Callable[..., Tensor], attn: Attention, block: AttentionBlock, state: RunState, method: AtedmConfig
 ) -> Callable[..., Tensor]:
     """Cross-attention with explicit maps, whose entropy-weighted G-WPR (Eq. 1) scores the tokens (source "cross")."""
 
@@ -150,7 +167,8 @@ def _plan(block: AttentionBlock, state: RunState, n: int) -> None:
     """Once the block's scores and map exist, choose the kept tokens and record what each layer computes on."""
     if block.score is None or block.received is None:
         return
-    block.plan = atedm_plan(block.score, block.received, int(state.ratio(block.name) * n))
+    with state.selecting():
+        block.plan = atedm_plan(block.score, block.received, int(state.ratio(block.name) * n))
     kept = block.plan.num_kept
     for i, layer in enumerate(block.layers):
         state.record_tokens(layer.name, n if i == 0 and len(block.layers) > 1 else kept, n)
@@ -161,7 +179,7 @@ def _after(original: Callable[..., Tensor], block: AttentionBlock, keep: bool) -
 
     def forward(*args: Any, **kwargs: Any) -> Tensor:
         out = original(*args, **kwargs)
-        if not block.active:
+        if block.plan is None:  # the block does not prune in this call
             return out
         return block.plan.gather(out) if keep else block.plan.recover(out)
 
@@ -172,7 +190,7 @@ def _on_kept(original: Callable[..., Tensor], block: AttentionBlock) -> Callable
     """A sublayer (cross-attention or feed-forward) run on the kept tokens, each pruned token taking its copy source's output."""
 
     def forward(hidden_states: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        if not block.active:
+        if block.plan is None:  # the block does not prune in this call
             return original(hidden_states, *args, **kwargs)
         return block.plan.recover(original(block.plan.gather(hidden_states), *args, **kwargs))
 

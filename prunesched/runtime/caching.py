@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from prunesched.runtime.patcher import Patcher
@@ -13,7 +14,7 @@ from prunesched.runtime.unet_layout import CacheUnit
 def install_caching(patcher: Patcher, units: list[CacheUnit], state: RunState) -> None:
     """Make every unit return its cached output at the branches that freeze it, and refresh the cache otherwise."""
     for unit in units:
-        patcher.replace_method(unit.module, "forward", lambda original, unit=unit: _cached_forward(original, unit, state))
+        patcher.replace_method(unit.module, "forward", partial(_cached_forward, unit=unit, state=state))
 
 
 def _cached_forward(original: Callable[..., Any], unit: CacheUnit, state: RunState) -> Callable[..., Any]:

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
 from diffusers.models.attention_processor import Attention
 from torch import Tensor, nn
 
-from prunesched.errors import UnsupportedModelError
+from prunesched.errors import ScheduleError, UnsupportedModelError
 from prunesched.runtime.methods import CatConfig
 from prunesched.runtime.patcher import Patcher
+from prunesched.runtime.pruner import Denoiser, PatchTarget, Pruner
+from prunesched.runtime.schedule import Schedule
 from prunesched.runtime.state import RunState
 from prunesched.runtime.tokens.cat import cat_clusters, cat_select
 
@@ -52,7 +55,7 @@ class CatStream:
     pairs: bool | None = None
 
 
-def self_attentions(transformer: nn.Module) -> dict[str, Attention]:
+def self_attentions(transformer: Denoiser) -> dict[str, Attention]:
     """The attention modules whose keys and values come from the image tokens (SD3's joint and dual
     attention, PixArt's ``attn1``); cross-attention reads only the text and needs no cache."""
     return {
@@ -62,7 +65,7 @@ def self_attentions(transformer: nn.Module) -> dict[str, Attention]:
     }
 
 
-def check_cat_pipeline(pipe: Any, transformer: nn.Module) -> None:
+def check_cat_pipeline(pipe: Any, transformer: Denoiser) -> None:
     """Refuse, before anything is patched, what CAT pruning cannot run correctly."""
     fused = [name for name, module in self_attentions(transformer).items() if getattr(module, "fused_projections", False)]
     if fused:
@@ -77,16 +80,27 @@ def check_cat_pipeline(pipe: Any, transformer: nn.Module) -> None:
         )
 
 
-def install_cat(patcher: Patcher, transformer: nn.Module, state: RunState, method: CatConfig) -> None:
+def check(target: PatchTarget, schedule: Schedule, method: CatConfig) -> None:
+    """Refuse a UNet, and (when the schedule prunes) what CAT pruning cannot run correctly."""
+    if target.unet is not None:
+        raise ScheduleError("method 'cat' prunes the tokens of a DiT (SD3, PixArt-Σ); for a UNet pipeline use sito, dato, random or atedm")
+    if schedule.prunes:
+        check_cat_pipeline(target.pipe, target.denoiser)
+
+
+def install(patcher: Patcher, target: PatchTarget, state: RunState, method: CatConfig) -> None:
     """Hook the patch embedding (gather), the output projection (scatter) and each self-attention's key and value projections."""
+    transformer = target.denoiser
     config = transformer.config
     run = _CatRun(state, method, config.patch_size, config.in_channels, config.out_channels)
-    hooks = [transformer.pos_embed.register_forward_hook(run.gather), transformer.proj_out.register_forward_hook(run.scatter)]
+    patcher.add_forward_hook(transformer.pos_embed, run.gather)
+    patcher.add_forward_hook(transformer.proj_out, run.scatter)
     for name, attention in self_attentions(transformer).items():
         for projection, suffix in ((attention.to_k, "k"), (attention.to_v, "v")):
-            hooks.append(projection.register_forward_hook(lambda _m, _a, out, key=f"{name}.{suffix}": run.refresh(key, out)))
-    for hook in hooks:
-        patcher.on_undo(hook.remove)
+            patcher.add_forward_hook(projection, partial(run.refresh, f"{name}.{suffix}"))
+
+
+CAT = Pruner(check, install)
 
 
 class _CatRun:
@@ -117,12 +131,13 @@ class _CatRun:
         if stream.pairs is None:
             stream.pairs = _cfg_pair(state, latent)
         rows = slice(latent.shape[0] // 2, None) if stream.pairs else slice(None)  # diffusers batches CFG as [uncond, cond]
-        selection = self._select(stream, rows, grid, count)
+        with state.selecting():
+            selection = self._select(stream, rows, grid, count)
         stream.index = torch.cat([selection, selection]) if stream.pairs else selection
         state.record_tokens(RECORD_NAME, count, total)
         return tokens.gather(1, _expand(stream.index, tokens.shape[-1]))
 
-    def refresh(self, key: str, projected: Tensor) -> Tensor:
+    def refresh(self, key: str, _module: nn.Module, _args: tuple[Any, ...], projected: Tensor) -> Tensor:
         """A self-attention's keys or values: this step's for the recomputed tokens, the previous step's for the rest."""
         stream = self.stream()
         if stream.index is not None:

@@ -2,31 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from diffusers import PixArtTransformer2DModel, SD3Transformer2DModel, UNet2DConditionModel
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
-from torch import nn
 
 from prunesched.errors import ScheduleError, UnsupportedModelError
-from prunesched.runtime.atedm_pruning import install_atedm
+from prunesched.runtime import atedm_pruning, cat_pruning, similarity_pruning
 from prunesched.runtime.caching import install_caching
-from prunesched.runtime.cat_pruning import check_cat_pipeline, install_cat
-from prunesched.runtime.methods import AtedmConfig, CatConfig, DatoConfig, SimilarityMethod
+from prunesched.runtime.methods import AtedmConfig, CatConfig, DatoConfig, RandomConfig, SitoConfig, TokenMethod
 from prunesched.runtime.patcher import Patcher
-from prunesched.runtime.pruning import check_prune_limits, install_pruning
+from prunesched.runtime.pruner import Denoiser, PatchTarget, Pruner
 from prunesched.runtime.schedule import Cache, Schedule
 from prunesched.runtime.state import RunState, StepRecord
 from prunesched.runtime.tracking import StepTracker
-from prunesched.runtime.unet_layout import CacheUnit, Slot, cache_units, prune_less_blocks, select_slots
+from prunesched.runtime.unet_layout import CacheUnit, cache_units, prune_less_blocks, select_slots
 
 _ATTRIBUTE = "_prunesched_handle"
-_DITS = (SD3Transformer2DModel, PixArtTransformer2DModel)
-_MULTI_CHUNK_CFG = ("PAG", "InstructPix2Pix")
-"""Pipelines whose guidance batch is not two halves [uncond, cond] (perturbed-attention guidance, image guidance)."""
+
+PRUNERS: dict[type[TokenMethod], Pruner[Any]] = {
+    SitoConfig: similarity_pruning.SITO,
+    DatoConfig: similarity_pruning.DATO,
+    RandomConfig: similarity_pruning.RANDOM,
+    AtedmConfig: atedm_pruning.ATEDM,
+    CatConfig: cat_pruning.CAT,
+}
+"""The runtime of each token method, by the type of its configuration (see docs/runtime.md, "Adding a method")."""
 
 
 def apply(pipe: Any, schedule: Schedule, *, resample: bool = False) -> PatchHandle:
@@ -36,7 +42,8 @@ def apply(pipe: Any, schedule: Schedule, *, resample: bool = False) -> PatchHand
     (SD 1.x/2.x, SDXL, and their img2img and inpaint variants: every method but ``cat``) or an
     ``SD3Transformer2DModel`` or ``PixArtTransformer2DModel`` at ``pipe.transformer`` (SD3,
     PixArt-Σ: method ``cat``, and ``full``/``reuse`` steps). Applying again replaces the previous
-    schedule; nothing stacks, and a schedule that fails validation leaves the previous one in
+    schedule; nothing stacks. ``apply`` is all or nothing: a schedule that is refused, or any
+    error while patching, leaves the pipeline exactly as it was, the previous schedule still in
     place. The schedule must have one step per position of the scheduler's timesteps; with
     ``resample=True`` a schedule of another length is stretched to fit (see
     :meth:`Schedule.resample`) instead of raising.
@@ -49,33 +56,48 @@ def apply(pipe: Any, schedule: Schedule, *, resample: bool = False) -> PatchHand
         raise UnsupportedModelError("prunesched.apply needs a pipeline with a scheduler at pipe.scheduler")
     if not isinstance(schedule, Schedule):
         raise ScheduleError(f"expected a prunesched.Schedule, got {type(schedule).__name__}; use Schedule.load(path)")
+    pruner = next((PRUNERS[cls] for cls in type(schedule.method).__mro__ if cls in PRUNERS), None)  # a subclass runs as its base
+    if pruner is None:
+        raise ScheduleError(f"method {schedule.method.name!r} has no runtime; valid: {', '.join(cls.name for cls in PRUNERS)}")
     if isinstance(denoiser, UNet2DConditionModel):
-        _check_unet_schedule(pipe, schedule)
-        slots = select_slots(denoiser, schedule)
+        target = PatchTarget(pipe, denoiser, select_slots(denoiser, schedule))
         units = cache_units(denoiser, {s.cache for s in schedule.steps if isinstance(s.cache, int)})
+        prune_less = prune_less_blocks(denoiser, schedule)
     else:
         _check_dit_schedule(schedule)
-        if schedule.prunes:
-            check_cat_pipeline(pipe, denoiser)
-        slots, units = [], []
-    remove(pipe)
-    return PatchHandle(pipe, denoiser, schedule, slots, units, resample)
+        target, units, prune_less = PatchTarget(pipe, denoiser, []), [], frozenset()
+    pruner.check(target, schedule, schedule.method)
+    handle = PatchHandle(target, schedule, pruner, units, prune_less, resample)
+    previous = _handles(pipe)
+    for old in previous:
+        old.remove()
+    try:
+        handle._install()
+    except BaseException:
+        for old in reversed(previous):  # put back exactly what was there: the same handles, on the same modules
+            old._install()
+        raise
+    return handle
 
 
 def remove(pipe: Any) -> None:
     """Undo :func:`apply`; the pipeline behaves bit-identically to before. Does nothing if it is not patched."""
-    for name in ("unet", "transformer"):
-        handle = getattr(getattr(pipe, name, None), _ATTRIBUTE, None)
-        if handle is not None:
-            handle.remove()
+    for handle in _handles(pipe):
+        handle.remove()
 
 
-def find_denoiser(pipe: Any) -> nn.Module:
+def _handles(pipe: Any) -> list[PatchHandle]:
+    """The handles applied to ``pipe.unet`` and ``pipe.transformer``."""
+    found = (getattr(getattr(pipe, name, None), _ATTRIBUTE, None) for name in ("unet", "transformer"))
+    return [handle for handle in found if handle is not None]
+
+
+def find_denoiser(pipe: Any) -> Denoiser:
     """The network a schedule governs: ``pipe.unet`` (a ``UNet2DConditionModel``) or ``pipe.transformer`` (SD3, PixArt)."""
     unet, transformer = getattr(pipe, "unet", None), getattr(pipe, "transformer", None)
     if isinstance(unet, UNet2DConditionModel):
         return unet
-    if isinstance(transformer, _DITS):
+    if isinstance(transformer, (SD3Transformer2DModel, PixArtTransformer2DModel)):
         return transformer
     found = type(unet if unet is not None else transformer).__name__
     raise UnsupportedModelError(
@@ -84,27 +106,8 @@ def find_denoiser(pipe: Any) -> nn.Module:
     )
 
 
-def _check_unet_schedule(pipe: Any, schedule: Schedule) -> None:
-    if isinstance(schedule.method, CatConfig):
-        raise ScheduleError("method 'cat' prunes the tokens of a DiT (SD3, PixArt-Σ); for a UNet pipeline use sito, dato, random or atedm")
-    if (
-        schedule.prunes
-        and isinstance(schedule.method, SimilarityMethod)
-        and schedule.method.align_cfg
-        and any(k in type(pipe).__name__ for k in _MULTI_CHUNK_CFG)
-    ):
-        raise UnsupportedModelError(
-            f"{type(pipe).__name__} batches guidance in more than two chunks, so CFG alignment would mix samples; "
-            "use a method with align_cfg=false"
-        )
-
-
 def _check_dit_schedule(schedule: Schedule) -> None:
-    """A DiT schedule: CAT pruning, whole-network steps, and nothing that names UNet blocks."""
-    if schedule.prunes and not isinstance(schedule.method, CatConfig):
-        raise ScheduleError(
-            f"method {schedule.method.name!r} prunes UNet attention blocks; a DiT pipeline (SD3, PixArt-Σ) prunes with method 'cat'"
-        )
+    """A DiT schedule: whole-network steps, and nothing that names UNet blocks (its method's pruner checks the rest)."""
     for i, step in enumerate(schedule.steps):
         if step.cache not in ("full", "reuse"):
             raise ScheduleError(f"step {i}: cache {step.cache!r} is a UNet cache branch; a DiT pipeline's steps are 'full' or 'reuse'")
@@ -118,35 +121,42 @@ class PatchHandle:
     """A schedule applied to a pipeline: what it did last generation, and how to take it off."""
 
     def __init__(
-        self, pipe: Any, denoiser: nn.Module, schedule: Schedule, slots: list[Slot], units: list[CacheUnit], resample: bool
+        self,
+        target: PatchTarget,
+        schedule: Schedule,
+        pruner: Pruner[Any],
+        units: list[CacheUnit],
+        prune_less: frozenset[str],
+        resample: bool,
     ) -> None:
-        self.pipe = pipe
+        """Everything the patch needs, checked by :func:`apply`; nothing is patched until ``_install``."""
+        self.pipe = target.pipe
         self.schedule = schedule
-        self.slots = slots
+        self.slots = target.slots
         """The transformer blocks the schedule prunes (see :func:`~prunesched.runtime.unet_layout.select_slots`)."""
+        self._target = target
+        self._pruner = pruner
+        self._units = units
         self._resample = resample
-        unet = denoiser if isinstance(denoiser, UNet2DConditionModel) else None
-        self._output_type = UNet2DConditionOutput if unet is not None else Transformer2DModelOutput
-        self._state = RunState(schedule, prune_less_blocks(unet, schedule) if unet is not None else frozenset())
-        self._tracker = StepTracker(pipe)
+        self._output_type = UNet2DConditionOutput if target.unet is not None else Transformer2DModelOutput
+        self._state = RunState(schedule, prune_less)
+        self._tracker = StepTracker(target.pipe)
         self._patcher = Patcher()
 
-        install_caching(self._patcher, units, self._state)
-        method = schedule.method
-        if schedule.prunes and isinstance(method, CatConfig):
-            install_cat(self._patcher, denoiser, self._state, method)
-        elif schedule.prunes and isinstance(method, AtedmConfig):
-            install_atedm(self._patcher, slots, self._state, method)
-        elif schedule.prunes:
-            install_pruning(self._patcher, slots, self._state)
-            if isinstance(method, DatoConfig) and unet is not None:
-                feature = unet.up_blocks[-1] if method.diff_source == "up_block" else unet.conv_out
-                hook = feature.register_forward_hook(lambda _m, _i, out: self._state.record_feature(out))
-                self._patcher.on_undo(hook.remove)
-        self._patcher.replace_method(denoiser, "forward", self._wrap_denoiser)
-        setattr(denoiser, _ATTRIBUTE, self)
-        self._patcher.on_undo(lambda: delattr(denoiser, _ATTRIBUTE))
-        self._patcher.on_undo(self._tracker.detach)
+    def _install(self) -> None:
+        """Patch the pipeline, all or nothing: if anything raises, what was already done is undone first."""
+        denoiser = self._target.denoiser
+        try:
+            install_caching(self._patcher, self._units, self._state)
+            if self.schedule.prunes:
+                self._pruner.install(self._patcher, self._target, self._state, self.schedule.method)
+            self._patcher.replace_method(denoiser, "forward", self._wrap_denoiser)
+            setattr(denoiser, _ATTRIBUTE, self)
+            self._patcher.on_undo(lambda: delattr(denoiser, _ATTRIBUTE))
+            self._patcher.on_undo(self._tracker.detach)
+        except BaseException:
+            self._patcher.undo()
+            raise
 
     @property
     def records(self) -> list[StepRecord]:
@@ -156,6 +166,15 @@ class PatchHandle:
     def remove(self) -> None:
         """Restore the pipeline's original behaviour."""
         self._patcher.undo()
+
+    def time_selection(self, timer: Callable[[], AbstractContextManager[object]] | None) -> None:
+        """Run every token selection inside ``timer()``, e.g. a stopwatch region; ``None`` stops.
+
+        Token selection is the part a method adds besides gathering and scattering tokens: the
+        plan of SiTo, DaTo (with its DiffScore) and random pruning, AT-EDM's choice from its G-WPR
+        scores, CAT's choice of the tokens to recompute. Benchmarks use it to time that part alone.
+        """
+        self._state.selection_timer = timer or contextlib.nullcontext
 
     def __enter__(self) -> PatchHandle:
         return self
@@ -179,7 +198,7 @@ class PatchHandle:
             if position.stream == 0:
                 state.records.append(StepRecord(position.iteration, step.cache, performed, missing, step.prune))
             else:
-                state.records[-1].unet_calls += 1
+                state.records[-1].denoiser_calls += 1
             if performed == "reuse":
                 reused = state.last_output[position.stream].clone()
                 return self._output_type(sample=reused) if kwargs.get("return_dict", True) else (reused,)
@@ -210,7 +229,8 @@ class PatchHandle:
             state.schedule = self.schedule.resample(loop_length)
         else:
             state.schedule = self.schedule
-        check_prune_limits(self.slots, state.schedule, tuple(sample.shape[-2:]))
+        if state.schedule.prunes:
+            self._pruner.check_latent(self._target, state.schedule, state.schedule.method, (sample.shape[-2], sample.shape[-1]))
         state.reset(sample.device)
 
     def _decide(self, cache: Cache, stream: int) -> tuple[Cache, bool]:

@@ -6,6 +6,8 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from torch import nn
+
 
 class Patcher:
     """Records every method replacement and hook it makes, and undoes them in reverse order."""
@@ -34,10 +36,15 @@ class Patcher:
 
         self._undo.append(undo)
 
+    def add_forward_hook(self, module: nn.Module, hook: Callable[..., Any]) -> None:
+        """Register ``hook`` as a forward hook of ``module`` (it may return a replacement output); undo removes it."""
+        self._undo.append(module.register_forward_hook(hook).remove)
+
     def on_undo(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` when the patch is undone (e.g. a torch hook handle's ``remove``)."""
+        """Run ``fn`` when the patch is undone (e.g. delete an attribute the patch set)."""
         self._undo.append(fn)
 
     def undo(self) -> None:
+        """Undo everything, newest first; the patcher can be used again afterwards."""
         while self._undo:
             self._undo.pop()()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections import deque
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +12,6 @@ import torch
 from torch import Tensor
 
 from prunesched.runtime.schedule import Cache, Schedule
-from prunesched.runtime.tokens import diff_score
 
 
 @dataclass
@@ -28,7 +29,7 @@ class StepRecord:
             tokens that entered self-attention for SiTo, DaTo and random; for AT-EDM, all tokens
             in a block's first layer and the kept ones after it; all tokens in a block DSAP holds; for
             CAT, ``"transformer"``: the image tokens recomputed in each CFG half.
-        unet_calls: UNet calls in this iteration that did work or reused (2 for non-batched CFG).
+        denoiser_calls: calls of the UNet or transformer in this iteration that did work or reused (2 for non-batched CFG).
     """
 
     index: int
@@ -37,14 +38,16 @@ class StepRecord:
     cache_missing: bool
     prune: float
     tokens: dict[str, tuple[int, int]] = field(default_factory=dict)
-    unet_calls: int = 1
+    denoiser_calls: int = 1
 
 
 class RunState:
-    """Per-generation state shared by the UNet wrapper, the cache wrappers and the pruning wrappers.
+    """Per-generation state shared by the denoiser wrapper, the cache wrappers and the pruning wrappers:
+    the loop position of the current call, the records, the method's generators and the caches.
 
-    Caches, DiffScore history and previous outputs are kept per *stream* (the n-th UNet call of
-    an iteration), so pipelines that run CFG as two calls keep their halves apart.
+    Caches, previous outputs and each method's own state (in :meth:`cache`) are kept per *stream*
+    (the n-th denoiser call of an iteration), so pipelines that run CFG as two calls keep their
+    halves apart.
     """
 
     def __init__(self, schedule: Schedule, prune_less: frozenset[str] = frozenset()) -> None:
@@ -64,8 +67,8 @@ class RunState:
         self.caches: dict[int, dict[str, Any]] = {}
         self.has_full: set[int] = set()
         self.last_output: dict[int, Tensor] = {}
-        self.features: dict[int, deque[Tensor]] = {}
-        self._diffs: dict[tuple[int, int], Tensor | None] = {}
+        self.selection_timer: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
+        """What every token selection runs inside (see :meth:`PatchHandle.time_selection`); by default nothing."""
 
     def reset(self, device: torch.device) -> None:
         """Forget everything from the previous generation; the method's generators restart from its seed."""
@@ -73,7 +76,6 @@ class RunState:
         self.caches.clear()
         self.has_full.clear()
         self.last_output.clear()
-        self.features.clear()
         self._generators.clear()
         self._device = device
 
@@ -88,7 +90,6 @@ class RunState:
         self, iteration: int, stream: int, branch: int | None, prune: float, latent_hw: tuple[int, int], cfg: bool | None
     ) -> None:
         self.iteration, self.stream, self.branch, self.prune, self.latent_hw, self.cfg = iteration, stream, branch, prune, latent_hw, cfg
-        self._diffs.clear()
 
     def ratio(self, attention_block: str) -> float:
         """The prune ratio of ``attention_block`` in the current call: the step's, or 0 while DSAP keeps the block prune-less."""
@@ -98,19 +99,13 @@ class RunState:
         return self.prune
 
     def cache(self) -> dict[str, Any]:
-        """The cached module outputs of the current stream."""
+        """The current stream's store for this generation: cached module outputs by module path, and each
+        method's own per-stream state under the method's name (``"cat"``, ``"dato"``)."""
         return self.caches.setdefault(self.stream, {})
 
-    def record_feature(self, feature: Tensor) -> None:
-        """Remember a computed feature of the current stream for the DiffScore (the last two are kept)."""
-        self.features.setdefault(self.stream, deque(maxlen=2)).append(feature.detach())
-
-    def diff(self, grid: tuple[int, int]) -> Tensor | None:
-        """The DiffScore of the current call on ``grid``, or ``None`` before two computed steps exist."""
-        if grid not in self._diffs:
-            history = self.features.get(self.stream, ())
-            self._diffs[grid] = diff_score(history[0], history[1], grid) if len(history) == 2 else None
-        return self._diffs[grid]
+    def selecting(self) -> AbstractContextManager[object]:
+        """The context every method runs its token selection in: the handle's selection timer, if one is set."""
+        return self.selection_timer()
 
     def record_held(self, slots: list[str], tokens: int) -> None:
         """In a step that prunes, record ``slots`` DSAP holds prune-less with all their tokens (records show which blocks pruned)."""

@@ -1,9 +1,9 @@
-"""Which iteration of the denoising loop a UNet call belongs to.
+"""Which iteration of the denoising loop a denoiser call (UNet or transformer) belongs to.
 
 The iteration index is the number of ``scheduler.step`` calls since the last
 ``scheduler.set_timesteps``, plus the position where the loop started in the scheduler's
 timesteps (img2img starts part-way). It is not ``timesteps.index(t)`` per call (wrong for PNDM's
-and Heun's repeated timesteps) and not a count of UNet calls (wrong when CFG runs as two calls).
+and Heun's repeated timesteps) and not a count of denoiser calls (wrong when CFG runs as two calls).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from prunesched.runtime.patcher import Patcher
 
 @dataclass(frozen=True)
 class Position:
-    """Where a UNet call sits in the denoising loop.
+    """Where a denoiser call sits in the denoising loop.
 
     Attributes:
         iteration: index into the scheduler's timesteps, i.e. into the schedule's steps.
-        stream: 0 for the first UNet call of the iteration, 1 for a second (non-batched CFG), ...
+        stream: 0 for the first denoiser call of the iteration, 1 for a second (non-batched CFG), ...
         new_generation: whether this call starts a new pipeline call.
         loop_length: ``len(scheduler.timesteps)``, the length a schedule must have.
     """
@@ -46,7 +46,7 @@ class StepTracker:
         self._offset = 0
 
     def locate(self, timestep: Any) -> Position:
-        """The position of the UNet call being made with ``timestep``."""
+        """The position of the denoiser call being made with ``timestep``."""
         scheduler = self._pipe.scheduler
         if scheduler is not self._scheduler:
             self._attach(scheduler)

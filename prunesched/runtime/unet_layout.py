@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from diffusers import UNet2DConditionModel
+from diffusers.models.attention import BasicTransformerBlock
 from torch import nn
 
 from prunesched.errors import ScheduleError, UnsupportedModelError
@@ -28,7 +30,7 @@ class Slot:
     """
 
     name: str
-    block: nn.Module
+    block: BasicTransformerBlock
     level: int
 
     @property
@@ -60,7 +62,7 @@ def token_grid(latent_hw: tuple[int, int], level: int) -> tuple[int, int]:
     return h, w
 
 
-def _levels(unet: nn.Module) -> Iterator[tuple[str, nn.Module, int]]:
+def _levels(unet: UNet2DConditionModel) -> Iterator[tuple[str, nn.Module, int]]:
     """Every down, mid and up block with its resolution level."""
     level = 0
     for i, block in enumerate(unet.down_blocks):
@@ -73,7 +75,7 @@ def _levels(unet: nn.Module) -> Iterator[tuple[str, nn.Module, int]]:
         level -= getattr(block, "upsamplers", None) is not None
 
 
-def all_slots(unet: nn.Module) -> list[Slot]:
+def all_slots(unet: UNet2DConditionModel) -> list[Slot]:
     """Every transformer block of the UNet, with its resolution level."""
     slots = []
     for prefix, block, level in _levels(unet):
@@ -83,7 +85,7 @@ def all_slots(unet: nn.Module) -> list[Slot]:
     return slots
 
 
-def select_slots(unet: nn.Module, schedule: Schedule) -> list[Slot]:
+def select_slots(unet: UNet2DConditionModel, schedule: Schedule) -> list[Slot]:
     """The slots a schedule prunes, checked to be patchable; never empty."""
     slots = all_slots(unet)
     if not slots:
@@ -104,7 +106,7 @@ def select_slots(unet: nn.Module, schedule: Schedule) -> list[Slot]:
     return chosen
 
 
-def prune_less_blocks(unet: nn.Module, schedule: Schedule) -> frozenset[str]:
+def prune_less_blocks(unet: UNet2DConditionModel, schedule: Schedule) -> frozenset[str]:
     """The attention blocks the schedule's DSAP prune-less set names, checked against this UNet."""
     if schedule.prune_less is None:
         return frozenset()
@@ -140,16 +142,16 @@ def check_supported(slot: Slot) -> None:
         raise UnsupportedModelError(f"cannot prune {slot.name}: it {problem}")
 
 
-def max_branch(unet: nn.Module) -> int:
+def max_branch(unet: UNet2DConditionModel) -> int:
     """The deepest DeepCache branch id of this UNet (branch b recomputes block b // L, layer b % L)."""
     return len(unet.down_blocks) * _layers_per_up_block(unet) - 1
 
 
-def _layers_per_up_block(unet: nn.Module) -> int:
+def _layers_per_up_block(unet: UNet2DConditionModel) -> int:
     return len(unet.up_blocks[-1].resnets)
 
 
-def cache_units(unet: nn.Module, branches: set[int]) -> list[CacheUnit]:
+def cache_units(unet: UNet2DConditionModel, branches: set[int]) -> list[CacheUnit]:
     """The modules that a partial step at any of ``branches`` skips, following DeepCache's branch semantics.
 
     With L layers per up block, branch b keeps block ``b // L`` of the down path up to layer
@@ -196,7 +198,7 @@ def cache_units(unet: nn.Module, branches: set[int]) -> list[CacheUnit]:
 
 
 def _mark_layer(mark: Callable[[str, nn.Module | None, int], None], key: str, block: nn.Module, j: int, b: int) -> None:
-    mark(f"{key}.resnets.{j}", block.resnets[j], b)
+    mark(f"{key}.resnets.{j}", block.get_submodule(f"resnets.{j}"), b)
     attentions = getattr(block, "attentions", None)
     if attentions is not None and j < len(attentions):
         mark(f"{key}.attentions.{j}", attentions[j], b)

@@ -76,7 +76,7 @@ def test_atedm_settings_are_checked_when_the_schedule_is_made():
         AtedmConfig(iterations=-1)
     with pytest.raises(ScheduleError, match="source must be one of self, cross"):
         AtedmConfig(source="both")
-    with pytest.raises(ScheduleError, match="method 'atedm' accepts 0 to 0.99"):
+    with pytest.raises(ScheduleError, match=r"method 'atedm' accepts 0 to 0.99"):
         Schedule.uniform(4, prune=1.0, method="atedm")
     assert Schedule.from_json(Schedule.uniform(4, prune=0.6, method=AtedmConfig(iterations=5)).to_json()).method == AtedmConfig(
         iterations=5

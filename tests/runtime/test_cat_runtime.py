@@ -272,7 +272,7 @@ def test_cat_schedule_constructor_has_t0_full_steps_then_one_minus_alpha():
     schedule = Schedule.cat(28)
     assert [s.prune for s in schedule.steps] == [0.0] * 8 + [0.7] * 20 and schedule.method == CatConfig()
     for bad in ({"t0": 29}, {"alpha": 0}, {"alpha": 1.5}):
-        with pytest.raises(ScheduleError, match="t0|alpha"):
+        with pytest.raises(ScheduleError, match=r"t0|alpha"):
             Schedule.cat(28, **bad)
 
 

@@ -49,7 +49,7 @@ def test_a_list_of_blocks_is_checked_against_the_unet(sd_pipe):
     schedule = dataclasses.replace(
         Schedule.uniform(loop_length(sd_pipe), prune=0.5), prune_less=PruneLess(3, ("up_blocks.9.attentions.0",))
     )
-    with pytest.raises(ScheduleError, match="prune_less block 'up_blocks.9.attentions.0' is not an attention block of this UNet; valid: "):
+    with pytest.raises(ScheduleError, match=r"prune_less block 'up_blocks.9.attentions.0' is not an attention block of this UNet; valid: "):
         prunesched.apply(sd_pipe, schedule)
 
 

@@ -7,7 +7,7 @@ import torch
 import prunesched
 from prunesched import Schedule, ScheduleError, StepPlan, UnsupportedModelError
 from prunesched.models.tiny import tiny_sd_pipeline
-from prunesched.runtime import pruning
+from prunesched.runtime import similarity_pruning
 from prunesched.runtime.methods import DatoConfig, RandomConfig, SitoConfig
 from tests.runtime.helpers import generate
 
@@ -111,8 +111,8 @@ def test_no_cfg_and_odd_batches_work(sd_pipe):
 
 def test_cfg_alignment_follows_the_pipeline(sd_pipe, monkeypatch):
     seen = []
-    original = pruning.dato_plan
-    monkeypatch.setattr(pruning, "dato_plan", lambda *a, **k: seen.append(k["align_from"]) or original(*a, **k))
+    original = similarity_pruning.dato_plan
+    monkeypatch.setattr(similarity_pruning, "dato_plan", lambda *a, **k: seen.append(k["align_from"]) or original(*a, **k))
     prunesched.apply(sd_pipe, Schedule.uniform(_loop_length(sd_pipe), prune=0.5, method="dato"))
     generate(sd_pipe, guidance_scale=7.5)
     assert seen and set(seen) == {"second"}, "diffusers batches [uncond, cond]; the paper aligns to the conditional half"
@@ -128,8 +128,8 @@ def test_cfg_alignment_follows_the_pipeline(sd_pipe, monkeypatch):
 @pytest.mark.parametrize("source", ["up_block", "model_output"])
 def test_dato_diffscore_needs_two_computed_steps_and_skips_reuse(sd_pipe, monkeypatch, source):
     diffs = []
-    original = pruning.dato_plan
-    monkeypatch.setattr(pruning, "dato_plan", lambda x, g, k, diff, **kw: diffs.append(diff) or original(x, g, k, diff, **kw))
+    original = similarity_pruning.dato_plan
+    monkeypatch.setattr(similarity_pruning, "dato_plan", lambda x, g, k, diff, **kw: diffs.append(diff) or original(x, g, k, diff, **kw))
     steps = (StepPlan("full", 0.5), StepPlan("full", 0.5), StepPlan("reuse", 0.5)) + (StepPlan("full", 0.5),) * (_loop_length(sd_pipe) - 3)
     handle = prunesched.apply(sd_pipe, Schedule(steps=steps, method=DatoConfig(diff_source=source)))
     generate(sd_pipe)
@@ -171,9 +171,9 @@ def test_wrong_length_names_both_lengths_unless_resampling(sd_pipe):
 def test_bad_schedules_for_this_model_fail_at_apply(sd_pipe):
     with pytest.raises(ScheduleError, match="cache branch 9 is not valid for this UNet; valid branch ids: 0 to 8"):
         prunesched.apply(sd_pipe, Schedule.uniform(7, cache=9))
-    with pytest.raises(ScheduleError, match="slot 'down_blocks.5' is not a transformer block"):
+    with pytest.raises(ScheduleError, match=r"slot 'down_blocks.5' is not a transformer block"):
         prunesched.apply(sd_pipe, Schedule(steps=(StepPlan(),), slots=("down_blocks.5",)))
-    with pytest.raises(ScheduleError, match="expected a prunesched.Schedule"):
+    with pytest.raises(ScheduleError, match=r"expected a prunesched.Schedule"):
         prunesched.apply(sd_pipe, {"steps": []})
     assert "forward" not in vars(sd_pipe.unet), "a failed apply leaves the pipeline untouched"
 
@@ -231,7 +231,7 @@ def test_prune_ratio_beyond_the_grid_limit_is_refused(sd_pipe):
     slot = ("mid_block.attentions.0.transformer_blocks.0",)
     schedule = Schedule(steps=(StepPlan("full", 0.75),) * _loop_length(sd_pipe), slots=slot)
     prunesched.apply(sd_pipe, schedule)
-    with pytest.raises(ScheduleError, match="removes 56 of 75 tokens .* at most 51 can be pruned on a 5x15 grid"):
+    with pytest.raises(ScheduleError, match=r"removes 56 of 75 tokens .* at most 51 can be pruned on a 5x15 grid"):
         generate(sd_pipe, height=40, width=120)  # latent 20x60, mid level 5x15: 3x8 base tokens
 
 
@@ -259,6 +259,7 @@ def test_pipelines_without_a_supported_denoiser_are_refused():
         transformer = torch.nn.Linear(1, 1)
 
     with pytest.raises(
-        UnsupportedModelError, match="at pipe.unet, or an SD3Transformer2DModel or PixArtTransformer2DModel at pipe.transformer; got Linear"
+        UnsupportedModelError,
+        match=r"at pipe.unet, or an SD3Transformer2DModel or PixArtTransformer2DModel at pipe.transformer; got Linear",
     ):
         prunesched.apply(OtherDiTPipeline(), Schedule.uniform(3))

@@ -1,4 +1,4 @@
-"""Step tracking: every UNet call gets the plan of its denoising-loop iteration, whatever the scheduler."""
+"""Step tracking: every denoiser call gets the plan of its denoising-loop iteration, whatever the scheduler."""
 
 from types import SimpleNamespace
 
@@ -43,7 +43,7 @@ def _check_records(pipe, handle, seen):
         assert record.index == offset + i
         assert float(timesteps[record.index]) == t, "the record's iteration is the one the pipeline was at"
         assert record.prune == handle.schedule.steps[record.index].prune
-        assert record.unet_calls == 1
+        assert record.denoiser_calls == 1
 
 
 @pytest.mark.parametrize("name", list(SCHEDULERS))
@@ -118,7 +118,7 @@ def test_non_batched_cfg_two_calls_per_iteration_share_the_plan_and_keep_separat
 
     handle = prunesched.apply(pipe, Schedule(steps=steps))
     outputs = run()
-    assert [r.unet_calls for r in handle.records] == [2, 2, 2, 2]
+    assert [r.denoiser_calls for r in handle.records] == [2, 2, 2, 2]
     assert [r.performed for r in handle.records] == ["full", "reuse", 0, "full"]
     assert torch.equal(outputs[1][0], outputs[0][0]) and torch.equal(outputs[1][1], outputs[0][1])
     assert not torch.equal(outputs[1][0], outputs[1][1]), "each call reuses its own previous output"
