@@ -25,7 +25,8 @@ A config is a TOML file (docs/experiments.md lists them all):
 
 Schedules of a row: ``{kind = "uniform", prune, cache, method}``, ``{kind = "deepcache", interval,
 branch, prune, method}``, ``{kind = "cat", t0, alpha}`` (CAT on a DiT), ``{kind = "dato-ours-b1"}``
-(DaTo's published table) or ``{kind = "file", path}``, each optionally with ``prune_less = TAU``
+(DaTo's published table), ``{kind = "file", path}`` (a schedule document) or ``{kind = "dato-file", path}``
+(a DaTo table, see ``Schedule.load_dato``), each optionally with ``prune_less = TAU``
 (DSAP) and ``slots`` (where a UNet method prunes); a row without a schedule shows the paper's
 numbers only (a method prunesched does not run).
 A table writes its rows as JSON (--out), the same table as Markdown beside it, and with ``plot =
@@ -51,7 +52,7 @@ from prunesched.runtime.schedule import PruneLess, Schedule
 
 ROOT = Path(__file__).resolve().parent
 KINDS = ("table", "search")
-SCHEDULE_KINDS = ("uniform", "deepcache", "cat", "dato-ours-b1", "file")
+SCHEDULE_KINDS = ("uniform", "deepcache", "cat", "dato-ours-b1", "file", "dato-file")
 COLUMNS = ("fid", "caption_accuracy", "psnr", "relative_macs", "relative_latency", "speedup")
 """Measured columns of a table, in this order, where the evaluation gives them; speed-up is 1 / relative latency."""
 
@@ -120,9 +121,9 @@ def row_schedule(spec: Any, steps: int) -> Schedule:
         elif spec["kind"] == "dato-ours-b1":
             schedule = dato_ours_b1(**options)
         elif set(options) != {"path"}:
-            raise ConfigError(f"a schedule of kind 'file' takes only a path, got {spec!r:.80}")
+            raise ConfigError(f"a schedule of kind {spec['kind']!r} takes only a path, got {spec!r:.80}")
         else:
-            schedule = Schedule.load(options["path"])
+            schedule = (Schedule.load_dato if spec["kind"] == "dato-file" else Schedule.load)(options["path"])
     except TypeError as exc:
         raise ConfigError(f"schedule {dict(spec)!r:.80}: {exc}") from None
     if "slots" in spec:

@@ -24,6 +24,7 @@ def prompts_option(value: str) -> dict[str, str]:
 
 @click.command("eval")
 @click.argument("schedule_path", metavar="SCHEDULE", type=click.Path(path_type=Path))
+@click.option("--dato", is_flag=True, help="SCHEDULE is a DaTo table (cache ids {0, 1, 12} and prune ratios), not a schedule document.")
 @click.option("--model", default="shapes", show_default=True, help="Built-in name, diffusers folder, or hub id in the local cache.")
 @click.option(
     "--prompts",
@@ -55,13 +56,13 @@ def prompts_option(value: str) -> dict[str, str]:
     "--cache-dir", default=None, help="Images, reference features and cost tables [default: $PRUNESCHED_CACHE or ~/.cache/prunesched]."
 )
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Result JSON [default: SCHEDULE's name + .eval.json].")
-def evaluate(schedule_path: Path, output: Path | None, prompts: str | None, cost: tuple[str, ...], **options: Any) -> None:
-    """Evaluate SCHEDULE (a schedule document or a DaTo table): quality against the unaccelerated model, and cost."""
+def evaluate(schedule_path: Path, dato: bool, output: Path | None, prompts: str | None, cost: tuple[str, ...], **options: Any) -> None:
+    """Evaluate SCHEDULE (a schedule document, or a DaTo table with --dato): quality against the unaccelerated model, and cost."""
     from prunesched.evaluation.evaluate import PipelineEvaluator
     from prunesched.evaluation.settings import PipelineSettings
     from prunesched.runtime.schedule import Schedule
 
-    schedule = Schedule.load(schedule_path)
+    schedule = Schedule.load_dato(schedule_path) if dato else Schedule.load(schedule_path)
     if prompts is not None:
         options["prompts"] = prompts_option(prompts)
     settings = PipelineSettings(cost=cost or ("measured",), **options)

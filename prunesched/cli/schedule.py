@@ -14,13 +14,14 @@ def schedule() -> None:
 
 @schedule.command("show")
 @click.argument("path", type=click.Path(path_type=Path))
-def schedule_show(path: Path) -> None:
+@click.option("--dato", is_flag=True, help="PATH is a DaTo table (cache ids {0, 1, 12} and prune ratios), not a schedule document.")
+def schedule_show(path: Path, dato: bool) -> None:
     """Validate a schedule file and print its steps."""
     from collections import Counter
 
     from prunesched.runtime.schedule import Schedule
 
-    loaded = Schedule.load(path)
+    loaded = Schedule.load_dato(path) if dato else Schedule.load(path)
     method = ", ".join(f"{k}={v}" for k, v in loaded.method.to_dict().items() if k != "name")
     click.echo(f"{len(loaded)} steps, method {loaded.method.name} ({method}), slots {loaded.slots}, hash {loaded.hash[:12]}")
     counts = Counter("branch " + str(s.cache) if isinstance(s.cache, int) else s.cache for s in loaded.steps)

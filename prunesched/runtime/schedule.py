@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any
 
 from prunesched.errors import ScheduleError
 from prunesched.runtime.methods import METHODS, TokenMethod, method_from_dict
@@ -25,15 +25,18 @@ from prunesched.runtime.methods import METHODS, TokenMethod, method_from_dict
 FORMAT = "prunesched.schedule"
 VERSION = 1
 
-Cache = Union[str, int]
+Cache = str | int
 """``"full"``, ``"reuse"``, or a DeepCache branch id (an int >= 0; 0 is the shallowest, cheapest)."""
+
+_DATO_CACHE: dict[int, Cache] = {0: "reuse", 1: 0}
+"""DaTo's cache ids: 0 reuses the previous output, 1 is DeepCache's shallowest branch; any other id is a full step."""
 
 SLOT_KEYWORDS = ("highest-resolution", "all")
 """``"highest-resolution"``: self-attention of every transformer block at the highest-resolution
 level that has any (the default; on SDXL that is not the first level). ``"all"``: every
 transformer block's self-attention."""
 
-Slots = Union[str, tuple[str, ...]]
+Slots = str | tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ class PruneLess:
 class Schedule:
     """A per-iteration acceleration plan for one pipeline configuration.
 
-    Build one with :meth:`uniform`, :meth:`deepcache`, :meth:`cat`, :meth:`from_dato` or :meth:`load`;
+    Build one with :meth:`uniform`, :meth:`deepcache`, :meth:`cat`, :meth:`from_dato`, :meth:`load` or :meth:`load_dato`;
     apply it with :func:`prunesched.apply`.
     """
 
@@ -179,7 +182,7 @@ class Schedule:
         for i, (cache_id, ratio) in enumerate(zip(cache_ids, ratios)):
             if not isinstance(cache_id, int) or isinstance(cache_id, bool) or cache_id < 0:
                 raise ScheduleError(f"DaTo cache id at entry {i} is {cache_id!r}; valid ids are 0 (reuse), 1 (branch 0), 12 (full)")
-            plans.append(StepPlan({0: "reuse", 1: 0}.get(cache_id, "full"), ratio))
+            plans.append(StepPlan(_DATO_CACHE.get(cache_id, "full"), ratio))
         return cls(steps=tuple(plans), method=_method(method))
 
     def to_dato(self, leading_full: bool = True) -> tuple[list[int], list[float]]:
@@ -205,10 +208,7 @@ class Schedule:
         """
         _check_step_count(steps)
         old = len(self.steps)
-        if steps == 1 or old == 1:
-            index = [0] * steps
-        else:
-            index = [math.floor(j * (old - 1) / (steps - 1) + 0.5) for j in range(steps)]
+        index = [0] * steps if steps == 1 or old == 1 else [math.floor(j * (old - 1) / (steps - 1) + 0.5) for j in range(steps)]
         provenance = {**self.provenance, "resampled_from": old}
         prune_less = self.prune_less and replace(self.prune_less, steps=math.floor(self.prune_less.steps * steps / old + 0.5))
         return replace(self, steps=tuple(self.steps[i] for i in index), provenance=provenance, prune_less=prune_less)
@@ -283,36 +283,47 @@ class Schedule:
 
     @classmethod
     def load(cls, path: str | Path) -> Schedule:
-        """Read a schedule file: a schedule document, or a DaTo table (see :meth:`from_dato`) written either as
-        JSON ``{"cache_ids": [...], "ratios": [...], "method": ...}`` or as two lines of numbers, as the paper prints it.
-        """
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ScheduleError(f"cannot read schedule file {str(path)!r}: {exc}") from None
+        """Read a schedule document (see :meth:`save`); a DaTo table is read with :meth:`load_dato`."""
+        text = _read(path)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            rows = _number_rows(text)
-            if rows is None:
-                raise ScheduleError(
-                    f"schedule file {str(path)!r} is neither JSON ({exc.msg} at line {exc.lineno} column {exc.colno}) "
-                    "nor a DaTo table (two lines: cache ids, then prune ratios)"
-                ) from None
-            return cls.from_dato([int(v) for v in rows[0]], rows[1])
+            hint = "; it holds two lines of numbers, a DaTo table: read it with Schedule.load_dato" if _number_rows(text) else ""
+            raise ScheduleError(
+                f"schedule file {str(path)!r} is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}){hint}"
+            ) from None
         except (ValueError, RecursionError) as exc:  # e.g. an integer too long to convert, nesting too deep
             raise ScheduleError(
                 f"schedule file {str(path)!r} is JSON that cannot be read ({type(exc).__name__}); "
                 "write a schedule document (docs/schedule.md)"
             ) from None
-        if isinstance(data, Mapping) and "cache_ids" in data:
-            extra = set(data) - {"cache_ids", "ratios", "method"}
-            if extra or "ratios" not in data:
-                raise ScheduleError(f"a DaTo table holds 'cache_ids', 'ratios' and optionally 'method'; got keys {sorted(data)}")
-            if not (isinstance(data["cache_ids"], list) and isinstance(data["ratios"], list)):
-                raise ScheduleError("a DaTo table's 'cache_ids' and 'ratios' must be lists of numbers, one entry per step")
-            return cls.from_dato(data["cache_ids"], data["ratios"], data.get("method", "dato"))
+        if isinstance(data, dict) and "cache_ids" in data:
+            raise ScheduleError(f"schedule file {str(path)!r} is a DaTo table, not a schedule document: read it with Schedule.load_dato")
         return cls.from_dict(data)
+
+    @classmethod
+    def load_dato(cls, path: str | Path, method: str | TokenMethod = "dato", leading_full: bool = True) -> Schedule:
+        """Read a DaTo table file (see :meth:`from_dato`): JSON ``{"cache_ids": [...], "ratios": [...], "method": ...}``,
+        or two lines of numbers as the paper prints them, cache ids then prune ratios. A JSON table's
+        ``method`` (a name or a method object) takes the place of ``method``."""
+        text = _read(path)
+        rows = _number_rows(text)
+        if rows is not None:
+            return cls.from_dato([int(v) for v in rows[0]], rows[1], method, leading_full)
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
+            data = None
+        if not isinstance(data, dict) or "cache_ids" not in data:
+            raise ScheduleError(
+                f"file {str(path)!r} is not a DaTo table: two lines of numbers (cache ids, then prune ratios) or "
+                'JSON {"cache_ids": [...], "ratios": [...]}; a schedule document is read with Schedule.load'
+            )
+        if set(data) - {"cache_ids", "ratios", "method"} or "ratios" not in data:
+            raise ScheduleError(f"a DaTo table holds 'cache_ids', 'ratios' and optionally 'method'; got keys {sorted(data)}")
+        if not (isinstance(data["cache_ids"], list) and isinstance(data["ratios"], list)):
+            raise ScheduleError("a DaTo table's 'cache_ids' and 'ratios' must be lists of numbers, one entry per step")
+        return cls.from_dato(data["cache_ids"], data["ratios"], data.get("method", method), leading_full)
 
     def save(self, path: str | Path) -> None:
         """Write the schedule document as JSON, all or nothing: a crash mid-write leaves any older file whole."""
@@ -323,6 +334,13 @@ class Schedule:
             partial.replace(target)
         except OSError as exc:
             raise ScheduleError(f"cannot write schedule file {str(path)!r}: {exc.strerror}") from None
+
+
+def _read(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScheduleError(f"cannot read schedule file {str(path)!r}: {exc}") from None
 
 
 def _number_rows(text: str) -> tuple[list[float], list[float]] | None:

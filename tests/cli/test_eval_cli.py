@@ -1,4 +1,4 @@
-"""``prunesched eval``: a schedule file or a DaTo table in, a printed table and a JSON result out; bad input exits 2."""
+"""``prunesched eval``: a schedule file (or a DaTo table with --dato) in, a printed table and a JSON result out; bad input exits 2."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def test_a_dato_table_is_evaluated_and_the_result_written_as_json(tmp_path, ince
     result = run(
         tmp_path,
         str(table),
+        "--dato",
         "--prompts",
         str(prompts),
         "--reference",
@@ -70,7 +71,10 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, monkeypatc
     assert not (tmp_path / "s.eval.json").exists()
 
 
-def test_an_unreadable_schedule_names_both_accepted_formats(tmp_path):
+def test_an_unreadable_schedule_is_one_line_and_a_dato_table_needs_dato(tmp_path):
     (tmp_path / "s.txt").write_text("not a schedule")
     result = run(tmp_path, str(tmp_path / "s.txt"))
-    assert result.exit_code == 2 and "neither JSON" in result.output and "DaTo table" in result.output
+    assert result.exit_code == 2 and "is not JSON" in result.output
+    (tmp_path / "table.txt").write_text("1 0 12 1\n0.5 0.0 0.5 0.5\n")
+    result = run(tmp_path, str(tmp_path / "table.txt"))
+    assert result.exit_code == 2 and "DaTo table" in result.output and "Schedule.load_dato" in result.output

@@ -56,8 +56,8 @@ VALID = '[space]\nkind = "dato"\nsteps = 4\n\n[evaluator]\nkind = "synthetic"\n'
 
 CASES = [
     # schedule files
-    Case("truncated JSON", SHOW, "is neither JSON", {"s.json": schedule()[:40]}),
-    Case("empty schedule file", SHOW, "is neither JSON", {"s.json": ""}),
+    Case("truncated JSON", SHOW, "is not JSON", {"s.json": schedule()[:40]}),
+    Case("empty schedule file", SHOW, "is not JSON", {"s.json": ""}),
     Case("binary schedule file (a pickle)", SHOW, "cannot read schedule file", {"s.json": b"\x80\x04\x95\x10\x00\x00\xff\xfe"}),
     Case("top-level array", SHOW, "must be a JSON object", {"s.json": "[1, 2]"}),
     Case("wrong format tag", SHOW, "'format' must be", {"s.json": schedule(format="tomesd")}),
@@ -84,14 +84,23 @@ CASES = [
     Case("unknown slot keyword", SHOW, "unknown slots 'lowest'", {"s.json": schedule(slots="lowest")}),
     Case("integer too long to read", SHOW, "is JSON that cannot be read", {"s.json": '{"steps": [{"cache": ' + "9" * 5000 + "}]}"}),
     Case("nesting too deep", SHOW, "is JSON that cannot be read", {"s.json": "[" * 100_000 + "]" * 100_000}),
-    Case("DaTo table rows of different lengths", SHOW, "3 cache ids but 2 prune ratios", {"s.json": "1 0 12\n0.5 0.5\n"}),
+    Case("DaTo table given as a schedule", SHOW, "read it with Schedule.load_dato", {"s.json": "1 0 12\n0.5 0.5 0.5\n"}),
+    Case("DaTo table rows of different lengths", [*SHOW, "--dato"], "3 cache ids but 2 prune ratios", {"s.json": "1 0 12\n0.5 0.5\n"}),
     Case(
-        "DaTo table with cache ids not a list", SHOW, "must be lists of numbers", {"s.json": json.dumps({"cache_ids": 5, "ratios": [0.5]})}
+        "DaTo table with cache ids not a list",
+        [*SHOW, "--dato"],
+        "must be lists of numbers",
+        {"s.json": json.dumps({"cache_ids": 5, "ratios": [0.5]})},
     ),
-    Case("DaTo table without ratios", SHOW, "a DaTo table holds 'cache_ids', 'ratios'", {"s.json": json.dumps({"cache_ids": [1, 0]})}),
+    Case(
+        "DaTo table without ratios",
+        [*SHOW, "--dato"],
+        "a DaTo table holds 'cache_ids', 'ratios'",
+        {"s.json": json.dumps({"cache_ids": [1, 0]})},
+    ),
     Case(
         "DaTo cache id not valid",
-        SHOW,
+        [*SHOW, "--dato"],
         "valid ids are 0 (reuse), 1 (branch 0), 12 (full)",
         {"s.json": json.dumps({"cache_ids": [1, -3], "ratios": [0.5, 0.5]})},
     ),

@@ -128,10 +128,10 @@ def test_bad_documents_name_the_problem(text, message):
 
 
 def test_prune_limit_follows_patch_size():
-    with pytest.raises(ScheduleError, match="method 'sito' with patch 2 accepts 0 to 0.75"):
+    with pytest.raises(ScheduleError, match=r"method 'sito' with patch 2 accepts 0 to 0.75"):
         Schedule.from_json('{"format": "prunesched.schedule", "version": 1, "steps": [{"prune": 0.8}]}')
     Schedule.uniform(2, prune=0.85, method=SitoConfig(patch=3))
-    with pytest.raises(ScheduleError, match="accepts 0 to 0.888889"):
+    with pytest.raises(ScheduleError, match=r"accepts 0 to 0.888889"):
         Schedule.uniform(2, prune=0.9, method=SitoConfig(patch=3))
 
 
@@ -147,3 +147,35 @@ def test_bad_dato_tables(ids, ratios, message):
 def test_missing_file_is_a_schedule_error(tmp_path):
     with pytest.raises(ScheduleError, match="cannot read schedule file"):
         Schedule.load(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(
+    ("text", "method"),
+    [
+        ("1 0 12 1\n0.5 0.0 0.5 0.5\n", DatoConfig()),  # the paper's two rows
+        ("[1, 0, 12, 1]\n[0.5, 0.0, 0.5, 0.5]\n", DatoConfig()),
+        (json.dumps({"cache_ids": [1, 0, 12, 1], "ratios": [0.5, 0.0, 0.5, 0.5]}), DatoConfig()),
+        (json.dumps({"cache_ids": [1, 0, 12, 1], "ratios": [0.5, 0.0, 0.5, 0.5], "method": "sito"}), SitoConfig()),
+    ],
+    ids=["two lines", "two bracketed lines", "json", "json with method"],
+)
+def test_load_dato_reads_both_table_forms(tmp_path, text, method):
+    (tmp_path / "table").write_text(text)
+    expected = Schedule.from_dato([1, 0, 12, 1], [0.5, 0.0, 0.5, 0.5], method=method)
+    assert Schedule.load_dato(tmp_path / "table") == expected
+
+
+def test_load_reads_only_schedule_documents_and_names_load_dato_for_a_table(tmp_path):
+    (tmp_path / "rows.txt").write_text("1 0 12\n0.5 0.0 0.5\n")
+    (tmp_path / "table.json").write_text(json.dumps({"cache_ids": [1, 0], "ratios": [0.5, 0.0]}))
+    for name in ("rows.txt", "table.json"):
+        with pytest.raises(ScheduleError, match=r"DaTo table.*read it with Schedule.load_dato") as info:
+            Schedule.load(tmp_path / name)
+        assert "\n" not in str(info.value)
+    (tmp_path / "truncated.json").write_text('{"format": "prunesched.sch')
+    with pytest.raises(ScheduleError, match=r"is not JSON \(Unterminated string") as info:
+        Schedule.load(tmp_path / "truncated.json")
+    assert "DaTo" not in str(info.value)
+    Schedule.uniform(3).save(tmp_path / "s.json")
+    with pytest.raises(ScheduleError, match=r"is not a DaTo table.*a schedule document is read with Schedule.load"):
+        Schedule.load_dato(tmp_path / "s.json")
