@@ -23,3 +23,7 @@ class StorageError(PruneschedError):
 
 class ConfigError(PruneschedError, ValueError):
     """An invalid search configuration."""
+
+
+class OutputError(PruneschedError):
+    """A file a command was asked to write that it must not or cannot: the search database, a link or device, a full disk."""

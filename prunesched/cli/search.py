@@ -15,6 +15,15 @@ from prunesched.report.record import cache_summary, mean_prune
 if TYPE_CHECKING:
     from prunesched.search.config import SearchConfig
 
+LARGEST = 2**63 - 1
+"""The largest integer a database column holds (SQLite and PostgreSQL store 64 bits)."""
+
+STORED_NUMBER = click.IntRange(min=0, max=LARGEST)
+"""A search id, candidate id or generation number: a larger one is refused in one line instead of overflowing in the driver."""
+
+OUTPUT_RULE = "A new name or a regular file (replaced whole); never the search database, a link or a device."
+"""What an output path may be (:mod:`prunesched.storage.outputs`), for the help of every option that names one."""
+
 DB_OPTION = click.option(
     "--db",
     default="prunesched.db",
@@ -62,9 +71,13 @@ def launch_with_progress(config: SearchConfig, db: str) -> int:
 
 
 @search.command("resume")
-@click.argument("search_id", type=int)
+@click.argument("search_id", type=STORED_NUMBER)
 @DB_OPTION
-@click.option("--force", is_flag=True, help="Take over a search another host's coordinator marked running (only when it is gone).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Take over a search a coordinator on another host marked running (only when it is gone); never a live one on this host.",
+)
 def search_resume(search_id: int, db: str, force: bool) -> None:
     """Continue a stopped or crashed search from its last stored generation."""
     from prunesched.search.coordinator import resume
@@ -77,7 +90,7 @@ def search_resume(search_id: int, db: str, force: bool) -> None:
 
 
 @search.command("status")
-@click.argument("search_id", type=int, required=False)
+@click.argument("search_id", type=STORED_NUMBER, required=False)
 @DB_OPTION
 def search_status(search_id: int | None, db: str) -> None:
     """Where each search (or search SEARCH_ID) stands."""
@@ -106,8 +119,8 @@ def search_status(search_id: int | None, db: str) -> None:
 
 
 @click.command("front")
-@click.argument("search_id", type=int)
-@click.option("--generation", type=int, default=None, help="Front after this generation (default: the latest).")
+@click.argument("search_id", type=STORED_NUMBER)
+@click.option("--generation", type=STORED_NUMBER, default=None, help="Front after this generation (default: the latest).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @DB_OPTION
 def front_command(search_id: int, generation: int | None, as_json: bool, db: str) -> None:
@@ -139,8 +152,10 @@ def front_command(search_id: int, generation: int | None, as_json: bool, db: str
 
 
 @click.command("export")
-@click.argument("search_id", type=int)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Schedule file to write.")
+@click.argument("search_id", type=STORED_NUMBER)
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help=f"Schedule file to write. {OUTPUT_RULE}"
+)
 @click.option(
     "--pick",
     "how",
@@ -150,8 +165,8 @@ def front_command(search_id: int, generation: int | None, as_json: bool, db: str
     help="weighted: least quality + weight * cost (DaTo Algorithm 1); fastest; best quality. From the front.",
 )
 @click.option("--weight", type=float, default=1.0, show_default=True, help="w of the weighted pick.")
-@click.option("--candidate", "candidate_id", type=int, default=None, help="Export this candidate instead of picking.")
-@click.option("--generation", type=int, default=None, help="Pick from the front after this generation (default: the latest).")
+@click.option("--candidate", "candidate_id", type=STORED_NUMBER, default=None, help="Export this candidate instead of picking.")
+@click.option("--generation", type=STORED_NUMBER, default=None, help="Pick from the front after this generation (default: the latest).")
 @DB_OPTION
 def export_command(
     search_id: int, output: Path, how: str, weight: float, candidate_id: int | None, generation: int | None, db: str
@@ -172,9 +187,11 @@ def export_command(
 
 
 @click.command("history")
-@click.option("--search", "search_id", type=int, default=None, help="Only this search's evaluations (default: list the searches).")
+@click.option(
+    "--search", "search_id", type=STORED_NUMBER, default=None, help="Only this search's evaluations (default: list the searches)."
+)
 @click.option("--status", type=click.Choice(["queued", "running", "done", "failed"]), default=None)
-@click.option("--generation", type=int, default=None, help="Only candidates born in this generation.")
+@click.option("--generation", type=STORED_NUMBER, default=None, help="Only candidates born in this generation.")
 @click.option(
     "--range",
     "ranges",
@@ -183,7 +200,7 @@ def export_command(
     callback=lambda _c, _p, v: [metric_range(r) for r in v],
     help="Only evaluations whose METRIC lies in [LOW, HIGH]; either bound may be empty (fid::0.5). Repeatable.",
 )
-@click.option("--limit", type=click.IntRange(min=1), default=None)
+@click.option("--limit", type=click.IntRange(min=1, max=LARGEST), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @DB_OPTION
 def history(

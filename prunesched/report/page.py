@@ -22,6 +22,7 @@ from prunesched.report.record import Point, SearchRecord, cache_summary, mean_pr
 from prunesched.report.samples import sample_images
 from prunesched.runtime.schedule import Schedule
 from prunesched.search.evaluators import evaluator_settings
+from prunesched.storage.outputs import check_output, write_output
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -47,14 +48,25 @@ def figures(record: SearchRecord) -> dict[str, Figure]:
 
 
 def write_report(
-    record: SearchRecord, path: str | Path, images: int = 4, png_dir: str | Path | None = None, log: Callable[[str], None] = lambda _: None
+    record: SearchRecord,
+    path: str | Path,
+    images: int = 4,
+    png_dir: str | Path | None = None,
+    log: Callable[[str], None] = lambda _: None,
+    database: Path | None = None,
 ) -> Path:
-    """Write the report of ``record`` to ``path``; ``images`` sample images per front point (0: none); PNG plots into ``png_dir`` too."""
+    """Write the report of ``record`` to ``path``; ``images`` sample images per front point (0: none); PNG plots into ``png_dir`` too.
+
+    Every file is checked before the sample images are made and written whole, never onto ``database`` (the search's
+    SQLite file), a link or a device (:mod:`prunesched.storage.outputs`).
+    """
     pictures = {stem: plots.png(figure) for stem, figure in figures(record).items()}
+    for output in [path, *(Path(png_dir) / f"{stem}.png" for stem in pictures if png_dir is not None)]:
+        check_output(output, database)  # before the sample images, which take minutes
     if png_dir is not None:
         Path(png_dir).mkdir(parents=True, exist_ok=True)
         for stem, data in pictures.items():
-            (Path(png_dir) / f"{stem}.png").write_bytes(data)
+            write_output(Path(png_dir) / f"{stem}.png", data, database)
     samples = ""
     front = record.front()
     if images > 0 and front:
@@ -77,10 +89,8 @@ def write_report(
         body += ["<h3>Per-step schedules</h3>", _img(pictures["schedules"], "schedules")]
     body += [samples, "<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(record.config, indent=2), quote=False)}</pre>"]
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>prunesched search {record.id}</title><style>{STYLE}</style></head><body>{''.join(body)}</body></html>"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
-    return path
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return write_output(path, page.encode("utf-8"), database)
 
 
 def _img(data: bytes, alt: str) -> str:

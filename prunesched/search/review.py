@@ -16,6 +16,7 @@ from typing import Any
 from prunesched.errors import ConfigError
 from prunesched.runtime.schedule import Schedule
 from prunesched.search.pareto import pick_weighted
+from prunesched.storage.outputs import check_output, write_output
 from prunesched.storage.records import FrozenCandidate, FrozenEvaluation
 from prunesched.storage.store import Store
 
@@ -75,11 +76,11 @@ def export(
     """Write one schedule of a search to ``path`` with its provenance, and record the export.
 
     ``candidate_id`` exports that candidate (any successfully evaluated one); otherwise ``how``
-    picks from the front after ``generation``.
+    picks from the front after ``generation``. ``path`` must be a new name or a regular file other
+    than the database's (:func:`~prunesched.storage.outputs.check_output`); it is written all or nothing.
     """
     search = store.search(search_id)
-    if store.file is not None and Path(path).resolve() in {Path(f"{store.file}{end}").resolve() for end in ("", "-wal", "-shm")}:
-        raise ConfigError(f"the export path {str(path)!r} is the search database itself; write the schedule to another file")
+    check_output(path, store.file)
     if candidate_id is not None:
         rows = store.evaluations(search_id, candidate_id=candidate_id)
         if not rows:
@@ -110,7 +111,7 @@ def export(
         "prunesched": version("prunesched"),
     }
     schedule = Schedule.from_dict(candidate.schedule).with_provenance(**provenance)
-    schedule.save(path)
+    write_output(path, (schedule.to_json() + "\n").encode("utf-8"), store.file)
     store.record_export(search_id, candidate.id, description, str(path))
     return schedule
 

@@ -34,10 +34,16 @@ def database_url(location: str | Path) -> str:
     return text if "://" in text else f"sqlite:///{Path(text).expanduser()}"
 
 
-def sqlite_file(location: str | Path) -> Path | None:
-    """The file of a SQLite database at ``location``; None for other databases (and in-memory SQLite)."""
+def in_memory(location: str | Path) -> bool:
+    """Whether ``location`` is an in-memory SQLite database (``:memory:``, ``sqlite://``), which keeps nothing once its process ends."""
     url = database_url(location)
-    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+    return url.startswith("sqlite") and (url.partition("://")[2] in ("", "/") or ":memory:" in url or "mode=memory" in url)
+
+
+def sqlite_file(location: str | Path) -> Path | None:
+    """The file of a SQLite database at ``location``; None for other databases and for in-memory SQLite."""
+    url = database_url(location)
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") and not in_memory(url) else None
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -91,6 +97,10 @@ def open_database(location: str | Path, mode: Mode = "read") -> sessionmaker[Ses
         shown = make_url(url).render_as_string(hide_password=True)
     except ArgumentError as exc:
         raise StorageError(_unusable(exc)) from None
+    if mode != "read" and in_memory(url):
+        raise StorageError(
+            f"{shown} is an in-memory database, which keeps nothing once the command ends; pass a file path or a server URL with --db"
+        )
     path = sqlite_file(location)
     if path is not None and mode != "create" and not path.is_file():
         raise StorageError(f"no database at {str(path)!r}; run 'prunesched search launch' first or pass --db PATH")

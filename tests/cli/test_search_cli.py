@@ -97,7 +97,10 @@ def test_history_filters_one_search_by_status_and_generation(searched):
         (["export", "1", "--candidate", "999", "-o", "x.json"], "error: search 1 has no candidate 999"),
         (["search", "resume", "1"], "error: search 1 has finished; there is nothing to resume"),
         (["history", "--status", "done"], "add --search ID"),
-        (["export", "1", "--candidate", "1", "-o", "/nonexistent/dir/x.json"], "cannot write schedule file"),
+        (
+            ["export", "1", "--candidate", "1", "-o", "/nonexistent/dir/x.json"],
+            "cannot write '/nonexistent/dir/x.json': No such file or directory",
+        ),
     ],
 )
 def test_bad_requests_exit_2_with_one_line_and_leave_the_database_unchanged(searched, args, message):

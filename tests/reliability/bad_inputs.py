@@ -3,7 +3,8 @@
 Each case runs one CLI command. ``{dir}`` in its arguments is a scratch folder holding the case's
 ``files``; ``{db}`` is a search database of the kind ``db`` names (``finished``: a real finished
 search; ``newer``: the same with a newer schema version; ``foreign``: another program's SQLite;
-``empty``: a 0-byte file; ``text``: a text file). ``expect`` is a piece of the one-line error.
+``empty``: a 0-byte file; ``text``: a text file). ``symlinks`` and ``hardlinks`` name links made in
+the scratch folder and their targets (``{db}`` and ``{dir}`` allowed). ``expect`` is a piece of the one-line error.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class Case:
     expect: str
     files: dict[str, str | bytes] = field(default_factory=dict)
     db: str = "finished"
+    symlinks: dict[str, str] = field(default_factory=dict)
+    hardlinks: dict[str, str] = field(default_factory=dict)
 
 
 def schedule(steps: Any = None, **fields: Any) -> str:
@@ -52,6 +55,12 @@ def config(text: str) -> dict[str, str | bytes]:
 
 VALID = '[space]\nkind = "dato"\nsteps = 4\n\n[evaluator]\nkind = "synthetic"\n'
 """A synthetic search config that launches; cases add to it or write their own."""
+
+BIG = str(2**70)
+"""An integer beyond the 64 bits a database column holds."""
+IN_RANGE = "is not in the range 0<=x<=9223372036854775807"
+ONTO_DB = "is the search database"
+NOT_REGULAR = "an output path must be a regular file or a new name"
 
 
 CASES = [
@@ -189,7 +198,7 @@ CASES = [
     Case("unknown search id (resume)", ["search", "resume", "9", "--db", "{db}"], "no search with id 9"),
     Case("unknown generation", ["front", "1", "--generation", "7", "--db", "{db}"], "has no generation 7"),
     Case("unknown candidate", ["export", "1", "--candidate", "999", "-o", "{dir}/x.json", "--db", "{db}"], "has no candidate 999"),
-    Case("export onto the database", ["export", "1", "-o", "{db}", "--db", "{db}"], "is the search database itself"),
+    Case("export onto the database", ["export", "1", "-o", "{db}", "--db", "{db}"], ONTO_DB),
     Case("export weight NaN", ["export", "1", "--weight", "nan", "-o", "{dir}/x.json", "--db", "{db}"], "must be a finite number >= 0"),
     Case("resume a finished search", ["search", "resume", "1", "--db", "{db}"], "has finished; there is nothing to resume"),
     Case(
@@ -211,4 +220,55 @@ CASES = [
     Case("limit 0", ["history", "--search", "1", "--limit", "0", "--db", "{db}"], "Invalid value for '--limit'"),
     Case("filter without a search", ["history", "--status", "done", "--db", "{db}"], "filter one search's evaluations"),
     Case("unknown command", ["frnt", "1"], "No such command 'frnt'"),
+    # integers beyond what a database column holds
+    Case("search id beyond 64 bits (front)", ["front", BIG, "--db", "{db}"], IN_RANGE),
+    Case("search id beyond 64 bits (history)", ["history", "--search", BIG, "--db", "{db}"], IN_RANGE),
+    Case("search id beyond 64 bits (resume)", ["search", "resume", BIG, "--db", "{db}"], IN_RANGE),
+    Case("generation beyond 64 bits", ["front", "1", "--generation", BIG, "--db", "{db}"], IN_RANGE),
+    Case("limit beyond 64 bits", ["history", "--search", "1", "--limit", BIG, "--db", "{db}"], "is not in the range 1<=x<="),
+    Case("candidate beyond 64 bits", ["export", "1", "--candidate", BIG, "-o", "{dir}/x.json", "--db", "{db}"], IN_RANGE),
+    # output paths: never the database, in any spelling; only a regular file or a new name
+    Case("report onto the database", ["report", "1", "-o", "{db}", "--images", "0", "--db", "{db}"], ONTO_DB),
+    Case("report onto the database's WAL", ["report", "1", "-o", "{db}-wal", "--images", "0", "--db", "{db}"], ONTO_DB),
+    Case("compare onto the database", ["compare", "1", "1", "-o", "{db}", "--db", "{db}"], ONTO_DB),
+    Case("export onto the database through '..'", ["export", "1", "-o", "{dir}/../search.db", "--db", "{db}"], ONTO_DB),
+    Case(
+        "export onto a symbolic link to the database",
+        ["export", "1", "-o", "{dir}/l.db", "--db", "{db}"],
+        ONTO_DB,
+        symlinks={"l.db": "{db}"},
+    ),
+    Case(
+        "export onto a hard link of the database", ["export", "1", "-o", "{dir}/h.db", "--db", "{db}"], ONTO_DB, hardlinks={"h.db": "{db}"}
+    ),
+    Case("export-optuna into the database", ["export-optuna", "1", "--storage", "sqlite:///{db}", "--db", "{db}"], ONTO_DB),
+    Case(
+        "export onto a symbolic link",
+        ["export", "1", "-o", "{dir}/l.json", "--db", "{db}"],
+        "is a symbolic link; " + NOT_REGULAR,
+        {"t.json": "kept"},
+        symlinks={"l.json": "{dir}/t.json"},
+    ),
+    Case(
+        "report onto a dangling symbolic link",
+        ["report", "1", "-o", "{dir}/r.html", "--images", "0", "--db", "{db}"],
+        "is a symbolic link; " + NOT_REGULAR,
+        symlinks={"r.html": "{dir}/nowhere.html"},
+    ),
+    Case("export onto a device", ["export", "1", "-o", "/dev/null", "--db", "{db}"], "is a character device; " + NOT_REGULAR),
+    Case("compare onto a device", ["compare", "1", "1", "-o", "/dev/full", "--db", "{db}"], "is a character device; " + NOT_REGULAR),
+    # in-memory databases keep nothing
+    Case(
+        "launch into an in-memory database",
+        ["search", "launch", "{dir}/c.toml", "--db", ":memory:"],
+        "is an in-memory database",
+        config(VALID),
+    ),
+    Case("launch into sqlite://", ["search", "launch", "{dir}/c.toml", "--db", "sqlite://"], "is an in-memory database", config(VALID)),
+    Case("upgrade an in-memory database", ["db", "upgrade", "--db", "sqlite:///:memory:"], "is an in-memory database"),
+    Case(
+        "export-optuna into an in-memory storage",
+        ["export-optuna", "1", "--storage", "sqlite://", "--db", "{db}"],
+        "is an in-memory database",
+    ),
 ]

@@ -67,8 +67,16 @@ def test_bad_input_is_refused_in_one_line_with_exit_code_2_and_nothing_stored_ch
         (scratch / name).write_bytes(content if isinstance(content, bytes) else content.encode())
     db = tmp_path / "search.db"
     shutil.copy(databases[case.db], db)
+
+    def fill(text: str) -> str:
+        return text.replace("{dir}", str(scratch)).replace("{db}", str(db))
+
+    for name, target in case.symlinks.items():
+        (scratch / name).symlink_to(fill(target))
+    for name, target in case.hardlinks.items():
+        (scratch / name).hardlink_to(fill(target))
     before = snapshot(tmp_path)
-    argv = [a.replace("{dir}", str(scratch)).replace("{db}", str(db)) for a in case.argv]
+    argv = [fill(a) for a in case.argv]
 
     result = CliRunner().invoke(main, argv)
 
