@@ -76,7 +76,8 @@ def launch(
         search_id = store.create_search(
             config.name, config.to_dict(), config.seed, config.objectives, version("prunesched"), config.reference_point, OWNER
         )
-        _run(store, search_id, config, make_proposer(config.space, config.proposer, config.seed), dispatcher, progress)
+        with _owning(store, search_id):
+            _run(store, search_id, config, make_proposer(config.space, config.proposer, config.seed), dispatcher, progress)
     return search_id
 
 
@@ -89,15 +90,19 @@ def resume(
 ) -> None:
     """Continue a stopped or crashed search from its last stored generation.
 
-    A search marked running by a live coordinator is refused (two writers would evaluate twice);
-    ``force`` takes it over when that coordinator is known to be gone (another host's process).
+    Exactly one coordinator owns a search (two writers would evaluate twice). A search marked
+    running by a live process of this host is refused; one marked running by another host's
+    process, whose liveness cannot be checked, only with ``force`` (when that process is known to
+    be gone). Ownership is then taken atomically in the database (:meth:`Store.claim`): of two
+    resumes that passed these checks together, one runs and the other is refused, leaving the
+    search as it was.
     """
     store = Store(db, mode="write")
     search = store.search(search_id)
     if search.status == "finished":
         raise SearchStateError(f"search {search_id} has finished; there is nothing to resume")
-    if search.status == "running" and search.owner != OWNER and not force and _alive(search.owner):
-        raise SearchStateError(f"search {search_id} is being run by {search.owner}; if that process is gone, resume with --force")
+    if search.status == "running" and search.owner not in (None, OWNER):
+        _refuse_if_owned(search_id, search.owner, force)
     if search.code_version != version("prunesched"):
         raise SearchStateError(
             f"search {search_id} was run by prunesched {search.code_version}, this is {version('prunesched')}; "
@@ -105,24 +110,48 @@ def resume(
         )
     config = SearchConfig.from_dict(thaw(search.config))
     proposer = _proposer(store, search_id, config)  # a snapshot it cannot use is refused before any worker starts
-    with _workers(config, factory) as dispatcher:
+    if not store.claim(search, OWNER):
+        owner = store.search(search_id).owner
+        raise SearchStateError(
+            f"search {search_id} is being run by {owner or 'another coordinator'}; it was taken while this one checked it"
+        )
+    with _owning(store, search_id), _workers(config, factory) as dispatcher:
         _run(store, search_id, config, proposer, dispatcher, progress)
 
 
-def _alive(owner: str | None) -> bool:
-    """Whether the coordinator ``owner`` (host:pid) may still be running; only same-host processes can be checked."""
-    if owner is None:
-        return False
+def _refuse_if_owned(search_id: int, owner: str, force: bool) -> None:
+    """Refuse to resume a search marked running by ``owner`` (host:pid) while that coordinator may be alive.
+
+    Only a process on this host can be checked; ``force`` vouches for another host's, never for one here.
+    """
     host, _, pid = owner.rpartition(":")
     if host != socket.gethostname():
-        return True
+        if not force:
+            raise SearchStateError(
+                f"search {search_id} is being run by {owner} on another host; if that process is gone, resume with --force"
+            )
+        return
     try:
         os.kill(int(pid), 0)
     except (ProcessLookupError, ValueError):
-        return False
+        return  # gone: a crashed coordinator's search is free to resume
     except PermissionError:
-        return True
-    return True
+        pass  # alive, as another user
+    raise SearchStateError(f"search {search_id} is being run by {owner}, a live process on this host; wait for it or stop it first")
+
+
+@contextmanager
+def _owning(store: Store, search_id: int) -> Iterator[None]:
+    """Run the body as the owner of the search: then mark it finished, or interrupted if the body fails in any way.
+
+    The mark is only set while this coordinator still owns the search (:meth:`Store.release`).
+    """
+    try:
+        yield
+    except BaseException:
+        store.release(search_id, OWNER, "interrupted")
+        raise
+    store.release(search_id, OWNER, "finished")
 
 
 @contextmanager
@@ -153,15 +182,10 @@ def _workers(config: SearchConfig, factory: EvaluatorFactory | None) -> Iterator
 def _run(
     store: Store, search_id: int, config: SearchConfig, proposer: Proposer, dispatcher: RayDispatcher, progress: ProgressCallback | None
 ) -> None:
-    store.set_status(search_id, "running", OWNER)
-    try:
-        _reporter(store, search_id, proposer.generation, config, progress)(False)
-        while not proposer.done():
-            _generation(store, search_id, config, proposer, dispatcher, progress)
-        store.set_status(search_id, "finished")
-    except BaseException:
-        store.set_status(search_id, "interrupted")
-        raise
+    """Run the owned search's remaining generations."""
+    _reporter(store, search_id, proposer.generation, config, progress)(False)
+    while not proposer.done():
+        _generation(store, search_id, config, proposer, dispatcher, progress)
 
 
 def _proposer(store: Store, search_id: int, config: SearchConfig) -> Proposer:

@@ -126,6 +126,27 @@ class Store:
             search = session.get_one(Search, search_id)
             search.status, search.owner = status, owner
 
+    def claim(self, seen: FrozenSearch, owner: str) -> bool:
+        """Make ``owner`` the running coordinator of the search ``seen``, if its status and owner are still those of ``seen``.
+
+        One conditional UPDATE, so taking ownership is atomic in the database: of several
+        coordinators that read the same state and checked it, exactly one gets True; the others
+        get False and must not touch the search.
+        """
+        query = (
+            update(Search)
+            .where(Search.id == seen.id, Search.status == seen.status, Search.owner.is_not_distinct_from(seen.owner))
+            .values(status="running", owner=owner)
+        )
+        with self.sessions.begin() as session:
+            return session.execute(query).rowcount == 1  # type: ignore[attr-defined]
+
+    def release(self, search_id: int, owner: str, status: str) -> None:
+        """Leave a search with ``status`` and no owner, only if ``owner`` still owns it (another may have taken it over)."""
+        query = update(Search).where(Search.id == search_id, Search.owner == owner).values(status=status, owner=None)
+        with self.sessions.begin() as session:
+            session.execute(query)
+
     def set_reference_point(self, search_id: int, point: Sequence[float]) -> None:
         with self.sessions.begin() as session:
             session.get_one(Search, search_id).reference_point = [float(v) for v in point]
