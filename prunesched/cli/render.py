@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from prunesched.search.coordinator import Progress as SearchProgress
+    from prunesched.storage.records import FrozenCandidate, FrozenEvaluation
 
 
 class ProgressView:
@@ -52,19 +54,29 @@ class ProgressView:
 
 
 def table(headers: list[str], rows: list[list[object]], page: bool = False) -> None:
-    """Print a table; with ``page``, one taller than a terminal opens in its pager (``$PAGER``) to browse."""
+    """Print a table, each cell :func:`printable`; with ``page``, one taller than a terminal opens in its pager (``$PAGER``) to browse."""
     from contextlib import nullcontext
 
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(*headers, box=None, pad_edge=False)
     for row in rows:
-        table.add_row(*[str(v) for v in row])
+        table.add_row(*[Text(printable(str(v))) for v in row])  # Text: a stored "[red]" is shown, not read as rich markup
     console = Console(width=200)
     paged = page and console.is_terminal and len(rows) + 2 > console.height
     with console.pager(styles=True) if paged else nullcontext():
         console.print(table)
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on (escape sequences, newlines, bidi controls) written as its escape.
+
+    Names, errors and paths stored in a database or given on the command line reach the terminal
+    only through this, so a search named ``"\x1b]0;pwned\x07"`` cannot retitle, recolour or rewrite the screen.
+    """
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def number(value: float | None) -> str:
@@ -79,7 +91,8 @@ def metric(metrics: dict | None, name: str) -> str:
     return f"{item['value']:.4g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "") + f" n={item['n']}"
 
 
-def row_dict(candidate, evaluation, names) -> dict:  # type: ignore[no-untyped-def]
+def row_dict(candidate: FrozenCandidate, evaluation: FrozenEvaluation, names: Sequence[str]) -> dict[str, Any]:
+    """One evaluation as the JSON that ``front --json`` and ``history --json`` print."""
     return {
         "candidate": candidate.id,
         "generation_born": candidate.generation_born,

@@ -150,3 +150,31 @@ def test_the_package_has_no_code_path_that_runs_strings_or_unpickles():
             if "pickle" in name or "Unpickler" in name:
                 found.append(f"{path.name}: {name}")
     assert found == []
+
+
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x1b[31mred\u202e[bold]markup[/bold]\r\nsecond line"
+"""Terminal control: retitle the window, clear the screen, colour, reverse the text, rich markup, a new line."""
+
+
+def test_stored_text_reaches_the_terminal_escaped_never_as_control_sequences(workdir, observe):
+    config = SearchConfig.from_dict(
+        {
+            "name": HOSTILE,
+            "space": {"kind": "dato", "steps": 4},
+            "evaluator": {"kind": "synthetic"},
+            "proposer": {"population": 4, "generations": 1},
+            "dispatch": {"workers": 1},
+        }
+    )
+    search_id = launch(config, workdir / "s.db")
+    with closing(sqlite3.connect(workdir / "s.db")) as connection, connection:
+        connection.execute("UPDATE evaluations SET error = ? WHERE id = 1", (HOSTILE,))
+    for argv in (["search", "status"], ["history"], ["history", "--search", str(search_id)]):
+        result = CliRunner().invoke(main, [*argv, "--db", "s.db"])
+        observe("attack", command="prunesched " + " ".join(argv) + " (a search named with terminal escapes)", exit_code=result.exit_code)
+        assert result.exit_code == 0, result.output
+        assert not {"\x1b", "\x07", "\r", "\u202e"} & set(result.output), repr(result.output)
+        assert "\\x1b]0;pwned\\x07" in result.output  # shown, escaped
+        assert "second line" not in "".join(line for line in result.output.splitlines() if "pwned" not in line)  # one row
+    status = CliRunner().invoke(main, ["search", "status", "--db", "s.db"])
+    assert "[bold]markup[/bold]" in status.output  # printed as text, not read as rich markup
