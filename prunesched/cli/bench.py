@@ -29,9 +29,12 @@ def _at_least_one(options: dict[str, float]) -> None:
 
 
 def _report(result: dict[str, Any], output: Path, summary: str = "") -> None:
-    """Write ``result`` as JSON to ``output``, then print ``summary``, every goal with whether it is met, and the path."""
+    """Write ``result`` as JSON to ``output`` (:func:`~prunesched.storage.outputs.write_output`), then print ``summary``,
+    every goal with whether it is met, and the path."""
+    from prunesched.storage.outputs import write_output
+
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_output(output, (json.dumps(result, indent=2) + "\n").encode("utf-8"), None)
     if summary:
         click.echo(summary)
     for name, goal in result["goals"].items():

@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from prunesched.cli.render import number, table
-from prunesched.errors import ConfigError
 
 
 def prompts_option(value: str) -> dict[str, str]:
@@ -55,14 +54,22 @@ def prompts_option(value: str) -> dict[str, str]:
 @click.option(
     "--cache-dir", default=None, help="Images, reference features and cost tables [default: $PRUNESCHED_CACHE or ~/.cache/prunesched]."
 )
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Result JSON [default: SCHEDULE's name + .eval.json].")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Result JSON [default: SCHEDULE's name + .eval.json]; a new name or a regular file, never a link or a device.",
+)
 def evaluate(schedule_path: Path, dato: bool, output: Path | None, prompts: str | None, cost: tuple[str, ...], **options: Any) -> None:
     """Evaluate SCHEDULE (a schedule document, or a DaTo table with --dato): quality against the unaccelerated model, and cost."""
     from prunesched.evaluation.evaluate import PipelineEvaluator
     from prunesched.evaluation.settings import PipelineSettings
     from prunesched.runtime.schedule import Schedule
+    from prunesched.storage.outputs import check_output, write_output
 
     schedule = Schedule.load_dato(schedule_path) if dato else Schedule.load(schedule_path)
+    output = check_output(output or Path(f"{schedule_path.stem}.eval.json"), None)  # before the evaluation, which takes minutes
     if prompts is not None:
         options["prompts"] = prompts_option(prompts)
     settings = PipelineSettings(cost=cost or ("measured",), **options)
@@ -77,10 +84,6 @@ def evaluate(schedule_path: Path, dato: bool, output: Path | None, prompts: str 
             for name, m in metrics.items()
         ],
     )
-    output = output or Path(f"{schedule_path.stem}.eval.json")
     result = {"schedule": schedule.to_dict(), "schedule_hash": schedule.hash, "metrics": metrics, "measured_with": evaluation.describe()}
-    try:
-        output.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    except OSError as error:
-        raise ConfigError(f"cannot write the result to {str(output)!r}: {error.strerror}") from None
+    write_output(output, (json.dumps(result, indent=2, default=str) + "\n").encode("utf-8"), None)
     click.echo(f"wrote {output}")

@@ -256,6 +256,13 @@ CASES = [
         symlinks={"r.html": "{dir}/nowhere.html"},
     ),
     Case("export onto a device", ["export", "1", "-o", "/dev/null", "--db", "{db}"], "is a character device; " + NOT_REGULAR),
+    Case(
+        "eval result onto a symbolic link",
+        [*EVAL, "-o", "{dir}/l.json"],
+        "is a symbolic link; " + NOT_REGULAR,
+        {"s.json": schedule(), "t.json": "kept"},
+        symlinks={"l.json": "{dir}/t.json"},
+    ),
     Case("compare onto a device", ["compare", "1", "1", "-o", "/dev/full", "--db", "{db}"], "is a character device; " + NOT_REGULAR),
     # in-memory databases keep nothing
     Case(
