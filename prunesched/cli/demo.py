@@ -10,7 +10,14 @@ from prunesched.cli.render import number, table
 
 
 @click.command("demo")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("demo.png"), show_default=True, help="The image grid.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("demo.png"),
+    show_default=True,
+    help="The image grid: a new name or a regular file.",
+)
 @click.option("--images", type=int, default=8, show_default=True, help="Images per schedule (held-out captions, seeds 0..N-1).")
 @click.option("--steps", "num_inference_steps", type=int, default=50, show_default=True, help="PNDM steps, as SD 1.5.")
 @click.option("--repeats", type=int, default=2, show_default=True, help="Timed runs per speed-up, each paired with a full run.")
@@ -18,7 +25,9 @@ from prunesched.cli.render import number, table
 def demo(output: Path, images: int, num_inference_steps: int, repeats: int, cache_dir: str | None) -> None:
     """Compare the shapes model's full output with all-full, DeepCache, SiTo 0.5 and DaTo schedules."""
     from prunesched.demo import run_demo, save_grid
+    from prunesched.storage.outputs import check_output
 
+    check_output(output, None)  # before the minutes of sampling
     rows = run_demo(images, num_inference_steps, repeats, cache_dir, log=lambda line: click.echo(line, err=True))
     names = ["caption_accuracy", "fid", "psnr", "relative_latency"]
     table(
