@@ -171,7 +171,13 @@ def test_stored_text_reaches_the_terminal_escaped_never_as_control_sequences(wor
         connection.execute("UPDATE evaluations SET error = ? WHERE id = 1", (HOSTILE,))
     for argv in (["search", "status"], ["history"], ["history", "--search", str(search_id)]):
         result = CliRunner().invoke(main, [*argv, "--db", "s.db"])
-        observe("attack", command="prunesched " + " ".join(argv) + " (a search named with terminal escapes)", exit_code=result.exit_code)
+        shown = next((line.strip() for line in result.output.splitlines() if "pwned" in line), "")
+        observe(
+            "attack",
+            command="prunesched " + " ".join(argv) + " (stored text with terminal escapes)",
+            exit_code=result.exit_code,
+            observed=shown,
+        )
         assert result.exit_code == 0, result.output
         assert not {"\x1b", "\x07", "\r", "\u202e"} & set(result.output), repr(result.output)
         assert "\\x1b]0;pwned\\x07" in result.output  # shown, escaped
