@@ -174,7 +174,7 @@ def db_size(db: Path, evaluations: int) -> dict[str, Any]:
     ``db_bytes`` is the ``.db`` plus its ``-wal`` file as the run left them. SQLite reuses the
     log file without shrinking it (up to about 1000 pages between automatic checkpoints), so on
     a short run the log dominates; ``checkpointed_bytes`` is the file after a truncating
-    checkpoint, i.e. the content. ``snapshot_bytes`` is the part that is pickled proposers.
+    checkpoint, i.e. the content. ``snapshot_bytes`` is the part that is proposer snapshots (JSON).
     """
     wal = db.with_name(db.name + "-wal")
     left = db.stat().st_size + (wal.stat().st_size if wal.exists() else 0)

@@ -75,7 +75,8 @@ def write_report(
     body = [
         f"<h1>Search {record.id}: {html.escape(record.name)}</h1>",
         (
-            f"<p>{record.status}; {len(record.points)} successful evaluations, {record.failed} failed, {len(record.generations)} generations; "
+            f"<p>{record.status}; {len(record.points)} successful evaluations, {record.failed} failed, "
+            f"{len(record.generations)} generations; "
             f"objectives: {html.escape(record.objectives[0])} (quality) and {html.escape(record.objectives[1])} (cost), both minimised.</p>"
         ),
         "<h2>Evaluations and fronts</h2><div class='grid'>",
@@ -88,7 +89,8 @@ def write_report(
     if "schedules" in pictures:
         body += ["<h3>Per-step schedules</h3>", _img(pictures["schedules"], "schedules")]
     body += [samples, "<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(record.config, indent=2), quote=False)}</pre>"]
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>prunesched search {record.id}</title><style>{STYLE}</style></head><body>{''.join(body)}</body></html>"
+    head = f"<meta charset='utf-8'><title>prunesched search {record.id}</title><style>{STYLE}</style>"
+    page = f"<!doctype html><html><head>{head}</head><body>{''.join(body)}</body></html>"
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return write_output(path, page.encode("utf-8"), database)
 
