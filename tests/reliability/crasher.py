@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,9 +31,25 @@ from prunesched.storage import Store
 from prunesched.storage.models import Generation
 from tests.search.fakes import RecordingEvaluator
 
+ROOT = Path(__file__).resolve().parents[2]
 POINTS = ("dispatch", "commit", "snapshot", "export")
 EXPORT = "exported.json"
 """Where the ``export`` point writes, next to the database."""
+
+
+def crash(db: Path, log: Path, point: str, count: int, config: dict[str, Any]) -> None:
+    """Run the search of ``config`` in a child coordinator on the test's Ray instance, and see it SIGKILL itself at ``point``."""
+    import ray
+
+    config = config | {"dispatch": config.get("dispatch", {}) | {"address": ray.get_runtime_context().gcs_address}}
+    child = subprocess.run(
+        [sys.executable, "-m", "tests.reliability.crasher", str(db), str(log), point, str(count), json.dumps(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
 
 
 def arm(point: str, count: int) -> None:

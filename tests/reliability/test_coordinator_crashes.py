@@ -8,12 +8,8 @@ uninterrupted run with the same seed.
 
 from __future__ import annotations
 
-import json
 import random
-import signal
 import sqlite3
-import subprocess
-import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -23,12 +19,11 @@ from prunesched.runtime.schedule import Schedule
 from prunesched.search.config import SearchConfig
 from prunesched.search.coordinator import launch, resume
 from prunesched.storage import Store
-from tests.reliability.crasher import EXPORT, POINTS
+from tests.reliability.crasher import EXPORT, POINTS, crash
 from tests.search.fakes import RecordingEvaluator, evaluated_hashes
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
-ROOT = Path(__file__).resolve().parents[2]
 RUNS = 24
 CONFIG = {
     "seed": 7,
@@ -56,20 +51,11 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.mark.parametrize("run", range(RUNS))
 def test_a_coordinator_killed_anywhere_resumes_to_the_uninterrupted_front(run, uninterrupted, tmp_path, observe):
-    import ray
 
     point = POINTS[run % len(POINTS)]
     count = random.Random(run).randint(1, uninterrupted["passages"][point])
     db, before, after = tmp_path / "s.db", tmp_path / "before.log", tmp_path / "after.log"
-    config = CONFIG | {"dispatch": CONFIG["dispatch"] | {"address": ray.get_runtime_context().gcs_address}}
-    child = subprocess.run(
-        [sys.executable, "-m", "tests.reliability.crasher", str(db), str(before), point, str(count), json.dumps(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    crash(db, before, point, count, CONFIG)
 
     done_at_kill = {c.schedule_hash for c, _ in Store(db).evaluations(1, status="done")}
     if point != "export":
@@ -113,22 +99,13 @@ def fronts(db: Path, search_id: int) -> list[tuple[int, float | None, list[str]]
 @pytest.mark.parametrize("point", ["commit", "snapshot"])
 def test_an_optuna_nsga2_search_killed_and_resumed_ends_as_an_uninterrupted_one(point, tmp_path, observe):
     """Killed mid-generation 1 (after an evaluation's commit) or while storing generation 1; resumed in this process."""
-    import ray
 
     whole, whole_log = tmp_path / "whole.db", tmp_path / "whole.log"
     reference = launch(SearchConfig.from_dict(OPTUNA), whole, factory=lambda: RecordingEvaluator(whole_log))
     count = {"commit": len(evaluated_hashes(whole_log)) // 2 + 1, "snapshot": 2}[point]
 
     db, before, after = tmp_path / "s.db", tmp_path / "before.log", tmp_path / "after.log"
-    config = OPTUNA | {"dispatch": OPTUNA["dispatch"] | {"address": ray.get_runtime_context().gcs_address}}
-    child = subprocess.run(
-        [sys.executable, "-m", "tests.reliability.crasher", str(db), str(before), point, str(count), json.dumps(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    crash(db, before, point, count, OPTUNA)
     done_at_kill = {c.schedule_hash for c, _ in Store(db).evaluations(1, status="done")}
     generations_at_kill = len(Store(db).generations(1))
     assert done_at_kill and generations_at_kill < 3

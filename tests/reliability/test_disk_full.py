@@ -13,7 +13,6 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -21,8 +20,6 @@ from sqlalchemy import event
 from sqlalchemy.pool import Pool
 
 from prunesched.cli import main
-from prunesched.search.config import SearchConfig
-from prunesched.search.coordinator import launch
 from prunesched.storage import Store
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -77,14 +74,6 @@ def test_a_search_on_a_full_disk_stops_in_one_line_and_resumes_without_losing_an
     assert stored <= set(hashes) and len(hashes) == len(set(hashes))  # nothing lost, nothing stored twice
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    db = tmp_path_factory.mktemp("finished") / "s.db"
-    config = {"space": {"kind": "dato", "steps": 4}, "evaluator": {"kind": "synthetic"}, "proposer": {"population": 4, "generations": 1}}
-    launch(SearchConfig.from_dict(config), db)
-    return db
-
-
 @pytest.mark.parametrize(
     "argv",
     [
@@ -94,7 +83,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ],
     ids=["report", "compare", "export"],
 )
-def test_an_output_file_on_a_full_disk_is_one_line_and_leaves_no_file(argv, finished, tmp_path, monkeypatch, observe):
+def test_an_output_file_on_a_full_disk_is_one_line_and_leaves_no_file(argv, finished_search, tmp_path, monkeypatch, observe):
     """``report -o /dev/full`` itself is refused as a device; the shared writer's ENOSPC is met with its partial file on /dev/full."""
     real_open = os.open
 
@@ -104,11 +93,11 @@ def test_an_output_file_on_a_full_disk_is_one_line_and_leaves_no_file(argv, fini
         return real_open(path, flags, mode, **kwargs)
 
     monkeypatch.setattr(os, "open", open_partial_on_full_device)
-    result = CliRunner().invoke(main, [a.replace("{dir}", str(tmp_path)) for a in argv] + ["--db", str(finished)])
+    result = CliRunner().invoke(main, [a.replace("{dir}", str(tmp_path)) for a in argv] + ["--db", str(finished_search)])
 
     lines = result.output.strip().splitlines()
     observe("disk full", command=" ".join(argv[:1]), exit_code=result.exit_code, observed=lines[-1].replace(str(tmp_path), "{dir}"))
     assert result.exit_code == 2, result.output
     assert lines[-1].startswith("error: cannot write") and lines[-1].endswith("No space left on device"), result.output
     assert list(tmp_path.iterdir()) == []  # neither the file nor a partial one
-    assert Store(finished).exports(1) == []  # an export that was not written is not recorded
+    assert Store(finished_search).exports(1) == []  # an export that was not written is not recorded

@@ -7,28 +7,23 @@ leaves its search marked running by a dead pid, then two ``prunesched search res
 
 from __future__ import annotations
 
-import json
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
 from contextlib import closing
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from prunesched.cli import main
-from prunesched.search.config import SearchConfig
-from prunesched.search.coordinator import launch
 from prunesched.storage import Store
+from tests.reliability.crasher import ROOT, crash
 from tests.storage.dump import database_dump
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
-ROOT = Path(__file__).resolve().parents[2]
 CONFIG = {
     "seed": 3,
     "space": {"kind": "dato", "steps": 6},
@@ -39,18 +34,9 @@ CONFIG = {
 
 
 def test_of_two_resumes_racing_for_a_crashed_search_exactly_one_runs_it_and_the_other_leaves_it_alone(tmp_path, observe):
-    import ray
 
     db = tmp_path / "s.db"
-    config = CONFIG | {"dispatch": CONFIG["dispatch"] | {"address": ray.get_runtime_context().gcs_address}}
-    crashed = subprocess.run(
-        [sys.executable, "-m", "tests.reliability.crasher", str(db), str(tmp_path / "log"), "commit", "8", json.dumps(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    crash(db, tmp_path / "log", "commit", 8, CONFIG)
     assert Store(db).search(1).status == "running"  # its owner is dead: free to resume
     barrier = tmp_path / "barrier"
     barrier.mkdir()
@@ -97,15 +83,6 @@ def _first_to_exit(processes: list[subprocess.Popen[str]]) -> subprocess.Popen[s
     raise TimeoutError("no racer finished")
 
 
-@pytest.fixture(scope="module")
-def stopped(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished one-generation search, to be marked running by whichever owner a test needs."""
-    db = tmp_path_factory.mktemp("owned") / "s.db"
-    config = {"space": {"kind": "dato", "steps": 4}, "evaluator": {"kind": "synthetic"}, "proposer": {"population": 4, "generations": 1}}
-    launch(SearchConfig.from_dict(config), db)
-    return db
-
-
 @pytest.mark.parametrize(
     ("where", "force", "expect"),
     [
@@ -116,10 +93,10 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ids=["live-here", "live-here-force", "other-host"],
 )
 def test_a_search_a_live_coordinator_runs_is_refused_and_force_never_takes_one_on_this_host(
-    stopped, tmp_path, where, force, expect, observe
+    finished_search, tmp_path, where, force, expect, observe
 ):
     db = tmp_path / "s.db"
-    with closing(sqlite3.connect(stopped)) as source, closing(sqlite3.connect(db)) as copy:
+    with closing(sqlite3.connect(finished_search)) as source, closing(sqlite3.connect(db)) as copy:
         source.backup(copy)
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
