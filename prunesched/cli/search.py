@@ -41,7 +41,12 @@ def search() -> None:
 @search.command("launch")
 @click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @DB_OPTION
-@click.option("--address", default=None, help="Ray cluster to join ('auto' or ray://host:port); default: a local Ray instance.")
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster to join: 'auto' (the one 'ray start' started here) or the head's host:port (GCS, e.g. 10.0.0.5:6379); "
+    "Ray Client (ray://) is not supported. Default: a private local Ray instance, even if a cluster runs here.",
+)
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Evaluator actors (overrides [dispatch] workers).")
 @click.option("--backend", type=click.Choice(["pymoo", "optuna", "random"]), default=None, help="Overrides [proposer] backend.")
 @click.option("--sampler", type=click.Choice(["nsga2", "tpe"]), default=None, help="Optuna sampler (overrides [proposer] sampler).")

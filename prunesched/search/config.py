@@ -35,6 +35,13 @@ T = TypeVar("T")
 
 DEFAULT = Path(__file__).with_name("default.toml")
 
+RAY_CLIENT_REFUSED = (
+    "[dispatch] address: Ray Client (ray://) is not supported; run the search on a node of the cluster "
+    "with address 'auto', or give the head's GCS address host:port (e.g. 10.0.0.5:6379)"
+)
+"""Why: a Ray Client driver loses its actors when its connection drops for 30 s, and a search runs for hours; the
+coordinator is the one writer of the database and belongs on the cluster, where it joins the GCS directly."""
+
 
 @dataclass(frozen=True)
 class DispatchConfig:
@@ -42,7 +49,9 @@ class DispatchConfig:
 
     Attributes:
         workers: evaluator actors, each loading its pipeline once.
-        address: ``None`` starts a local Ray instance; ``"auto"`` or ``"ray://host:port"`` joins a cluster.
+        address: ``None`` (or ``"local"``) starts a private local Ray instance, even when a cluster runs on this
+            machine; ``"auto"`` joins the cluster ``ray start`` started here (or ``RAY_ADDRESS``), ``"host:port"``
+            the cluster whose head's GCS listens there. Ray Client (``"ray://..."``) is refused: see :data:`RAY_CLIENT_REFUSED`.
         gpus_per_worker: 1 on a GPU cluster (an exclusive GPU keeps latency honest), 0 locally.
         cpus_per_worker: CPUs Ray reserves per actor (0 lets actors share a small machine).
         timeout_s: an evaluation running longer is abandoned and its actor restarted.
@@ -63,7 +72,9 @@ class DispatchConfig:
         check_number(self.cpus_per_worker, "cpus_per_worker", "[dispatch]")
         check_number(self.timeout_s, "timeout_s", "[dispatch]", low_open=True)
         if self.address is not None and not isinstance(self.address, str):
-            raise ConfigError(f"[dispatch] address must be 'auto' or a Ray address like 'ray://head:10001', got {self.address!r}")
+            raise ConfigError(f"[dispatch] address must be 'auto' or a Ray head's host:port like '10.0.0.5:6379', got {self.address!r}")
+        if self.address is not None and "://" in self.address:
+            raise ConfigError(RAY_CLIENT_REFUSED)
 
 
 @dataclass(frozen=True)

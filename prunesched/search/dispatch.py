@@ -11,6 +11,9 @@ stored (NaN objectives, missing ones, values that are not numbers), keeps its ac
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -18,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from prunesched.errors import PruneschedError
+from prunesched.search import reaper
+from prunesched.search.config import RAY_CLIENT_REFUSED
 from prunesched.search.evaluators import Evaluator, worker_name
 from prunesched.storage.models import utcnow
 from prunesched.storage.records import Outcome
@@ -57,23 +62,91 @@ class EvaluatorActor:
 
 
 def ensure_ray(address: str | None) -> None:
-    """Start a local Ray instance (``address`` None) or join a cluster, once per process."""
+    """Start a private local Ray instance (``address`` None or ``"local"``) or join a cluster, once per process.
+
+    The local instance is always a new one, never a cluster already running on this machine (a
+    bare ``ray.init()`` would join that): joining is what ``address`` is for. Its processes are
+    watched by :mod:`prunesched.search.reaper`, which ends them if this process dies without
+    shutting Ray down (SIGKILL, OOM). A given address is checked first, in at most
+    :data:`PROBE_TIMEOUT_S`, because ``ray.init`` retries an address nobody answers for minutes.
+    """
     import ray
 
+    if address not in (None, "local"):
+        _check_reachable(address)
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if address is None:
-        ray.init(include_dashboard=False, log_to_driver=False)
+    if address in (None, "local"):
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        _watch_session()
         return
     try:
         ray.init(address=address, log_to_driver=False)
     except Exception as exc:  # Ray raises ConnectionError, ValueError or RuntimeError, with pages of detail
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DispatchError(f"cannot join the Ray cluster at {address!r} ({_first_line(exc)}); {JOIN_HINT}") from None
+
+
+_REAPERS: list[subprocess.Popen[bytes]] = []
+"""The reaper of each local instance this process started; held so that its pipe stays open while this process lives."""
+
+
+def _watch_session() -> None:
+    """Start :mod:`prunesched.search.reaper` on the local instance just started (see there why it is needed)."""
+    import ray
+
+    node = ray._private.worker._global_node  # the only place Ray names the session's folder
+    if node is None:
+        return
+    session_dir = node.get_session_dir_path()
+    _REAPERS.append(
+        subprocess.Popen(
+            [sys.executable, reaper.__file__, session_dir],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    )
+
+
+PROBE_TIMEOUT_S = 5.0
+"""How long a TCP connection to a given Ray address may take before the address counts as dead."""
+
+JOIN_HINT = "start one with 'ray start --head', or leave [dispatch] address out to run locally"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse, in one line, an address that is not ``auto`` or host:port, or where nothing answers."""
+    if "://" in address:
+        raise DispatchError(RAY_CLIENT_REFUSED)
+    target = address
+    if address == "auto":  # Ray's own lookup: RAY_ADDRESS, else the cluster the latest 'ray start' recorded
+        from ray._private.services import canonicalize_bootstrap_address
+
+        try:
+            found = canonicalize_bootstrap_address("auto")
+        except Exception as exc:
+            raise DispatchError(f"cannot join a Ray cluster with address 'auto' ({_first_line(exc)}); {JOIN_HINT}") from None
+        if found is None:
+            raise DispatchError(f"cannot join a Ray cluster with address 'auto' (none is running on this machine); {JOIN_HINT}")
+        target = found
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise DispatchError(
-            f"cannot join the Ray cluster at {address!r} ({detail}); start one with 'ray start --head', "
-            "or leave [dispatch] address out to run locally"
-        ) from None
+            f"[dispatch] address {address!r} is not 'auto' or host:port (the Ray head node's GCS address, e.g. 10.0.0.5:6379)"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise DispatchError(f"cannot join the Ray cluster at {address!r}: no answer from {host}:{port} ({reason}); {JOIN_HINT}") from None
 
 
 def check_resources(workers: int, num_gpus: float, num_cpus: float) -> None:

@@ -37,19 +37,24 @@ EXPORT = "exported.json"
 """Where the ``export`` point writes, next to the database."""
 
 
-def crash(db: Path, log: Path, point: str, count: int, config: dict[str, Any]) -> None:
-    """Run the search of ``config`` in a child coordinator on the test's Ray instance, and see it SIGKILL itself at ``point``."""
-    import ray
+def crash(db: Path, log: Path, point: str, count: int, config: dict[str, Any], private: bool = False) -> int:
+    """Run the search of ``config`` in a child coordinator and see it SIGKILL itself at ``point``; returns the child's pid.
 
-    config = config | {"dispatch": config.get("dispatch", {}) | {"address": ray.get_runtime_context().gcs_address}}
-    child = subprocess.run(
-        [sys.executable, "-m", "tests.reliability.crasher", str(db), str(log), point, str(count), json.dumps(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    The child joins the test's Ray instance, or with ``private`` starts its own local one (as ``prunesched search launch`` does).
+    """
+    if not private:
+        import ray
+
+        config = config | {"dispatch": config.get("dispatch", {}) | {"address": ray.get_runtime_context().gcs_address}}
+    command = [sys.executable, "-m", "tests.reliability.crasher", str(db), str(log), point, str(count), json.dumps(config)]
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
+        try:
+            _, stderr = child.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            raise
+    assert child.returncode == -signal.SIGKILL, stderr[-2000:]
+    return child.pid
 
 
 def arm(point: str, count: int) -> None:
