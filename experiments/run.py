@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from prunesched.errors import ConfigError, PruneschedError
+from prunesched.files import read_text
 from prunesched.runtime.paper_tables import dato_ours_b1
 from prunesched.runtime.schedule import PruneLess, Schedule
 
@@ -59,10 +60,9 @@ COLUMNS = ("fid", "caption_accuracy", "psnr", "relative_macs", "relative_latency
 
 def load(path: Path, overrides: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The config at ``path`` with every ``{name}`` replaced by its [paths] entry (or ``overrides``), all checked to exist."""
+    text = read_text(path, "experiment config", ConfigError)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read experiment config {str(path)!r}: {exc.strerror}") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"experiment config {str(path)!r} is not valid TOML: {exc}") from None
     if data.get("kind") not in KINDS:

@@ -16,13 +16,26 @@ def check_keys(table: Mapping[str, Any], valid: Iterable[str], where: str) -> No
         raise ConfigError(f"unknown key {unknown[0]!r} in {where}; valid: {', '.join(valid)}")
 
 
+MAX_SEED = 2**32 - 1
+"""The largest seed: numpy's and pymoo's seed range."""
+
+
 def check_number(
-    value: Any, name: str, where: str, *, integer: bool = False, low: float = 0.0, high: float | None = None, low_open: bool = False
+    value: Any, name: str, where: str, *, high: float, integer: bool = False, low: float = 0.0, low_open: bool = False
 ) -> None:
-    """Refuse ``value`` unless it is a number (an integer if asked) in [low, high] (``low_open``: above ``low``)."""
+    """Refuse ``value`` unless it is a number (an integer if asked) from ``low`` (above it if ``low_open``) to ``high``.
+
+    ``high`` is required: every size a config gives is bounded, so a typo such as ``population =
+    1000000000`` is one line at load time, not an out-of-memory crash after the search has started.
+    """
     ok = isinstance(value, (int,) if integer else (int, float)) and not isinstance(value, bool)
-    ok = ok and (value > low if low_open else value >= low) and (high is None or value <= high)
+    ok = ok and (value > low if low_open else value >= low) and value <= high
     if not ok:
         kind = "an integer" if integer else "a number"
-        bound = f"> {low:g}" if low_open else f">= {low:g}" if high is None else f"from {low:g} to {high:g}"
+        bound = f"above {_show(low)} and at most {_show(high)}" if low_open else f"from {_show(low)} to {_show(high)}"
         raise ConfigError(f"{where} {name} must be {kind} {bound}, got {value!r}")
+
+
+def _show(bound: float) -> str:
+    """A bound as people write it: ``10,000``, ``0.75``."""
+    return f"{int(bound):,}" if float(bound).is_integer() else f"{bound:g}"

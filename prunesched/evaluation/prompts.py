@@ -19,12 +19,17 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from prunesched.checks import check_keys, check_number
+from prunesched.checks import MAX_SEED, check_keys, check_number
 from prunesched.errors import ConfigError
+from prunesched.files import MAX_PROMPT_FILE_BYTES, read_text
 
 KINDS = ("imagenet", "shapes", "coco", "parti", "text")
 SHAPES_CAPTIONS = 1000
 """Size of the shapes prompt set: the first this many held-out captions."""
+MAX_PER_CLASS = 100
+"""ImageNet prompts per class at most (DaTo and SiTo use 2)."""
+MAX_COUNT = 100_000
+"""Prompts a set may be subsampled to at most: as many as the most images an evaluation takes."""
 
 PromptSpec: TypeAlias = Sequence[str] | Mapping[str, str | int]
 """Prompts as a config gives them: a list of prompts, or a prompt-set table (see :func:`prompt_set`)."""
@@ -92,7 +97,7 @@ def coco_captions(path: str | Path) -> PromptSet:
 
 def parti_prompts(path: str | Path) -> PromptSet:
     """The ``Prompt`` column of PartiPrompts' ``PartiPrompts.tsv``, in file order."""
-    rows = list(csv.DictReader(_read_text(path, "a PartiPrompts TSV file").splitlines(), delimiter="\t"))
+    rows = list(csv.DictReader(read_text(path, "a PartiPrompts TSV file", ConfigError, MAX_PROMPT_FILE_BYTES).splitlines(), delimiter="\t"))
     if not rows or "Prompt" not in rows[0]:
         raise ConfigError(f"{str(path)!r} has no 'Prompt' column; expected PartiPrompts.tsv (columns Prompt, Category, Challenge, Note)")
     return _nonempty([row["Prompt"] or "" for row in rows], path, "PartiPrompts")
@@ -100,7 +105,7 @@ def parti_prompts(path: str | Path) -> PromptSet:
 
 def text_prompts(path: str | Path) -> PromptSet:
     """One prompt per line of a UTF-8 text file; blank lines are skipped."""
-    return _nonempty(_read_text(path, "a text file of prompts").splitlines(), path, "prompts")
+    return _nonempty(read_text(path, "a text file of prompts", ConfigError, MAX_PROMPT_FILE_BYTES).splitlines(), path, "prompts")
 
 
 def prompt_set(spec: PromptSpec) -> PromptSet:
@@ -121,10 +126,10 @@ def prompt_set(spec: PromptSpec) -> PromptSet:
     keys = {"imagenet": ["per_class"], "shapes": []}.get(kind, ["path"])
     check_keys(table, [*keys, "count", "seed"], f"prompts of kind {kind!r}")
     count, seed = table.pop("count", None), table.pop("seed", 0)
-    check_number(seed, "seed", "prompts", integer=True)
+    check_number(seed, "seed", "prompts", integer=True, high=MAX_SEED)
     if kind == "imagenet":
         per_class = table.get("per_class", 2)
-        check_number(per_class, "per_class", "prompts", integer=True, low=1)
+        check_number(per_class, "per_class", "prompts", integer=True, low=1, high=MAX_PER_CLASS)
         prompts = imagenet_prompts(per_class)
     elif kind == "shapes":
         prompts = shapes_captions()
@@ -134,22 +139,13 @@ def prompt_set(spec: PromptSpec) -> PromptSet:
         prompts = {"coco": coco_captions, "parti": parti_prompts, "text": text_prompts}[kind](table["path"])
     if count is None:
         return prompts
-    check_number(count, "count", "prompts", integer=True, low=1)
+    check_number(count, "count", "prompts", integer=True, low=1, high=MAX_COUNT)
     return prompts.subsample(count, seed)
-
-
-def _read_text(path: str | Path, what: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} at {str(path)!r}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{str(path)!r} is not UTF-8 text; expected {what}") from None
 
 
 def _read_json(path: str | Path, what: str) -> Any:
     try:
-        return json.loads(_read_text(path, what))
+        return json.loads(read_text(path, what, ConfigError, MAX_PROMPT_FILE_BYTES))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno}); expected {what}") from None
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from prunesched.checks import check_number
+from prunesched.checks import MAX_SEED, check_number
 from prunesched.errors import ConfigError
 from prunesched.evaluation.prompts import PromptSpec, prompt_set
 from prunesched.models import shapes
@@ -26,6 +26,17 @@ COSTS = {
     "macs": ("macs", "relative_macs"),
 }
 """Cost sources and the metrics each gives: timed runs, the per-step cost model, analytic MACs."""
+
+MAX_IMAGES = 100_000
+"""Images per evaluation at most: FID is conventionally measured on 50,000."""
+MAX_INFERENCE_STEPS = 1_000
+"""Denoising steps at most: DDPM's 1,000, the longest loop in use."""
+MAX_BATCH_SIZE = 1_024
+"""Images per pipeline call at most."""
+MAX_REPEATS = 100
+"""Timed runs per latency at most."""
+MAX_GUIDANCE_SCALE = 100.0
+"""Largest classifier-free guidance scale (those in use are 1 to 20)."""
 
 LATENCY_SCOPES = ("loop", "pipeline")
 """``loop``: the pipeline call with precomputed text embeddings up to the latents (the denoising loop and its
@@ -66,8 +77,9 @@ class PipelineSettings:
     warm-up) give every latency; ``latency_scope`` is ``loop`` (text encoding and VAE decode
     excluded) or ``pipeline``.
 
-    Building the settings checks them all; a model name is checked against the built-in pipelines
-    and a reference's feature extractor against torch-fidelity's registry, both of which import torch.
+    Every number is bounded (the ``MAX_`` constants of this module). Building the settings checks them all;
+    a model name is checked against the built-in pipelines and a reference's feature extractor against
+    torch-fidelity's registry, both of which import torch.
     """
 
     kind: ClassVar[str] = "pipeline"
@@ -92,10 +104,11 @@ class PipelineSettings:
         from prunesched.models.loading import check_model
 
         check_model(self.model)
-        for name in ("images", "num_inference_steps", "repeats", "batch_size"):
-            check_number(getattr(self, name), name, "[evaluator]", integer=True, low=1)
-        check_number(self.seed, "seed", "[evaluator]", integer=True)
-        check_number(self.guidance_scale, "guidance_scale", "[evaluator]")
+        sizes = {"images": MAX_IMAGES, "num_inference_steps": MAX_INFERENCE_STEPS, "repeats": MAX_REPEATS, "batch_size": MAX_BATCH_SIZE}
+        for name, high in sizes.items():
+            check_number(getattr(self, name), name, "[evaluator]", integer=True, low=1, high=high)
+        check_number(self.seed, "seed", "[evaluator]", integer=True, high=MAX_SEED)
+        check_number(self.guidance_scale, "guidance_scale", "[evaluator]", high=MAX_GUIDANCE_SCALE)
         if self.latency_scope not in LATENCY_SCOPES:
             raise ConfigError(f"[evaluator] latency_scope must be one of {', '.join(LATENCY_SCOPES)}, got {self.latency_scope!r}")
         costs = [self.cost] if isinstance(self.cost, str) else list(self.cost)

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from prunesched.errors import ScheduleError
+from prunesched.files import read_text
 from prunesched.runtime.methods import METHODS, TokenMethod, method_from_dict
 
 FORMAT = "prunesched.schedule"
@@ -284,7 +285,7 @@ class Schedule:
     @classmethod
     def load(cls, path: str | Path) -> Schedule:
         """Read a schedule document (see :meth:`save`); a DaTo table is read with :meth:`load_dato`."""
-        text = _read(path)
+        text = read_text(path, "schedule file", ScheduleError)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -306,7 +307,7 @@ class Schedule:
         """Read a DaTo table file (see :meth:`from_dato`): JSON ``{"cache_ids": [...], "ratios": [...], "method": ...}``,
         or two lines of numbers as the paper prints them, cache ids then prune ratios. A JSON table's
         ``method`` (a name or a method object) takes the place of ``method``."""
-        text = _read(path)
+        text = read_text(path, "DaTo table file", ScheduleError)
         rows = _number_rows(text)
         if rows is not None:
             return cls.from_dato([int(v) for v in rows[0]], rows[1], method, leading_full)
@@ -334,13 +335,6 @@ class Schedule:
             partial.replace(target)
         except OSError as exc:
             raise ScheduleError(f"cannot write schedule file {str(path)!r}: {exc.strerror}") from None
-
-
-def _read(path: str | Path) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScheduleError(f"cannot read schedule file {str(path)!r}: {exc}") from None
 
 
 def _number_rows(text: str) -> tuple[list[float], list[float]] | None:

@@ -19,14 +19,16 @@ writes each table as plain data (the ``[evaluator]`` table with its ``kind`` and
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from prunesched.checks import check_keys, check_number
+from prunesched.checks import MAX_SEED, check_keys, check_number
 from prunesched.errors import ConfigError
+from prunesched.files import read_text
 from prunesched.search.evaluators import EvaluatorSettings, evaluator_settings, evaluator_table
 from prunesched.search.proposers import ProposerConfig
 from prunesched.search.spaces import Space, space_from_config, space_to_config
@@ -42,13 +44,28 @@ RAY_CLIENT_REFUSED = (
 """Why: a Ray Client driver loses its actors when its connection drops for 30 s, and a search runs for hours; the
 coordinator is the one writer of the database and belongs on the cluster, where it joins the GCS directly."""
 
+MAX_WORKERS = 1_024
+"""Evaluator actors at most: one per GPU of a 128-node, 8-GPU cluster. A local Ray instance has a lower
+limit, this machine's CPU count: each worker is a process here, and more of them than CPUs only time-share
+(and skew every measured latency)."""
+MAX_RETRIES = 100
+"""Further attempts of one candidate at most."""
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+"""The longest an evaluation may run: a week."""
+MAX_GPUS_PER_WORKER = 64.0
+"""An actor runs on one node, and no node has more GPUs than this."""
+MAX_CPUS_PER_WORKER = 1_024.0
+"""An actor runs on one node, and no node has more CPUs than this."""
+
 
 @dataclass(frozen=True)
 class DispatchConfig:
     """The ``[dispatch]`` table: how evaluations are farmed out to Ray actors.
 
+    Every number is bounded (the ``MAX_`` constants of this module), so a typo is refused at load, before Ray starts.
+
     Attributes:
-        workers: evaluator actors, each loading its pipeline once.
+        workers: evaluator actors, each loading its pipeline once; without ``address``, at most this machine's CPUs.
         address: ``None`` (or ``"local"``) starts a private local Ray instance, even when a cluster runs on this
             machine; ``"auto"`` joins the cluster ``ray start`` started here (or ``RAY_ADDRESS``), ``"host:port"``
             the cluster whose head's GCS listens there. Ray Client (``"ray://..."``) is refused: see :data:`RAY_CLIENT_REFUSED`.
@@ -66,15 +83,21 @@ class DispatchConfig:
     retries: int = 2
 
     def __post_init__(self) -> None:
-        check_number(self.workers, "workers", "[dispatch]", integer=True, low=1)
-        check_number(self.retries, "retries", "[dispatch]", integer=True)
-        check_number(self.gpus_per_worker, "gpus_per_worker", "[dispatch]")
-        check_number(self.cpus_per_worker, "cpus_per_worker", "[dispatch]")
-        check_number(self.timeout_s, "timeout_s", "[dispatch]", low_open=True)
+        check_number(self.workers, "workers", "[dispatch]", integer=True, low=1, high=MAX_WORKERS)
+        check_number(self.retries, "retries", "[dispatch]", integer=True, high=MAX_RETRIES)
+        check_number(self.gpus_per_worker, "gpus_per_worker", "[dispatch]", high=MAX_GPUS_PER_WORKER)
+        check_number(self.cpus_per_worker, "cpus_per_worker", "[dispatch]", high=MAX_CPUS_PER_WORKER)
+        check_number(self.timeout_s, "timeout_s", "[dispatch]", low_open=True, high=MAX_TIMEOUT_S)
         if self.address is not None and not isinstance(self.address, str):
             raise ConfigError(f"[dispatch] address must be 'auto' or a Ray head's host:port like '10.0.0.5:6379', got {self.address!r}")
         if self.address is not None and "://" in self.address:
             raise ConfigError(RAY_CLIENT_REFUSED)
+        cpus = os.cpu_count() or 1
+        if self.address in (None, "local") and self.workers > cpus:
+            raise ConfigError(
+                f"[dispatch] workers = {self.workers} but a local Ray instance runs every worker on this machine, which has {cpus} CPUs; "
+                "lower workers or set [dispatch] address to a Ray cluster"
+            )
 
 
 @dataclass(frozen=True)
@@ -119,7 +142,7 @@ class SearchConfig:
         ):
             raise ConfigError(f"reference_point must be two finite numbers, one per objective, got {reference!r}")
         seed = data.get("seed", 0)
-        check_number(seed, "seed", "the search config's", integer=True, high=2**32 - 1)  # numpy's and pymoo's seed range
+        check_number(seed, "seed", "the search config's", integer=True, high=MAX_SEED)
         return cls(
             space=space_from_config(data["space"]),
             evaluator=evaluator,
@@ -138,11 +161,10 @@ class SearchConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> SearchConfig:
+        text = read_text(path, "search config", ConfigError)
         try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read search config {str(path)!r}: {exc.strerror}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"search config {str(path)!r} is not valid TOML: {exc}") from None
         return cls.from_dict(data)
 

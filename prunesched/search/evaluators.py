@@ -51,16 +51,20 @@ def worker_name() -> str:
     return f"{platform.node()}:{os.getpid()}"
 
 
+MAX_DELAY_S = 3_600.0
+"""The longest a synthetic evaluation may sleep: an hour."""
+
+
 @dataclass(frozen=True)
 class SyntheticSettings:
-    """``[evaluator]`` of kind ``synthetic``: ``delay_s`` makes each evaluation take that long."""
+    """``[evaluator]`` of kind ``synthetic``: ``delay_s`` (at most :data:`MAX_DELAY_S`) makes each evaluation take that long."""
 
     kind: ClassVar[str] = "synthetic"
 
     delay_s: float = 0.0
 
     def __post_init__(self) -> None:
-        check_number(self.delay_s, "delay_s", "[evaluator]")
+        check_number(self.delay_s, "delay_s", "[evaluator]", high=MAX_DELAY_S)
 
     def objective_metrics(self) -> tuple[str, ...]:
         return SyntheticEvaluator.metrics

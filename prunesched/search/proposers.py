@@ -27,6 +27,13 @@ from prunesched.search.spaces import Space
 FAILED_OBJECTIVE = 1e12
 """Objective value given to a failed evaluation; it is also marked infeasible, so it is dominated."""
 
+MAX_POPULATION = 10_000
+"""Genomes per generation at most: DaTo uses 20; every generation's genomes are held in memory at once."""
+MAX_GENERATIONS = 10_000
+"""Generations at most: DaTo runs 100."""
+MAX_ETA = 1_000.0
+"""Largest SBX or polynomial-mutation distribution index (pymoo's defaults are 15 and 20; far above, offspring copy their parents)."""
+
 
 @dataclass(frozen=True)
 class ProposerConfig:
@@ -36,8 +43,8 @@ class ProposerConfig:
         backend: ``"pymoo"`` (NSGA-II via ask/tell), ``"optuna"`` (``sampler`` through ask/tell)
             or ``"random"`` (uniform random genomes, a baseline).
         sampler: Optuna's sampler, ``"nsga2"`` or ``"tpe"``.
-        population: genomes per generation.
-        generations: generations to run, the first included.
+        population: genomes per generation, 2 to :data:`MAX_POPULATION`.
+        generations: generations to run, the first included, 1 to :data:`MAX_GENERATIONS`.
         seed_fraction: share of the first generation taken from the space's uniform, not
             step-aware schedules; the rest is random (paper §3.3).
     """
@@ -60,12 +67,12 @@ class ProposerConfig:
                 raise ConfigError(f"[proposer] {name} {getattr(self, name)!r} is not valid; valid: {', '.join(valid)}")
         if self.sampler != "nsga2" and self.backend != "optuna":
             raise ConfigError(f'[proposer] sampler {self.sampler!r} is an Optuna sampler; set backend = "optuna" or leave sampler out')
-        for name, low in (("population", 2), ("generations", 1)):
-            check_number(getattr(self, name), name, "[proposer]", integer=True, low=low)
+        check_number(self.population, "population", "[proposer]", integer=True, low=2, high=MAX_POPULATION)
+        check_number(self.generations, "generations", "[proposer]", integer=True, low=1, high=MAX_GENERATIONS)
         for name in ("crossover_prob", "mutation_prob", "seed_fraction"):
             check_number(getattr(self, name), name, "[proposer]", high=1.0)
         for name in ("crossover_eta", "mutation_eta"):
-            check_number(getattr(self, name), name, "[proposer]")
+            check_number(getattr(self, name), name, "[proposer]", high=MAX_ETA)
         if not isinstance(self.eliminate_duplicates, bool):
             raise ConfigError(f"[proposer] eliminate_duplicates must be true or false, got {self.eliminate_duplicates!r}")
 

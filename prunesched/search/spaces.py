@@ -8,6 +8,7 @@ genomes as one candidate, stored with its canonical genome.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -26,6 +27,13 @@ PAPER_RATIOS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 SEED_INTERVALS = (1, 2, 3, 5)
 """Refresh intervals of the uniform (not step-aware) schedules that seed the first generation."""
+
+MAX_STEPS = 1_000
+"""Loop iterations at most: DDPM's 1,000 steps, the longest loop in use."""
+MAX_VALUES = 100
+"""Entries at most in each value list of a ``[space]`` table (``ratios``, ``caches``, ``taus``, ...)."""
+MAX_DSAP_SCHEDULES = 10_000
+"""Schedules at most in a dsap space (the product of its list lengths): checking the space decodes every one of them."""
 
 
 @dataclass(frozen=True)
@@ -194,17 +202,23 @@ def space_from_config(table: Mapping[str, Any]) -> Space:
     check_keys(data, ["kind", *cls.__dataclass_fields__], f"[space] of kind {kind!r}")
     if "steps" not in data:
         raise ConfigError("[space] needs 'steps': the number of denoising-loop iterations (PNDM at 50 steps has 51)")
-    check_number(data["steps"], "steps", "[space]", integer=True, low=2)
+    check_number(data["steps"], "steps", "[space]", integer=True, low=2, high=MAX_STEPS)
     if "method" in data:
         data["method"] = method_from_dict(data["method"])
     for key, value in data.items():
         if isinstance(cls.__dataclass_fields__[key].default, tuple):
             if not isinstance(value, list) or not value:
-                raise ConfigError(f"[space] {key} must be a non-empty list, got {value!r}")
+                raise ConfigError(f"[space] {key} must be a non-empty list, got {value!r:.80}")
+            if len(value) > MAX_VALUES:
+                raise ConfigError(f"[space] {key} must list at most {MAX_VALUES} values, got {len(value)}")
             data[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
     for interval in data.get("intervals", ()):  # a full iteration every N: 0 would divide by zero
-        check_number(interval, "intervals", "[space]", integer=True, low=1)
+        check_number(interval, "intervals", "[space]", integer=True, low=1, high=MAX_STEPS)
+    for tau in data.get("taus", ()):
+        check_number(tau, "taus", "[space]", integer=True, high=MAX_STEPS)
     space = cls(**data)
+    if isinstance(space, DsapSpace) and (size := math.prod(int(u) + 1 for u in space.upper)) > MAX_DSAP_SCHEDULES:
+        raise ConfigError(f"[space] of kind 'dsap' holds {size:,} schedules, more than {MAX_DSAP_SCHEDULES:,}; shorten its value lists")
     try:
         space.check()
     except (ScheduleError, TypeError) as exc:

@@ -17,18 +17,10 @@ import stat
 from pathlib import Path
 
 from prunesched.errors import OutputError
+from prunesched.files import KINDS
 
 DATABASE_FILES = ("", "-wal", "-shm", "-journal")
 """The suffixes of the files SQLite keeps for a database."""
-
-KINDS = {
-    stat.S_IFLNK: "a symbolic link",
-    stat.S_IFDIR: "a folder",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFIFO: "a named pipe",
-    stat.S_IFSOCK: "a socket",
-}
 
 
 def check_output(path: str | Path, database: Path | None) -> Path:

@@ -53,7 +53,7 @@ def test_a_dato_table_is_evaluated_and_the_result_written_as_json(tmp_path, ince
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--images", "0"], "images must be an integer >= 1, got 0"),
+        (["--images", "0"], "images must be an integer from 1 to 100,000, got 0"),
         (["--prompts", "missing.txt"], "cannot read a text file of prompts"),
         (["--reference", "no-such-folder"], "reference folder 'no-such-folder' does not exist"),
         (["--inception-weights", "nope.pth", "--reference", "model"], "weights 'nope.pth' not found"),

@@ -136,10 +136,10 @@ def test_bad_requests_exit_2_with_one_line_and_leave_the_database_unchanged(sear
             "[space]\nsteps = 6\n[evaluator]\nkind = 'pipeline'\nmodel = 'sd15'\n",
             "unknown model 'sd15': not a built-in (shapes, tiny-sd, tiny-sdxl, tiny-sd3, tiny-pixart)",
         ),
-        ("[space]\nsteps = 6\n[evaluator]\nkind = 'pipeline'\nimages = 0\n", "images must be an integer >= 1, got 0"),
+        ("[space]\nsteps = 6\n[evaluator]\nkind = 'pipeline'\nimages = 0\n", "images must be an integer from 1 to 100,000, got 0"),
         (
             "[space]\nsteps = 6\n[evaluator]\nkind = 'synthetic'\n[dispatch]\nworkers = 'two'\n",
-            "workers must be an integer >= 1, got 'two'",
+            "workers must be an integer from 1 to 1,024, got 'two'",
         ),
         ("[space]\nsteps = 6\n[evaluator]\nkind = 'synthetic'\n[dispatch]\ngpus_per_worker = 1\n", "need 2 GPUs but the Ray cluster has 0"),
         (

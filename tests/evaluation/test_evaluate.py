@@ -120,7 +120,7 @@ def test_a_saved_diffusers_folder_is_a_model(tmp_path):
 
 
 def test_bad_input_is_refused_with_what_would_be_valid(settings, tmp_path):
-    with pytest.raises(ConfigError, match="images must be an integer >= 1, got 0"):
+    with pytest.raises(ConfigError, match="images must be an integer from 1 to 100,000, got 0"):
         replace(settings, images=0)
     with pytest.raises(ConfigError, match=r"cannot read .*nope.txt"):
         replace(settings, prompts={"kind": "text", "path": str(tmp_path / "nope.txt")})

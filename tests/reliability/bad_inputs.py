@@ -1,7 +1,7 @@
 """The bad-input corpus: every way a user can hand prunesched something wrong, and what it must say.
 
 Each case runs one CLI command. ``{dir}`` in its arguments is a scratch folder holding the case's
-``files``; ``{db}`` is a search database of the kind ``db`` names (``finished``: a real finished
+``files`` (content, or a :class:`Special` file); ``{db}`` is a search database of the kind ``db`` names (``finished``: a real finished
 search; ``newer``: the same with a newer schema version; ``foreign``: another program's SQLite;
 ``empty``: a 0-byte file; ``text``: a text file). ``symlinks`` and ``hardlinks`` name links made in
 the scratch folder and their targets (``{db}`` and ``{dir}`` allowed). ``expect`` is a piece of the one-line error.
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from prunesched.files import MAX_DOCUMENT_BYTES
 
 STEPS = 5
 """Loop iterations of the tiny SD pipeline at ``--steps 4`` (PNDM runs one more)."""
@@ -22,11 +24,23 @@ SHOW = ["schedule", "show", "{dir}/s.json"]
 
 
 @dataclass(frozen=True)
+class Special:
+    """A scratch file made other than by writing content: a named pipe (``fifo``) or ``size`` zero bytes (``zeros``, sparse, so instant)."""
+
+    kind: Literal["fifo", "zeros"]
+    size: int = 0
+
+
+FIFO = Special("fifo")
+OVERSIZED = Special("zeros", MAX_DOCUMENT_BYTES + 1)
+
+
+@dataclass(frozen=True)
 class Case:
     name: str
     argv: list[str]
     expect: str
-    files: dict[str, str | bytes] = field(default_factory=dict)
+    files: dict[str, str | bytes | Special] = field(default_factory=dict)
     db: str = "finished"
     symlinks: dict[str, str] = field(default_factory=dict)
     hardlinks: dict[str, str] = field(default_factory=dict)
@@ -49,7 +63,7 @@ def step(**fields: Any) -> str:
     return schedule([steps[0], {"cache": "full", "prune": 0.0, **fields}, *steps[2:]])
 
 
-def config(text: str) -> dict[str, str | bytes]:
+def config(text: str | Special) -> dict[str, str | bytes | Special]:
     return {"c.toml": text}
 
 
@@ -93,6 +107,10 @@ CASES = [
     Case("unknown slot keyword", SHOW, "unknown slots 'lowest'", {"s.json": schedule(slots="lowest")}),
     Case("integer too long to read", SHOW, "is JSON that cannot be read", {"s.json": '{"steps": [{"cache": ' + "9" * 5000 + "}]}"}),
     Case("nesting too deep", SHOW, "is JSON that cannot be read", {"s.json": "[" * 100_000 + "]" * 100_000}),
+    Case("schedule a link to /dev/zero", SHOW, "is a character device; give a regular file", symlinks={"s.json": "/dev/zero"}),
+    Case("schedule a named pipe", SHOW, "is a named pipe; give a regular file", {"s.json": FIFO}),
+    Case("DaTo table a named pipe", [*SHOW, "--dato"], "is a named pipe; give a regular file", {"s.json": FIFO}),
+    Case("schedule file over 16 MiB", SHOW, "is larger than 16 MiB", {"s.json": OVERSIZED}),
     Case("DaTo table given as a schedule", SHOW, "read it with Schedule.load_dato", {"s.json": "1 0 12\n0.5 0.5 0.5\n"}),
     Case("DaTo table rows of different lengths", [*SHOW, "--dato"], "3 cache ids but 2 prune ratios", {"s.json": "1 0 12\n0.5 0.5\n"}),
     Case(
@@ -126,10 +144,57 @@ CASES = [
         "prompt file not UTF-8", [*EVAL, "--prompts", "{dir}/p.txt"], "is not UTF-8 text", {"s.json": schedule(), "p.txt": b"\xff\xfe\x00a"}
     ),
     Case("empty prompt file", [*EVAL, "--prompts", "{dir}/p.txt"], "holds no prompts", {"s.json": schedule(), "p.txt": "\n\n"}),
+    Case(
+        "prompt file a link to /dev/zero",
+        [*EVAL, "--prompts", "{dir}/p.txt"],
+        "is a character device; give a regular file",
+        {"s.json": schedule()},
+        symlinks={"p.txt": "/dev/zero"},
+    ),
+    Case("prompt file a named pipe", [*EVAL, "--prompts", "{dir}/p.txt"], "is a named pipe", {"s.json": schedule(), "p.txt": FIFO}),
     # search configs
     Case("config file missing", ["search", "launch", "{dir}/none.toml", "--db", "{db}"], "cannot read search config"),
     Case("config path is a folder", ["search", "launch", "{dir}", "--db", "{db}"], "is a directory"),
     Case("config not TOML", LAUNCH, "is not valid TOML", config("steps = = 4")),
+    Case("config a link to /dev/zero", LAUNCH, "is a character device; give a regular file", symlinks={"c.toml": "/dev/zero"}),
+    Case("config a named pipe", LAUNCH, "is a named pipe; give a regular file", config(FIFO)),
+    Case("config file over 16 MiB", LAUNCH, "is larger than 16 MiB", config(OVERSIZED)),
+    Case(
+        "population of a billion",
+        LAUNCH,
+        "[proposer] population must be an integer from 2 to 10,000, got 1000000000",
+        config(VALID + "[proposer]\npopulation = 1000000000\n"),
+    ),
+    Case(
+        "a thousand local workers",
+        LAUNCH,
+        "[dispatch] workers = 1000 but a local Ray instance",
+        config(VALID + "[dispatch]\nworkers = 1000\n"),
+    ),
+    Case(
+        "workers beyond any cluster",
+        LAUNCH,
+        "[dispatch] workers must be an integer from 1 to 1,024, got 5000",
+        config(VALID + '[dispatch]\nworkers = 5000\naddress = "auto"\n'),
+    ),
+    Case(
+        "timeout infinite",
+        LAUNCH,
+        "[dispatch] timeout_s must be a number above 0 and at most 604,800, got inf",
+        config(VALID + "[dispatch]\ntimeout_s = inf\n"),
+    ),
+    Case(
+        "space of a million steps",
+        LAUNCH,
+        "[space] steps must be an integer from 2 to 1,000, got 1000000",
+        config('[space]\nsteps = 1000000\n[evaluator]\nkind = "synthetic"\n'),
+    ),
+    Case(
+        "a billion images per evaluation",
+        LAUNCH,
+        "[evaluator] images must be an integer from 1 to 100,000, got 1000000000",
+        config("[space]\nsteps = 4\n[evaluator]\nimages = 1000000000\n"),
+    ),
     Case("config without [evaluator]", LAUNCH, "needs a [evaluator] table", config('[space]\nkind = "dato"\nsteps = 4\n')),
     Case(
         "config [space] without steps", LAUNCH, "[space] needs 'steps'", config('[space]\nkind = "dato"\n[evaluator]\nkind = "synthetic"\n')
@@ -174,7 +239,7 @@ CASES = [
     Case(
         "dsap interval 0",
         LAUNCH,
-        "[space] intervals must be an integer >= 1, got 0",
+        "[space] intervals must be an integer from 1 to 1,000, got 0",
         config('[space]\nkind = "dsap"\nsteps = 4\nintervals = [0]\n[evaluator]\nkind = "synthetic"\n'),
     ),
     Case(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -13,7 +14,7 @@ from click.testing import CliRunner
 from prunesched.cli import main
 from prunesched.search.config import SearchConfig
 from prunesched.search.coordinator import launch
-from tests.reliability.bad_inputs import CASES, Case
+from tests.reliability.bad_inputs import CASES, Case, Special
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -44,6 +45,18 @@ def databases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {path.stem: path for path in folder.glob("*.db")}
 
 
+def make(path: Path, content: str | bytes | Special) -> None:
+    """Write ``content`` at ``path``, or make the special file it names."""
+    if isinstance(content, Special):
+        if content.kind == "fifo":
+            os.mkfifo(path)
+        else:
+            with path.open("wb") as file:
+                file.truncate(content.size)
+    else:
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+
+
 def checkpoint(path: Path) -> None:
     """Move everything a WAL file holds into the database file itself, so the file alone shows every write."""
     gc.collect()  # engines a command left behind close their connections
@@ -64,7 +77,7 @@ def test_bad_input_is_refused_in_one_line_with_exit_code_2_and_nothing_stored_ch
     scratch = tmp_path / "in"
     scratch.mkdir()
     for name, content in case.files.items():
-        (scratch / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+        make(scratch / name, content)
     db = tmp_path / "search.db"
     shutil.copy(databases[case.db], db)
 

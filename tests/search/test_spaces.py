@@ -64,7 +64,7 @@ def test_space_tables_round_trip_through_their_config():
     [
         ({"kind": "tome", "steps": 5}, "unknown space kind 'tome'; valid: dato, dsap"),
         ({"kind": "dato"}, "needs 'steps'"),
-        ({"kind": "dato", "steps": 1}, "steps must be an integer >= 2"),
+        ({"kind": "dato", "steps": 1}, "steps must be an integer from 2 to 1,000"),
         ({"kind": "dato", "steps": 5, "ratio": [0.3]}, "unknown key 'ratio' in \\[space\\]"),
         ({"kind": "dato", "steps": 5, "ratios": []}, "ratios must be a non-empty list"),
         ({"kind": "dato", "steps": 5, "ratios": 0.5}, "ratios must be a non-empty list, got 0.5"),
