@@ -36,6 +36,8 @@ class ProgressView:
             f"generation {p.generation + 1}/{p.generations}  done {p.done}  running {p.running}  failed {p.failed}  "
             f"front {p.front_size}  hv {number(p.hypervolume)}"
         )
+        if p.workers_up < p.workers:  # an actor died or its node was lost: its candidate is retried, a replacement is starting
+            line += f"  workers {p.workers_up}/{p.workers} (replacing {p.workers - p.workers_up})"
         self.bar.update(self.task, description=line, completed=p.generation + p.generation_stored)
         if p.generation_stored and not self.console.is_terminal:
             self.console.print(line)

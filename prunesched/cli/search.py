@@ -121,6 +121,12 @@ def search_status(search_id: int | None, db: str) -> None:
             ]
         )
     table(["id", "name", "status", "generations", "done", "running", "failed", "front", "hypervolume"], rows)
+    for item in searches:  # a candidate whose attempt was lost (its worker or the worker's node died, a timeout, an error)
+        retried = [(c.id, e.attempts) for c, e in store.evaluations(item.id) if e.attempts > 1]
+        if retried:
+            named = ", ".join(f"{cid} ({attempts} attempts)" for cid, attempts in retried[:20])
+            more = f" and {len(retried) - 20} more" if len(retried) > 20 else ""
+            click.echo(f"search {item.id}: {len(retried)} candidates retried: {named}{more}")
 
 
 @click.command("front")

@@ -53,6 +53,9 @@ class Progress:
     front_size: int
     hypervolume: float | None
     generation_stored: bool  # True once, when this generation's front and snapshot are committed
+    workers: int = 0  # evaluator actors asked for
+    workers_up: int = 0  # of them up now; fewer while lost ones (a dead actor, a lost node) are being replaced
+    replaced: int = 0  # actors replaced so far in this run
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -183,7 +186,7 @@ def _run(
     store: Store, search_id: int, config: SearchConfig, proposer: Proposer, dispatcher: RayDispatcher, progress: ProgressCallback | None
 ) -> None:
     """Run the owned search's remaining generations."""
-    _reporter(store, search_id, proposer.generation, config, progress)(False)
+    _reporter(store, search_id, proposer.generation, config, progress, dispatcher)(False)
     while not proposer.done():
         _generation(store, search_id, config, proposer, dispatcher, progress)
 
@@ -211,7 +214,7 @@ def _generation(
         members.append(store.candidate(search_id, schedule.hash, schedule.to_dict(), config.space.canonical(genome), number))
     pending = {c.id: (c, e) for c, e in members if e.status not in FINISHED}
     tasks = [Task(c.id, thaw(c.schedule), e.attempts) for c, e in pending.values()]
-    report = _reporter(store, search_id, number, config, progress)
+    report = _reporter(store, search_id, number, config, progress, dispatcher)
 
     def finished(outcome: Outcome) -> None:
         store.record(outcome)  # committed before the proposer hears of it
@@ -247,7 +250,9 @@ def _front(store: Store, search_id: int) -> tuple[list[int], float | None]:
     return front, hypervolume(points, reference)
 
 
-def _reporter(store: Store, search_id: int, number: int, config: SearchConfig, progress: ProgressCallback | None) -> Callable[..., None]:
+def _reporter(
+    store: Store, search_id: int, number: int, config: SearchConfig, progress: ProgressCallback | None, dispatcher: RayDispatcher
+) -> Callable[..., None]:
     """``report(stored, outcome)`` tells ``progress`` where the search stands.
 
     The counts are read from the database once per generation and when it is stored; in between,
@@ -275,6 +280,9 @@ def _reporter(store: Store, search_id: int, number: int, config: SearchConfig, p
                 front_size=len(latest.front) if latest else 0,
                 hypervolume=latest.hypervolume if latest else None,
                 generation_stored=stored,
+                workers=len(dispatcher.actors),
+                workers_up=dispatcher.workers_up,
+                replaced=dispatcher.replaced,
             )
         )
 

@@ -3,9 +3,11 @@
 Each actor builds its evaluator once (loading the pipeline) and then evaluates many schedules;
 only metrics travel back. The loop runs in the coordinator, which alone writes the database:
 it is told of every start and every finished outcome through callbacks, in order. An actor that
-dies or overruns ``timeout_s`` is killed and replaced and its candidate is re-queued until the
-candidate's retry budget is spent; an evaluator that raises, or returns metrics that cannot be
-stored (NaN objectives, missing ones, values that are not numbers), keeps its actor and is retried too.
+dies (or whose node is lost) or overruns ``timeout_s`` is killed and replaced and its candidate is
+re-queued until the candidate's retry budget is spent; the loop does not wait for the replacement:
+it goes on with the actors it has and gives the replacement work once Ray has placed and started it
+(on a cluster that lost a node: when room appears). An evaluator that raises, or returns metrics that
+cannot be stored (NaN objectives, missing ones, values that are not numbers), keeps its actor and is retried too.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def _watch_session() -> None:
     session_dir = node.get_session_dir_path()
     _REAPERS.append(
         subprocess.Popen(
-            [sys.executable, reaper.__file__, session_dir],
+            [sys.executable, reaper.__file__, session_dir, str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -186,6 +188,9 @@ class RayDispatcher:
         self.actor_class = ray.remote(num_gpus=num_gpus, num_cpus=num_cpus, max_restarts=0)(EvaluatorActor)
         self.actors: list[Any] = []
         self.infos: list[dict[str, Any]] = []
+        self.starting: dict[Any, int] = {}  # info ref of a replacement actor -> its slot
+        self.replaced = 0  # actors replaced so far (died, lost with their node, or hung)
+        self.failed_starts = 0  # replacements in a row that failed to start
         for _ in range(workers):
             self.actors.append(self._start())
         try:
@@ -201,6 +206,7 @@ class RayDispatcher:
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []
+        self.starting = {}
 
     def run(
         self,
@@ -208,14 +214,20 @@ class RayDispatcher:
         started: Callable[[Task, str, int], None],
         finished: Callable[[Outcome], None],
     ) -> None:
-        """Evaluate every task; ``started(task, worker, attempt)`` and ``finished(outcome)`` are called in the coordinator."""
+        """Evaluate every task; ``started(task, worker, attempt)`` and ``finished(outcome)`` are called in the coordinator.
+
+        A replaced actor is not waited for: the loop goes on with the actors it has and gives the
+        replacement work once it is up (on a cluster that lost a node, when room appears). Only when
+        no actor at all has been up for :data:`READY_TIMEOUT_S` does evaluation stop, with a :class:`DispatchError`.
+        """
         import ray
         from ray.exceptions import RayError
 
         queue = deque(tasks)
         attempts = {t.candidate_id: t.attempts for t in tasks}
         running: dict[Any, tuple[int, Task, float, Any]] = {}  # ref -> (slot, task, start, start datetime)
-        idle = list(range(len(self.actors)))
+        idle = [slot for slot in range(len(self.actors)) if slot not in self.starting.values()]
+        alone_since = time.monotonic()  # since when no actor has been up
         while queue or running:
             while queue and idle:
                 slot, task = idle.pop(0), queue.popleft()
@@ -223,28 +235,43 @@ class RayDispatcher:
                 started(task, self.infos[slot]["worker"], attempts[task.candidate_id])
                 ref = self.actors[slot].evaluate.remote(task.schedule)
                 running[ref] = (slot, task, time.monotonic(), utcnow())
-            deadline = min(start for _, _, start, _ in running.values()) + self.timeout_s
-            ray.wait(list(running), num_returns=1, timeout=max(0.0, min(1.0, deadline - time.monotonic())))
-            ready, _ = ray.wait(list(running), num_returns=len(running), timeout=0)  # everything finished by now
+            now = time.monotonic()
+            if running or idle:
+                alone_since = now
+            elif now - alone_since > READY_TIMEOUT_S:
+                raise DispatchError(f"no evaluator worker has been up for {READY_TIMEOUT_S:g} s (the Ray cluster lost its nodes?)")
+            deadline = min((start for _, _, start, _ in running.values()), default=now) + self.timeout_s
+            waiting = list(running) + list(self.starting)
+            ray.wait(waiting, num_returns=1, timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+            ready, _ = ray.wait(waiting, num_returns=len(waiting), timeout=0)  # everything finished by now
             now = time.monotonic()
             for ref in ready:
+                if ref in self.starting:
+                    slot = self.starting[ref]
+                    if self._came_up(ref):
+                        idle.append(slot)
+                    continue
                 slot, task, start, start_at = running.pop(ref)
                 info = self.infos[slot]
                 try:
                     reply = ray.get(ref)
-                except RayError as exc:  # the actor died (or its result was lost): replace it
+                    idle.append(slot)
+                except RayError as exc:  # the actor died, or its node did (or its result was lost): replace it
                     self._replace(slot)
                     reply = {"ok": False, "error": f"worker {info['worker']} failed: {type(exc).__name__}"}
-                idle.append(slot)
                 self._settle(queue, finished, task, attempts[task.candidate_id], reply, info, start_at, now - start)
             for ref, (slot, task, start, start_at) in list(running.items()):
                 if now - start > self.timeout_s:  # not among the finished refs collected above
                     del running[ref]
                     info = self.infos[slot]  # the worker that hung, not its replacement
                     self._replace(slot)
-                    idle.append(slot)
                     reply = {"ok": False, "error": f"timed out after {self.timeout_s:g} s on {info['worker']}"}
                     self._settle(queue, finished, task, attempts[task.candidate_id], reply, info, start_at, now - start)
+
+    @property
+    def workers_up(self) -> int:
+        """Actors up now (the others are replacements still starting)."""
+        return len(self.actors) - len(self.starting)
 
     def _settle(
         self,
@@ -297,8 +324,29 @@ class RayDispatcher:
             raise DispatchError(f"an evaluator worker failed to start: {str(cause).strip().splitlines()[-1]}") from None
 
     def _replace(self, slot: int) -> None:
+        """Kill the actor of ``slot`` and start another, without waiting for it (:meth:`run` hands it work once it is up)."""
         import ray
 
         ray.kill(self.actors[slot])
         self.actors[slot] = self._start()
-        self.infos[slot] = self._ready(self.actors[slot])
+        self.starting[self.actors[slot].info.remote()] = slot
+        self.replaced += 1
+
+    def _came_up(self, ref: Any) -> bool:
+        """Whether the replacement behind ``ref`` is up (its info stored); one that failed to start is started again."""
+        import ray
+        from ray.exceptions import RayError
+
+        slot = self.starting[ref]
+        del self.starting[ref]
+        try:
+            self.infos[slot] = ray.get(ref)
+        except RayError as exc:
+            self.failed_starts += 1
+            if self.failed_starts > 2 * len(self.actors):  # failing again and again: its evaluator cannot be built
+                cause = getattr(exc, "cause", None) or exc
+                raise DispatchError(f"an evaluator worker failed to start: {str(cause).strip().splitlines()[-1]}") from None
+            self._replace(slot)
+            return False
+        self.failed_starts = 0
+        return True

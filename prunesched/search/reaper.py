@@ -1,6 +1,6 @@
 """Ends what is left of a private Ray instance after its driver (a coordinator) died without shutting it down.
 
-    python prunesched/search/reaper.py SESSION_DIR      (stdin: a pipe from the driver)
+    python prunesched/search/reaper.py SESSION_DIR DRIVER_PID      (stdin: a pipe from the driver)
 
 Ray ties the head processes a driver starts (GCS, raylet, monitor, log monitor) to that driver
 (Linux ``PR_SET_PDEATHSIG``), and its workers die with their raylet. The raylet's two agents
@@ -10,7 +10,8 @@ about a minute (Ray 2.60). Ray's own reaper, which would end them, is not starte
 
 :func:`prunesched.search.dispatch.ensure_ray` starts this script, in its own session (terminal
 signals do not reach it), with a pipe on its stdin whose other end only the driver holds. End of
-file on it means the driver has exited, in any way, SIGKILL included. Then every process of this
+file on it means the driver is exiting, in any way, SIGKILL included (or, at a clean exit, that its
+interpreter is tearing down). Once DRIVER_PID is gone, every process of this
 user with a file open under SESSION_DIR (each Ray process holds its logs there) gets SIGTERM and,
 one second later, SIGKILL. After a clean ``ray.shutdown()`` nothing matches and it just exits.
 Standard library only: it runs as a plain script, not as part of the package.
@@ -60,11 +61,22 @@ def reap(session_dir: str) -> list[int]:
     return found
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def main() -> None:
-    session_dir = sys.argv[1]
+    session_dir, driver = sys.argv[1], int(sys.argv[2])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    while sys.stdin.buffer.read(4096):  # only EOF ends this: the driver has exited
+    while sys.stdin.buffer.read(4096):  # only EOF ends this: the driver is exiting
         pass
+    while alive(driver):  # a clean exit closes the pipe before the end; never signal the driver itself
+        time.sleep(0.1)
     reap(session_dir)
 
 
