@@ -92,11 +92,18 @@ class DispatchConfig:
             raise ConfigError(f"[dispatch] address must be 'auto' or a Ray head's host:port like '10.0.0.5:6379', got {self.address!r}")
         if self.address is not None and "://" in self.address:
             raise ConfigError(RAY_CLIENT_REFUSED)
+
+    def check_local_room(self) -> None:
+        """Refuse more workers than this machine has CPUs when they would run on a private local Ray instance.
+
+        Checked when the workers start (before Ray does), not when the config is loaded, because
+        ``--address`` on the command line may still point a config's workers at a cluster.
+        """
         cpus = os.cpu_count() or 1
         if self.address in (None, "local") and self.workers > cpus:
             raise ConfigError(
                 f"[dispatch] workers = {self.workers} but a local Ray instance runs every worker on this machine, which has {cpus} CPUs; "
-                "lower workers or set [dispatch] address to a Ray cluster"
+                "lower workers or name a Ray cluster ([dispatch] address or --address)"
             )
 
 

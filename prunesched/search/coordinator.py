@@ -160,6 +160,7 @@ def _owning(store: Store, search_id: int) -> Iterator[None]:
 @contextmanager
 def _workers(config: SearchConfig, factory: EvaluatorFactory | None) -> Iterator[RayDispatcher]:
     """Started evaluator actors whose pipeline runs as many loop iterations as the space's schedules have; killed on exit."""
+    config.dispatch.check_local_room()
     ensure_ray(config.dispatch.address)
     dispatch = config.dispatch
     dispatcher = RayDispatcher(

@@ -7,6 +7,7 @@ import os
 import pickle
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -110,11 +111,17 @@ def test_every_size_of_a_config_is_bounded_and_refused_in_one_line_when_it_is_lo
 def test_a_local_search_runs_at_most_one_worker_per_cpu_and_a_cluster_search_up_to_the_bound():
     cpus = os.cpu_count() or 1
     with pytest.raises(ConfigError, match=rf"^\[dispatch\] workers = {cpus + 1} but a local Ray instance .* has {cpus} CPUs"):
-        DispatchConfig(workers=cpus + 1)
+        DispatchConfig(workers=cpus + 1).check_local_room()
     with pytest.raises(ConfigError, match="a local Ray instance"):
-        DispatchConfig(workers=cpus + 1, address="local")
-    assert DispatchConfig(workers=cpus).workers == cpus
-    assert DispatchConfig(workers=MAX_WORKERS, address="auto").workers == MAX_WORKERS
+        DispatchConfig(workers=cpus + 1, address="local").check_local_room()
+    DispatchConfig(workers=cpus).check_local_room()
+    DispatchConfig(workers=MAX_WORKERS, address="auto").check_local_room()
+
+
+def test_a_config_for_a_cluster_loads_without_an_address_so_that_address_can_name_the_cluster_later():
+    cpus = os.cpu_count() or 1
+    config = SearchConfig.from_dict({"space": SPACE, "evaluator": {"kind": "synthetic"}, "dispatch": {"workers": cpus + 1}})
+    replace(config.dispatch, address="auto").check_local_room()
 
 
 def test_the_largest_values_of_every_bound_load():
