@@ -75,6 +75,17 @@ def render(observed: dict[str, list[dict[str, Any]]]) -> str:
                 for r in observed["coordinator crash"]
             ],
         ),
+        "## Disk full\n\nA search whose database fills up (SQLite's own SQLITE_FULL), then resumed once space is back; output "
+        "files whose write meets ENOSPC. Each is one line, and nothing stored is lost.\n",
+        fields_table(observed["disk full"]),
+        "## One coordinator per search\n\nTwo real `search resume` processes held together at the moment they take a crashed "
+        "search; and resumes of a search another coordinator runs.\n",
+        fields_table(observed["ownership"]),
+        "## Ray\n\nA search without `--address` beside a Ray cluster running on the machine; addresses nobody answers or of "
+        "a refused form; the processes left after a coordinator is SIGKILLed.\n",
+        fields_table(observed["ray lifecycle"]),
+        "## A lost Ray node\n\nA real cluster of a head and two worker nodes; one node is removed mid-search and a new one added later.\n",
+        fields_table(observed["node loss"]),
         "## Attacks\n\nEvery payload would create a file if it ran; none did.\n",
         table(
             ["test", "command", "exit", "observed"],
@@ -126,6 +137,15 @@ any test fails.
 
 def code(text: str) -> str:
     return "`" + str(text).replace("|", "\\|").replace("`", "'") + "`" if text else ""
+
+
+def fields_table(rows: list[dict[str, Any]]) -> str:
+    """A section whose tests observe differing fields: one row per observation, its fields as ``name: value``."""
+
+    def fields(row: dict[str, Any]) -> str:
+        return "; ".join(f"{k}: {code(v if isinstance(v, str) else json.dumps(v))}" for k, v in row.items() if k != "test")
+
+    return table(["test", "observed"], [[r["test"], fields(r)] for r in rows])
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:
