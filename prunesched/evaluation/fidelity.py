@@ -1,10 +1,14 @@
-"""FID and KID through torch-fidelity, against reference features computed once and cached on disk.
+"""Feature-space fidelity through torch-fidelity's extractors: the paired feature distance, FID and KID.
 
-The values are torch-fidelity's own (its feature extractors, its FID and KID code), so they match
-what a reader computes with ``fidelity --fid --kid`` on the same images. What this module adds:
-reference features cached under a key naming everything that affects them, and a bootstrap
-interval over the candidate's images (reference fixed), which shows sampling noise but not FID's
-well-known bias at small image counts.
+The paired feature distance (the search's default quality objective) compares each accelerated
+image with the unaccelerated model's image of the same prompt and seed in the extractor's feature
+space, one value per pair, so it is averaged with an interval over images like the pixel metrics of
+:mod:`prunesched.evaluation.paired`, and it is stable at a few dozen images. FID and KID compare
+two populations; their values are torch-fidelity's own (its feature extractors, its FID and KID
+code), so they match what a reader computes with ``fidelity --fid --kid`` on the same images. What
+this module adds to them: reference features cached under a key naming everything that affects
+them, and a bootstrap interval over the candidate's images (reference fixed), which shows sampling
+noise but not FID's well-known bias at small image counts.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from prunesched.errors import ConfigError
@@ -133,6 +138,14 @@ class FidelityScorer:
 
         return extract_featuresdict_from_input_id(1, self.extractor, input1=_Images(images), **self.options)
 
+    def pair_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The features :meth:`feature_distance` compares: the layer FID reads."""
+        return self.features(images)[self.layers["fid"]]
+
+    def feature_distance(self, images: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
+        """Per image, the cosine distance between its features and its pair's (``reference``, from :meth:`pair_features`)."""
+        return cosine_distance(self.pair_features(images), reference)
+
     def score(self, images: torch.Tensor, reference: Reference, seed: int = 0) -> Metrics:
         """FID and KID of ``images`` against the reference, each with a bootstrap interval over the images."""
         from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
@@ -165,6 +178,18 @@ class Reference:
     features: dict[str, torch.Tensor]
     fid_statistics: dict[str, np.ndarray]
     kid_subset: torch.Tensor
+
+
+def cosine_distance(features: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
+    """Per row, ``1 - cos`` of the angle between ``features[i]`` and ``reference[i]``: 0 for the same direction, up to 2.
+
+    The angle rather than the Euclidean distance, so the value does not depend on an extractor's
+    feature scale and reads the same for the judge and for Inception.
+    """
+    if features.shape != reference.shape:
+        raise ConfigError(f"features of shape {tuple(features.shape)} and reference of shape {tuple(reference.shape)} must match")
+    cos = F.cosine_similarity(features.double(), reference.double(), dim=1, eps=1e-12)
+    return (1 - cos).clamp(min=0).numpy()
 
 
 def fid_resampler(generated: torch.Tensor, reference: Mapping[str, np.ndarray]) -> Any:

@@ -18,7 +18,7 @@ from torch_fidelity.metric_kid import kernel_mmd
 
 from prunesched.errors import ConfigError
 from prunesched.evaluation.evaluate import PipelineEvaluator
-from prunesched.evaluation.fidelity import fid_resampler, kid_resampler
+from prunesched.evaluation.fidelity import cosine_distance, fid_resampler, kid_resampler
 from prunesched.evaluation.generation import save_images
 from prunesched.evaluation.settings import PipelineSettings
 from prunesched.runtime.schedule import Schedule
@@ -230,3 +230,24 @@ def test_saved_images_read_back_bit_exactly(tmp_path):
 
     assert torch.equal(load_images(tmp_path / "x", 3), images)
     assert load_images(tmp_path / "x", 4) is None
+
+
+def test_the_feature_distance_is_the_angle_between_paired_features_whatever_their_scale():
+    features = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [3.0, 4.0]])
+    reference = torch.tensor([[2.0, 0.0], [0.0, 5.0], [-1.0, 0.0], [3.0, 4.0]])
+    assert cosine_distance(features, reference) == pytest.approx([0.0, 1.0, 2.0, 0.0])
+    with pytest.raises(ConfigError, match="must match"):
+        cosine_distance(features, reference[:2])
+
+
+def test_the_paired_feature_distance_is_zero_for_the_full_model_and_grows_as_a_schedule_skips_more(tmp_path):
+    settings = PipelineSettings(
+        model="tiny-sd", images=4, num_inference_steps=8, feature_extractor="shapes-judge", cache_dir=str(tmp_path / "c"), repeats=1
+    )
+    assert settings.objective_metrics()[0] == "feature_distance"  # the default quality objective wherever there are features
+    evaluation = PipelineEvaluator(settings)
+    assert evaluation.full_metrics["feature_distance"]["value"] == pytest.approx(0, abs=1e-12)
+    distances = [evaluation.quality(evaluation.generator.images(Schedule.deepcache(9, n)))["feature_distance"] for n in (2, 8)]
+    assert all(d["n"] == 4 and d["ci"][0] <= d["value"] <= d["ci"][1] for d in distances)
+    assert 0 < distances[0]["value"] < distances[1]["value"]
+    assert "feature_distance" not in PipelineSettings(model="tiny-sd").objective_metrics()  # no extractor without a download

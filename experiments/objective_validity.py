@@ -1,0 +1,119 @@
+"""Does a quality objective rank schedules the way image quality does, and does it rank them the same twice?
+
+    python experiments/objective_validity.py              # about an hour on 2 CPU cores
+
+On the shipped shapes model, at the embedded default search's setting, for >= 30 schedules that span
+the search space (DeepCache intervals 2-5 at branches 0 and 1, uniform pruning per method, random
+DaTo-space schedules, DaTo's Ours-b1 resampled), each schedule is evaluated three times with the
+same code a search runs (:class:`prunesched.evaluation.evaluate.PipelineEvaluator`):
+  - ``first``: the search's sample (``--images``, seed 0), the objectives as a search sees them;
+  - ``second``: as many images on disjoint seeds, for repeatability;
+  - ``large``: ``--large`` further images on disjoint seeds, the independent quality measure
+    (the judge's caption accuracy and paired PSNR).
+For each objective (the paired feature distance, FID and KID to the full model's images, MSE) it
+reports the Spearman correlation between ``first`` and ``second`` (repeatability) and between
+``first`` and each large-n quality measure, signed so that 1 means "a better objective value goes
+with better images" (validity). Writes experiments/results/objective_validity.json with every
+schedule's values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from prunesched.evaluation.evaluate import PipelineEvaluator
+from prunesched.evaluation.settings import PipelineSettings
+from prunesched.runtime.paper_tables import dato_ours_b1
+from prunesched.runtime.schedule import Schedule
+from prunesched.search.config import SearchConfig
+from prunesched.search.spaces import DatoSpace
+
+ROOT = Path(__file__).resolve().parent
+OBJECTIVES = ("feature_distance", "fid", "kid", "mse")
+"""Lower is better for each."""
+QUALITY = {"caption_accuracy": 1, "psnr": 1}
+"""The large-n quality measures; higher is better for both."""
+
+
+def schedules(steps: int, random_count: int, seed: int) -> dict[str, Schedule]:
+    """The schedules of the study, by name, each ``steps`` loop iterations long."""
+    out = {f"DeepCache N={n} branch {b}": Schedule.deepcache(steps, n, b, method="dato") for b in (0, 1) for n in (2, 3, 4, 5)}
+    for method in ("dato", "sito", "random"):
+        for ratio in (0.3, 0.5, 0.7):
+            out[f"{method} uniform {ratio}"] = Schedule.uniform(steps, "full", ratio, method=method)
+    out["DaTo Ours-b1"] = dato_ours_b1().resample(steps)
+    space = SearchConfig.default().space
+    assert isinstance(space, DatoSpace)
+    rng = np.random.default_rng(seed)
+    for i, genome in enumerate(DatoSpace(steps=steps, caches=space.caches, ratios=space.ratios).random(rng, random_count)):
+        out[f"random dato-space {i}"] = DatoSpace(steps=steps, caches=space.caches, ratios=space.ratios).decode(genome)
+    return out
+
+
+def signed_spearman(x: list[float], y: list[float], sign: int) -> float:
+    """Spearman's rank correlation of ``x`` and ``sign * y``."""
+    return float(spearmanr(x, [sign * v for v in y]).statistic)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=16, help="images per evaluation as a search runs it")
+    parser.add_argument("--large", type=int, default=200, help="images of the independent quality measure")
+    parser.add_argument("--steps", type=int, default=None, help="num_inference_steps [default: the embedded default search's]")
+    parser.add_argument("--random", type=int, default=14, help="random DaTo-space schedules")
+    parser.add_argument("--batch-size", type=int, default=25)
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "objective_validity.json")
+    args = parser.parse_args()
+    began = time.perf_counter()
+    default = SearchConfig.default().evaluator
+    assert isinstance(default, PipelineSettings)
+    steps = args.steps or default.num_inference_steps
+    common = {"num_inference_steps": steps, "guidance_scale": default.guidance_scale, "batch_size": args.batch_size, "keep_images": False}
+    runs = {
+        "first": PipelineSettings(images=args.images, seed=0, reference="model", **common),
+        "second": PipelineSettings(images=args.images, seed=10_000, reference="model", **common),
+        "large": PipelineSettings(images=args.large, seed=20_000, **common),
+    }
+    evaluators = {name: PipelineEvaluator(settings) for name, settings in runs.items()}
+    loop = evaluators["first"].steps
+    rows = []
+    for name, schedule in schedules(loop, args.random, seed=1).items():
+        row = {"name": name, "schedule": schedule.to_dict()}
+        for run, evaluator in evaluators.items():
+            row[run] = evaluator.quality(evaluator.generator.images(schedule))
+        rows.append(row)
+        print(f"{name}: " + ", ".join(f"{o} {row['first'][o]['value']:.4g}" for o in OBJECTIVES), flush=True)
+    full = evaluators["large"].quality(evaluators["large"].full_images)
+
+    def values(run: str, metric: str) -> list[float]:
+        return [row[run][metric]["value"] for row in rows]
+
+    summary = {}
+    for objective in OBJECTIVES:
+        first = values("first", objective)
+        summary[objective] = {
+            "repeatability": signed_spearman(first, values("second", objective), 1),
+            **{f"validity_{q}": signed_spearman(first, values("large", q), -sign) for q, sign in QUALITY.items()},
+        }
+    result = {
+        "title": f"Quality objectives against large-n image quality on the shapes model ({steps} PNDM steps, {len(rows)} schedules)",
+        "settings": {name: {k: v for k, v in vars(s).items() if k != "prompts"} for name, s in runs.items()},
+        "loop_length": loop,
+        "full_model_large": {q: full[q] for q in QUALITY},
+        "summary": summary,
+        "schedules": rows,
+        "wall_s": time.perf_counter() - began,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
