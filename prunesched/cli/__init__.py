@@ -82,6 +82,7 @@ def main() -> None:
 COMMANDS = (
     search.search,
     search.front_command,
+    search.baselines_command,
     search.export_command,
     search.history,
     report.report,

@@ -1,4 +1,10 @@
-"""``prunesched eval``: evaluate one schedule file and write the result as JSON."""
+"""``prunesched eval``: evaluate one schedule file and write the result as JSON.
+
+Its defaults are the embedded default search's evaluator (model, images, steps, guidance), so an
+exported schedule is re-checked with one command on exactly what the search scored it by: the
+paired feature distance and the other quality metrics, the cost, and the guardrails the search
+applies (the shapes judge's caption accuracy against the full model's lower bound).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,11 @@ from typing import Any
 import click
 
 from prunesched.cli.render import number, table
+
+DEFAULT_STEPS = 20
+"""num_inference_steps of the embedded default search (``prunesched/search/default.toml``), a test keeps them equal."""
+DEFAULT_IMAGES = 16
+"""Images of the embedded default search."""
 
 
 def prompts_option(value: str) -> dict[str, str]:
@@ -32,9 +43,11 @@ def prompts_option(value: str) -> dict[str, str]:
     show_default="shapes",
     help="shapes | imagenet | coco:FILE | parti:FILE | text:FILE | FILE (one prompt per line).",
 )
-@click.option("--images", type=int, default=4, show_default=True, help="Images to generate (image i uses seed SEED + i).")
+@click.option("--images", type=int, default=DEFAULT_IMAGES, show_default=True, help="Images to generate (image i uses seed SEED + i).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--steps", "num_inference_steps", type=int, default=10, show_default=True, help="num_inference_steps of the pipeline call.")
+@click.option(
+    "--steps", "num_inference_steps", type=int, default=DEFAULT_STEPS, show_default=True, help="num_inference_steps of the pipeline call."
+)
 @click.option("--guidance", "guidance_scale", type=float, default=7.5, show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--repeats", type=int, default=3, show_default=True, help="Timed runs per latency, after one warm-up.")
@@ -66,6 +79,7 @@ def evaluate(schedule_path: Path, dato: bool, output: Path | None, prompts: str 
     from prunesched.evaluation.evaluate import PipelineEvaluator
     from prunesched.evaluation.settings import PipelineSettings
     from prunesched.runtime.schedule import Schedule
+    from prunesched.search.guardrails import check, guardrails_from_config, guardrails_to_config
     from prunesched.storage.outputs import check_output, write_output
 
     schedule = Schedule.load_dato(schedule_path) if dato else Schedule.load(schedule_path)
@@ -84,6 +98,17 @@ def evaluate(schedule_path: Path, dato: bool, output: Path | None, prompts: str 
             for name, m in metrics.items()
         ],
     )
-    result = {"schedule": schedule.to_dict(), "schedule_hash": schedule.hash, "metrics": metrics, "measured_with": evaluation.describe()}
+    rails = guardrails_from_config(settings.default_guardrails())
+    violation, reason = check(rails, metrics, evaluation.full_metrics)
+    if rails:
+        click.echo(f"guardrails: {reason}: a search keeps this schedule off its fronts" if violation else "guardrails: kept")
+    result = {
+        "schedule": schedule.to_dict(),
+        "schedule_hash": schedule.hash,
+        "metrics": metrics,
+        "full_model": evaluation.full_metrics,
+        "guardrails": {"rules": guardrails_to_config(rails), "violation": violation, "reason": reason},
+        "measured_with": evaluation.describe(),
+    }
     write_output(output, (json.dumps(result, indent=2, default=str) + "\n").encode("utf-8"), None)
     click.echo(f"wrote {output}")

@@ -32,13 +32,11 @@ class ProgressView:
 
     def __call__(self, p: SearchProgress) -> None:
         self.search_id = p.search_id
-        line = (
-            f"generation {p.generation + 1}/{p.generations}  done {p.done}  running {p.running}  failed {p.failed}  "
-            f"front {p.front_size}  hv {number(p.hypervolume)}"
-        )
+        stage = f"generation {p.generation + 1}/{p.generations}" if p.stage == "search" else p.stage
+        line = f"{stage}  done {p.done}  running {p.running}  failed {p.failed}  front {p.front_size}  hv {number(p.hypervolume)}"
         if p.workers_up < p.workers:  # an actor died or its node was lost: its candidate is retried, a replacement is starting
             line += f"  workers {p.workers_up}/{p.workers} (replacing {p.workers - p.workers_up})"
-        self.bar.update(self.task, description=line, completed=p.generation + p.generation_stored)
+        self.bar.update(self.task, description=line, completed=max(p.generation, 0) + p.generation_stored)
         if p.generation_stored and not self.console.is_terminal:
             self.console.print(line)
 
@@ -107,5 +105,8 @@ def row_dict(candidate: FrozenCandidate, evaluation: FrozenEvaluation, names: Se
         "device": evaluation.device,
         "duration_s": evaluation.duration_s,
         "error": evaluation.error,
+        "baseline": candidate.baseline,
+        "violation": evaluation.violation,
+        "violation_reason": evaluation.violation_reason,
         "schedule": candidate.schedule,
     }

@@ -132,34 +132,106 @@ def search_status(search_id: int | None, db: str) -> None:
 @click.command("front")
 @click.argument("search_id", type=STORED_NUMBER)
 @click.option("--generation", type=STORED_NUMBER, default=None, help="Front after this generation (default: the latest).")
+@click.option(
+    "--validated",
+    is_flag=True,
+    help="The front of the validation: the final front and the baselines on more images (what export picks from).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @DB_OPTION
-def front_command(search_id: int, generation: int | None, as_json: bool, db: str) -> None:
+def front_command(search_id: int, generation: int | None, validated: bool, as_json: bool, db: str) -> None:
     """The Pareto front of a search: every non-dominated schedule with its metrics."""
+    from prunesched.errors import ConfigError
     from prunesched.search import review
     from prunesched.storage import Store
 
+    if validated and generation is not None:
+        raise click.UsageError("--validated shows the front of the final validation; --generation cannot come with it")
     store = Store(db)
     names = store.search(search_id).objectives
-    number, points = review.front(store, search_id, generation)
+    if validated:
+        points = review.validated_front(store, search_id)
+        if not points:
+            raise ConfigError(f"search {search_id} has no validation yet: it is stored after the last generation ('search resume' runs it)")
+        title = f"search {search_id}, validated front: {len(points)} points, each on {points[0].metrics[names[0]]['n']} new images"
+    else:
+        number, points = review.front(store, search_id, generation)
+        title = f"search {search_id}, front after generation {number}: {len(points)} points"
     if as_json:
-        click.echo(json.dumps([row_dict(p.candidate, p.evaluation, names) for p in points], indent=2))
+        rows = [{**row_dict(p.candidate, p.evaluation, names), "objectives": dict(zip(names, p.objectives))} for p in points]
+        click.echo(json.dumps(rows, indent=2))
         return
-    click.echo(f"search {search_id}, front after generation {number}: {len(points)} points")
+    click.echo(title)
+    extra = ["relative_latency", "fid"] if validated else []
+    shown = [f"{n} (measured)" if n == "relative_latency" else n for n in extra]
     table(
-        ["candidate", "born", names[0], names[1], "cache (full/branch/reuse)", "mean prune"],
+        ["candidate", "born", names[0], names[1], *shown, "cache (full/branch/reuse)", "mean prune"],
         [
             [
                 p.candidate.id,
-                p.candidate.generation_born,
-                metric(p.evaluation.metrics, names[0]),
-                metric(p.evaluation.metrics, names[1]),
+                p.candidate.baseline or p.candidate.generation_born,
+                metric(dict(p.metrics), names[0]),
+                metric(dict(p.metrics), names[1]),
+                *(metric(dict(p.metrics), n) for n in extra),
                 cache_summary(p.candidate.schedule),
                 mean_prune(p.candidate.schedule),
             ]
             for p in points
         ],
     )
+    agreement = review.latency_agreement(points) if validated else None
+    if agreement is not None:
+        rho, ratio, n = agreement
+        click.echo(f"cost model against measured latency on these {n} points: Spearman {rho:.2f}, measured/predicted median {ratio:.2f}")
+
+
+@click.command("baselines")
+@click.argument("search_id", type=STORED_NUMBER)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@DB_OPTION
+def baselines_command(search_id: int, as_json: bool, db: str) -> None:
+    """The hand-made schedules the search was measured against, each beside the searched point nearest it."""
+    from prunesched.search import review
+    from prunesched.storage import Store
+
+    store = Store(db)
+    names = store.search(search_id).objectives
+    rows = review.baselines(store, search_id)
+    if as_json:
+        click.echo(json.dumps([_comparison(row) for row in rows], indent=2))
+        return
+    click.echo(f"search {search_id}: {len(rows)} baselines, each beside the searched point of best {names[0]} at equal or lower {names[1]}")
+    table(
+        ["baseline", "candidate", names[0], names[1], "guardrails", "nearest searched", f"its {names[0]}", "difference", "beaten"],
+        [
+            [
+                row.name,
+                row.baseline.candidate.id,
+                metric(dict(row.baseline.metrics), names[0]),
+                metric(dict(row.baseline.metrics), names[1]),
+                row.baseline.reason or "kept",
+                "-" if row.nearest is None else row.nearest.candidate.id,
+                "-" if row.nearest is None else metric(dict(row.nearest.metrics), names[0]),
+                number(row.difference),
+                "beyond the intervals" if row.dominated else "no",
+            ]
+            for row in rows
+        ],
+    )
+
+
+def _comparison(row: Any) -> dict[str, Any]:
+    """One :class:`prunesched.search.review.BaselineComparison` as JSON."""
+    return {
+        "baseline": row.name,
+        "candidate": row.baseline.candidate.id,
+        "objectives": list(row.baseline.objectives),
+        "violation_reason": row.baseline.reason,
+        "nearest": None if row.nearest is None else row.nearest.candidate.id,
+        "nearest_objectives": None if row.nearest is None else list(row.nearest.objectives),
+        "difference": row.difference,
+        "dominated_beyond_intervals": row.dominated,
+    }
 
 
 @click.command("export")
@@ -254,18 +326,18 @@ def history(
         click.echo(json.dumps([row_dict(c, e, names) for c, e in rows], indent=2))
         return
     table(
-        ["candidate", "born", "status", names[0], names[1], "attempts", "worker", "seconds", "error"],
+        ["candidate", "born", "status", names[0], names[1], "attempts", "worker", "seconds", "error or guardrail"],
         [
             [
                 c.id,
-                c.generation_born,
-                e.status,
+                c.baseline or c.generation_born,
+                e.status if e.feasible or e.status != "done" else "refused",
                 metric(e.metrics, names[0]),
                 metric(e.metrics, names[1]),
                 e.attempts,
                 e.worker or "",
                 number(e.duration_s),
-                (e.error or "")[:60],
+                (e.error or e.violation_reason or "")[:60],
             ]
             for c, e in rows
         ],

@@ -54,9 +54,10 @@ class PipelineEvaluator:
         self.full_images = self._full_images()
         self.lpips = paired.lpips_scorer(device)
         self.judge = load_judge().to(device) if settings.model == shapes.NAME else None
-        self.fidelity = self.reference = None
-        if settings.reference is not None:
-            self.fidelity = FidelityScorer(settings.fidelity(), device, self.cache)
+        self.fidelity = FidelityScorer(settings.fidelity(), device, self.cache) if settings.has_features() else None
+        self.full_features = None if self.fidelity is None else self.fidelity.pair_features(self.full_images)
+        self.reference = None
+        if self.fidelity is not None and settings.reference is not None:
             source = self.full_images if settings.reference == "model" else Path(settings.reference)
             key = (
                 {"reference": "model", **self.generator.identity}
@@ -64,6 +65,7 @@ class PipelineEvaluator:
                 else _folder_key(Path(settings.reference))
             )
             self.reference = self.fidelity.reference(source, key, self.generator.size)
+        self.full_metrics = self.quality(self.full_images)
         self.costs = CostModel(self.generator, self.cache, settings.repeats) if {"predicted", "macs"} & set(settings.cost) else None
         self.device = f"{device}, batch {self.generator.batch_size}, {self.generator.attention}, latency: {settings.latency_scope}"
 
@@ -87,8 +89,9 @@ class PipelineEvaluator:
         return out
 
     def quality(self, images: torch.Tensor) -> Metrics:
-        """Paired fidelity to the unaccelerated images, FID/KID when a reference is set, and on the
-        shapes model with its captions, the share of images whose main object the judge recognises."""
+        """Paired fidelity to the unaccelerated images (in pixels, and in features where there is an extractor),
+        FID/KID when a reference is set, and on the shapes model with its captions, the share of images whose main
+        object the judge recognises."""
         out = {
             name: metric(fn(images, self.full_images)) for name, fn in (("mse", paired.mse), ("psnr", paired.psnr), ("ssim", paired.ssim))
         }
@@ -97,6 +100,8 @@ class PipelineEvaluator:
         matches = None if self.judge is None else caption_matches(self.judge, images, list(self.generator.spec.prompts))
         if matches is not None:
             out["caption_accuracy"] = metric([float(m) for m in matches])
+        if self.fidelity is not None and self.full_features is not None:
+            out["feature_distance"] = metric(self.fidelity.feature_distance(images, self.full_features))
         if self.fidelity is not None and self.reference is not None:
             out.update(self.fidelity.score(images, self.reference, self.settings.seed))
         return out

@@ -8,6 +8,7 @@ read these settings; only :class:`prunesched.evaluation.evaluate.PipelineEvaluat
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -70,9 +71,12 @@ class PipelineSettings:
     The defaults evaluate on the embedded shapes model with its held-out captions.
     ``prompts`` is a list of prompts or a prompt-set table (:func:`prunesched.evaluation.prompts.prompt_set`,
     e.g. ``{kind = "imagenet"}``); image i uses seed ``seed + i``; a larger set is subsampled with
-    ``seed``, a smaller one cycled through. ``reference`` turns on FID and KID: ``"model"`` (the
-    unaccelerated model's images of the same prompts and seeds) or a folder of real images, in the
-    space of ``feature_extractor`` (default: the judge for the shapes model, Inception otherwise).
+    ``seed``, a smaller one cycled through. ``feature_extractor`` (default: the judge for the shapes
+    model, Inception otherwise; ``inception_weights`` is a local weight file) gives the paired
+    ``feature_distance`` to the unaccelerated images, the default quality objective, wherever it
+    can load without a download (:meth:`has_features`). ``reference`` turns on FID and KID in the
+    same space: ``"model"`` (the unaccelerated model's images of the same prompts and seeds) or a
+    folder of real images.
     ``cost`` lists the cost sources to compute (:data:`COSTS`). ``repeats`` timed runs (after a
     warm-up) give every latency; ``latency_scope`` is ``loop`` (text encoding and VAE decode
     excluded) or ``pipeline``.
@@ -117,9 +121,9 @@ class PipelineSettings:
         object.__setattr__(self, "cost", tuple(costs))
         if self.reference not in (None, "model") and not Path(self.reference).is_dir():
             raise ConfigError(f"reference folder {self.reference!r} does not exist; give a folder of real images or 'model'")
-        if self.reference is not None:
-            if self.images < 2:
-                raise ConfigError(f"FID and KID need at least 2 images, got images = {self.images}")
+        if self.reference is not None and self.images < 2:
+            raise ConfigError(f"FID and KID need at least 2 images, got images = {self.images}")
+        if self.has_features():
             self.fidelity()  # an unknown extractor or a missing weight file is refused here, not on a worker
         self.prompt_list()  # so is a missing or malformed prompt file
 
@@ -143,7 +147,20 @@ class PipelineSettings:
         natural = EXTRACTOR if self.model == shapes.NAME else "inception-v3-compat"
         return FidelitySettings(self.feature_extractor or natural, self.inception_weights)
 
+    def has_features(self) -> bool:
+        """Whether a feature extractor is at hand without a download: the shipped judge for the shapes model, or an
+        extractor or weight file named, or a reference (FID needs one; Inception then loads from torch-fidelity's cache)."""
+        named = self.feature_extractor is not None or self.inception_weights is not None
+        return self.model == shapes.NAME or named or self.reference is not None
+
+    def default_guardrails(self) -> list[dict[str, object]]:
+        """A search's ``guardrails`` when its config names none: on the shapes model with its own captions, the judge's
+        caption accuracy must not fall below the full model's (:mod:`prunesched.search.guardrails`); none otherwise."""
+        captions = isinstance(self.prompts, Mapping) and self.prompts.get("kind") == "shapes"
+        return [{"metric": "caption_accuracy", "min": "full"}] if self.model == shapes.NAME and captions else []
+
     def objective_metrics(self) -> tuple[str, ...]:
-        """The metrics this evaluation gives that a search can minimise: quality first, cost last."""
-        quality = ("mse",) + (("fid", "kid") if self.reference else ())
+        """The metrics this evaluation gives that a search can minimise: quality first (the paired feature distance
+        where there are features), cost last."""
+        quality = (("feature_distance",) if self.has_features() else ()) + ("mse",) + (("fid", "kid") if self.reference else ())
         return quality + tuple(name for source in self.cost for name in COSTS[source])

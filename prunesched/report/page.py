@@ -85,6 +85,9 @@ def write_report(
         _img(pictures["hypervolume"], "hypervolume"),
         "<h2>Front points</h2>",
         _front_table(record, front),
+        "<h2>Baselines</h2>",
+        _baselines_table(record),
+        _refused_table(record),
     ]
     if "schedules" in pictures:
         body += ["<h3>Per-step schedules</h3>", _img(pictures["schedules"], "schedules")]
@@ -103,11 +106,57 @@ def _front_table(record: SearchRecord, front: list[Point]) -> str:
     if not front:
         return "<p>No front yet: no generation has finished.</p>"
     head = ["candidate", "born in generation", *record.objectives, "steps full/branch/reuse", "mean prune ratio"]
-    rows = [
+    rows: list[list[object]] = [
         [p.candidate, p.generation, f"{p.quality:.4g}", f"{p.cost:.4g}", cache_summary(p.schedule), mean_prune(p.schedule)] for p in front
     ]
-    cells = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return _table(head, rows)
+
+
+def _table(head: list[str], rows: list[list[object]]) -> str:
+    """An HTML table, every cell escaped."""
+    cells = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
     return "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + f"</tr>{cells}</table>"
+
+
+def _baselines_table(record: SearchRecord) -> str:
+    if not record.baselines:
+        return "<p>This search measured no baselines.</p>"
+    quality, cost = record.objectives
+    head = [
+        "baseline",
+        "candidate",
+        quality,
+        cost,
+        "guardrails",
+        "nearest searched point (cost <=)",
+        f"its {quality}",
+        "difference",
+        "beaten",
+    ]
+    rows: list[list[object]] = [
+        [
+            row.name,
+            row.baseline.candidate.id,
+            f"{row.baseline.objectives[0]:.4g}",
+            f"{row.baseline.objectives[1]:.4g}",
+            row.baseline.reason or "kept",
+            "-" if row.nearest is None else row.nearest.candidate.id,
+            "-" if row.nearest is None else f"{row.nearest.objectives[0]:.4g}",
+            "-" if row.difference is None else f"{row.difference:+.4g}",
+            "beyond the intervals" if row.dominated else "no",
+        ]
+        for row in record.baselines
+    ]
+    return _table(head, rows)
+
+
+def _refused_table(record: SearchRecord) -> str:
+    refused = [p for p in record.points if p.refused]
+    if not refused:
+        return ""
+    head = ["candidate", "baseline", *record.objectives, "why it is kept off every front"]
+    rows: list[list[object]] = [[p.candidate, p.baseline or "", f"{p.quality:.4g}", f"{p.cost:.4g}", p.refused] for p in refused]
+    return f"<h2>Outside the guardrails ({len(refused)})</h2>" + _table(head, rows)
 
 
 def _samples_section(record: SearchRecord, front: list[Point], images: int) -> str:

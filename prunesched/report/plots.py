@@ -32,23 +32,41 @@ def _staircase(ax: Any, points: Sequence[Point], **style: Any) -> None:
     ax.step([p.cost for p in ordered], [p.quality for p in ordered], where="post", **style)
 
 
+def _baselines(ax: Any, record: SearchRecord) -> None:
+    """The baselines as labelled black diamonds (hollow where they break the guardrails)."""
+    marks = [p for p in record.points if p.baseline is not None]
+    for point in marks:
+        face = "none" if point.refused else "black"
+        ax.scatter([point.cost], [point.quality], marker="D", s=36, facecolors=face, edgecolors="black", zorder=3)
+        ax.annotate(point.baseline, (point.cost, point.quality), fontsize=6, xytext=(4, 3), textcoords="offset points")
+    if marks:
+        ax.scatter([], [], marker="D", color="black", label="baselines")
+
+
 def evaluations_plot(record: SearchRecord) -> Figure:
-    """Every successful evaluation, coloured by the generation it was born in, and the latest front."""
+    """Every searched evaluation, coloured by the generation it was born in (grey crosses: outside the guardrails),
+    the baselines, and the latest front."""
     figure, ax = _figure()
+    searched = [p for p in record.points if p.baseline is None and not p.refused]
+    refused = [p for p in record.points if p.baseline is None and p.refused]
     scatter = ax.scatter(
-        [p.cost for p in record.points],
-        [p.quality for p in record.points],
-        c=[p.generation for p in record.points],
+        [p.cost for p in searched],
+        [p.quality for p in searched],
+        c=[p.generation for p in searched],
         cmap="viridis",
         s=18,
         alpha=0.8,
     )
+    if refused:
+        ax.scatter([p.cost for p in refused], [p.quality for p in refused], marker="x", color="grey", s=18, label="outside guardrails")
+    _baselines(ax, record)
     front = record.front()
     if front:
         _staircase(ax, front, color="crimson", label="latest front")
         ax.scatter([p.cost for p in front], [p.quality for p in front], facecolors="none", edgecolors="crimson", s=60)
-        ax.legend(loc="upper right")
-    figure.colorbar(scatter, ax=ax, label="generation born", ticks=sorted({p.generation for p in record.points}))
+    if front or refused or any(p.baseline for p in record.points):
+        ax.legend(loc="upper right", fontsize=8)
+    figure.colorbar(scatter, ax=ax, label="generation born", ticks=sorted({p.generation for p in searched}))
     ax.set_title(f"search {record.id}: {len(record.points)} evaluations")
     _axes_labels(ax, record)
     return figure
@@ -65,6 +83,7 @@ def fronts_plot(record: SearchRecord) -> Figure:
         _staircase(
             ax, record.front(generation.number), color=colours(i / last), marker="o", markersize=3, label=f"after {generation.number}"
         )
+    _baselines(ax, record)
     if record.generations:
         ax.legend(title="generation", fontsize=8, ncols=2 if len(record.generations) > 8 else 1)
     ax.set_title("Pareto front per generation")

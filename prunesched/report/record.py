@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from prunesched.search.review import BaselineComparison, baselines
 from prunesched.storage.records import FrozenCandidate, FrozenEvaluation, FrozenGeneration
 
 if TYPE_CHECKING:
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Point:
-    """One successfully evaluated candidate: the generation it was born in, its two objectives, its schedule."""
+    """One successfully evaluated candidate: the generation it was born in, its two objectives, its schedule,
+    the baseline it is (if it is one) and why it breaks the guardrails (if it does)."""
 
     candidate: int
     generation: int
@@ -27,12 +29,24 @@ class Point:
     cost: float
     schedule: dict[str, Any]
     metrics: dict[str, Any]
+    baseline: str | None = None
+    refused: str | None = None
 
     @classmethod
     def of(cls, candidate: FrozenCandidate, evaluation: FrozenEvaluation) -> Point:
         """The point of a successfully evaluated candidate."""
         quality, cost = evaluation.objectives
-        return cls(candidate.id, candidate.generation_born, quality, cost, candidate.schedule, evaluation.metrics or {})
+        refused = None if evaluation.feasible else evaluation.violation_reason
+        return cls(
+            candidate.id,
+            candidate.generation_born,
+            quality,
+            cost,
+            candidate.schedule,
+            evaluation.metrics or {},
+            candidate.baseline,
+            refused,
+        )
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,7 @@ class SearchRecord:
     points: tuple[Point, ...]
     generations: tuple[FrozenGeneration, ...]
     failed: int
+    baselines: tuple[BaselineComparison, ...] = ()
 
     def front(self, generation: int | None = None) -> list[Point]:
         """The front after ``generation`` (default: the latest), sorted by quality; empty before the first generation."""
@@ -66,8 +81,9 @@ def read_search(store: Store, search_id: int) -> SearchRecord:
     generations = tuple(store.generations(search_id))
     points = tuple(Point.of(c, e) for c, e in store.evaluations(search_id, status="done"))
     objectives = (str(search.objectives[0]), str(search.objectives[1]))
+    failed = store.counts(search_id).failed
     return SearchRecord(
-        search.id, search.name, search.status, objectives, search.config, points, generations, store.counts(search_id).failed
+        search.id, search.name, search.status, objectives, search.config, points, generations, failed, tuple(baselines(store, search_id))
     )
 
 

@@ -6,9 +6,13 @@ seed = 0
 objectives = ["mse", "relative_latency"]   # quality first, cost second; both minimised
 reference_point = [0.1, 1.1]               # optional; else fixed from the first generation
 
+guardrails = [{ metric = "caption_accuracy", min = "full" }]  # optional; else the evaluator's default
+
 [space]        # prunesched.search.spaces
 [proposer]     # prunesched.search.proposers.ProposerConfig
 [evaluator]    # prunesched.search.evaluators.SETTINGS
+[baselines]    # prunesched.search.baselines.BaselinesConfig
+[validation]   # prunesched.search.validation.ValidationConfig
 [dispatch]     # DispatchConfig below
 ```
 The whole configuration is stored with the search, so ``search resume ID`` needs no file: :meth:`SearchConfig.to_dict`
@@ -29,9 +33,12 @@ from typing import Any, TypeVar
 from prunesched.checks import MAX_SEED, check_keys, check_number
 from prunesched.errors import ConfigError
 from prunesched.files import read_text
+from prunesched.search.baselines import BaselinesConfig
 from prunesched.search.evaluators import EvaluatorSettings, evaluator_settings, evaluator_table
+from prunesched.search.guardrails import Guardrail, guardrails_from_config, guardrails_to_config
 from prunesched.search.proposers import ProposerConfig
 from prunesched.search.spaces import Space, space_from_config, space_to_config
+from prunesched.search.validation import ValidationConfig
 
 T = TypeVar("T")
 
@@ -112,6 +119,10 @@ class SearchConfig:
     """A validated search configuration (see the module docstring for the file layout).
 
     ``evaluator`` holds the settings of the ``[evaluator]`` table's kind, built and checked once, here.
+    ``guardrails`` (:mod:`prunesched.search.guardrails`) default to the evaluator's own
+    (``default_guardrails``), ``baselines`` (:mod:`prunesched.search.baselines`) to the hand-made
+    schedules every search is compared with, ``validation`` (:mod:`prunesched.search.validation`) to
+    the final front and the baselines evaluated again on four times the images.
     """
 
     space: Space
@@ -122,12 +133,15 @@ class SearchConfig:
     reference_point: tuple[float, float] | None = None
     proposer: ProposerConfig = field(default_factory=ProposerConfig)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    guardrails: tuple[Guardrail, ...] = ()
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchConfig:
-        check_keys(
-            data, ("name", "seed", "objectives", "reference_point", "space", "proposer", "evaluator", "dispatch"), "the search config"
-        )
+        keys = ["name", "seed", "objectives", "reference_point", "guardrails", "space", "proposer", "evaluator", "baselines"]
+        keys += ["validation", "dispatch"]
+        check_keys(data, keys, "the search config")
         for table in ("space", "evaluator"):
             if not isinstance(data.get(table), Mapping):
                 raise ConfigError(f"the search config needs a [{table}] table")
@@ -150,8 +164,11 @@ class SearchConfig:
             raise ConfigError(f"reference_point must be two finite numbers, one per objective, got {reference!r}")
         seed = data.get("seed", 0)
         check_number(seed, "seed", "the search config's", integer=True, high=MAX_SEED)
+        space = space_from_config(data["space"])
+        baselines = _build(BaselinesConfig, data, "baselines")
+        baselines.schedules(space)  # a baseline the space's method cannot run is refused now
         return cls(
-            space=space_from_config(data["space"]),
+            space=space,
             evaluator=evaluator,
             objectives=(objectives[0], objectives[1]),
             name=str(data.get("name", "search")),
@@ -159,6 +176,9 @@ class SearchConfig:
             reference_point=None if reference is None else (float(reference[0]), float(reference[1])),
             proposer=_build(ProposerConfig, data, "proposer"),
             dispatch=_build(DispatchConfig, data, "dispatch"),
+            guardrails=guardrails_from_config(data.get("guardrails", evaluator.default_guardrails())),
+            baselines=baselines,
+            validation=_build(ValidationConfig, data, "validation"),
         )
 
     @classmethod
@@ -183,10 +203,18 @@ class SearchConfig:
             "objectives": list(self.objectives),
             "reference_point": None if self.reference_point is None else list(self.reference_point),
             "space": space_to_config(self.space),
-            "proposer": {f.name: getattr(self.proposer, f.name) for f in fields(self.proposer)},
+            "proposer": _table(self.proposer),
             "evaluator": evaluator_table(self.evaluator),
-            "dispatch": {f.name: getattr(self.dispatch, f.name) for f in fields(self.dispatch)},
+            "dispatch": _table(self.dispatch),
+            "guardrails": guardrails_to_config(self.guardrails),
+            "baselines": _table(self.baselines),
+            "validation": _table(self.validation),
         }
+
+
+def _table(config: Any) -> dict[str, Any]:
+    """A config dataclass as the TOML table it was built from (tuples as lists)."""
+    return {f.name: list(value) if isinstance(value := getattr(config, f.name), tuple) else value for f in fields(config)}
 
 
 def _build(cls: type[T], data: Mapping[str, Any], name: str) -> T:

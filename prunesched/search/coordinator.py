@@ -1,5 +1,12 @@
 """The coordinator: the loop that asks the proposer, evaluates on Ray workers, stores, tells and snapshots.
 
+Before the first generation, the config's baselines (:mod:`prunesched.search.baselines`) are
+evaluated the same way and stored as candidates born in generation -1; after the last, the final
+front and the baselines are validated on more images (:mod:`prunesched.search.validation`) by
+workers of their own, and the search is finished once every validation is stored. Every finished evaluation
+is checked against the search's guardrails (:mod:`prunesched.search.guardrails`) before it is
+stored; only those within them can stand on a front.
+
 Order of durability, per generation: every new candidate is stored (with a queued evaluation)
 before it is dispatched; every finished evaluation is committed as it arrives, before the
 proposer is told; the generation's front, hypervolume and the proposer's state (JSON data) are
@@ -15,21 +22,25 @@ import os
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 
 from prunesched.errors import ConfigError, PruneschedError, StorageError
+from prunesched.search import guardrails
 from prunesched.search import snapshot as snapshots
+from prunesched.search.baselines import genome_of, seed_genomes
 from prunesched.search.config import SearchConfig
 from prunesched.search.dispatch import RayDispatcher, Task, ensure_ray
 from prunesched.search.evaluators import Evaluator, evaluator_factory
+from prunesched.search.guardrails import FULL
 from prunesched.search.pareto import front_indices, hypervolume, reference_point
 from prunesched.search.proposers import Proposer, make_proposer
-from prunesched.storage.records import Counts, Outcome, thaw
-from prunesched.storage.store import FINISHED, Store
+from prunesched.search.validation import validation_settings
+from prunesched.storage.records import Counts, FrozenCandidate, FrozenEvaluation, FrozenGeneration, Outcome, thaw
+from prunesched.storage.store import BASELINE_GENERATION, FINISHED, Store
 
 
 class SearchStateError(PruneschedError):
@@ -45,7 +56,7 @@ class Progress:
     """Where a running search stands, reported after each evaluation and each generation."""
 
     search_id: int
-    generation: int
+    generation: int  # -1 while the baselines are evaluated
     generations: int
     done: int
     running: int
@@ -56,6 +67,7 @@ class Progress:
     workers: int = 0  # evaluator actors asked for
     workers_up: int = 0  # of them up now; fewer while lost ones (a dead actor, a lost node) are being replaced
     replaced: int = 0  # actors replaced so far in this run
+    stage: str = "search"  # "baselines", "search" (the generations), or "validation"
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -76,11 +88,14 @@ def launch(
     """
     store = Store(db, mode="create")
     with _workers(config, factory) as dispatcher:
+        guard = _guard(config, dispatcher)
         search_id = store.create_search(
             config.name, config.to_dict(), config.seed, config.objectives, version("prunesched"), config.reference_point, OWNER
         )
         with _owning(store, search_id):
-            _run(store, search_id, config, make_proposer(config.space, config.proposer, config.seed), dispatcher, progress)
+            _run(store, search_id, config, _new_proposer(config), dispatcher, guard, progress)
+            dispatcher.close()  # its workers' room goes to the validation's
+            _validate(store, search_id, config, factory, progress)
     return search_id
 
 
@@ -118,8 +133,10 @@ def resume(
         raise SearchStateError(
             f"search {search_id} is being run by {owner or 'another coordinator'}; it was taken while this one checked it"
         )
-    with _owning(store, search_id), _workers(config, factory) as dispatcher:
-        _run(store, search_id, config, proposer, dispatcher, progress)
+    with _owning(store, search_id):
+        with _workers(config, factory) as dispatcher:
+            _run(store, search_id, config, proposer, dispatcher, _guard(config, dispatcher), progress)
+        _validate(store, search_id, config, factory, progress)
 
 
 def _refuse_if_owned(search_id: int, owner: str, force: bool) -> None:
@@ -158,13 +175,17 @@ def _owning(store: Store, search_id: int) -> Iterator[None]:
 
 
 @contextmanager
-def _workers(config: SearchConfig, factory: EvaluatorFactory | None) -> Iterator[RayDispatcher]:
-    """Started evaluator actors whose pipeline runs as many loop iterations as the space's schedules have; killed on exit."""
+def _workers(config: SearchConfig, factory: EvaluatorFactory | None, validating: bool = False) -> Iterator[RayDispatcher]:
+    """Started evaluator actors whose pipeline runs as many loop iterations as the space's schedules have; killed on exit.
+
+    They evaluate with the config's evaluator settings, or with its validation settings when ``validating``.
+    """
     config.dispatch.check_local_room()
     ensure_ray(config.dispatch.address)
     dispatch = config.dispatch
+    settings = validation_settings(config.evaluator, config.validation) if validating else None
     dispatcher = RayDispatcher(
-        factory or evaluator_factory(config.evaluator),
+        factory or evaluator_factory(settings or config.evaluator),
         dispatch.workers,
         dispatch.timeout_s,
         dispatch.retries,
@@ -183,20 +204,64 @@ def _workers(config: SearchConfig, factory: EvaluatorFactory | None) -> Iterator
         dispatcher.close()
 
 
+Guard = Callable[[Outcome], Outcome]
+"""Adds an evaluation's guardrail violation to its outcome."""
+
+
+def _guard(config: SearchConfig, dispatcher: RayDispatcher) -> Guard:
+    """The search's guardrails, bounded by the full model's metrics the workers measured when they started.
+
+    A guardrail bounded by ``"full"`` whose metric the evaluator does not measure is refused here, before
+    anything is stored; one whose metric a result lacks fails that evaluation, naming the metric.
+    """
+    full = dispatcher.infos[0]["full"] if dispatcher.infos else {}
+    for guardrail in config.guardrails:
+        if FULL in (guardrail.min, guardrail.max) and guardrail.metric not in full:
+            measured = ", ".join(full) or "none"
+            raise ConfigError(
+                f"guardrail on {guardrail.metric!r} is bounded by the full model's value, but the evaluator measures no such metric "
+                f"of the full model (it measures: {measured}); bound it by a number or name another metric"
+            )
+
+    def guarded(outcome: Outcome) -> Outcome:
+        if not outcome.ok or not config.guardrails or outcome.metrics is None:
+            return outcome
+        try:
+            violation, reason = guardrails.check(config.guardrails, outcome.metrics, full)
+        except ConfigError as exc:
+            return replace(outcome, ok=False, metrics=None, objectives=None, error=str(exc))
+        return replace(outcome, violation=violation, violation_reason=reason)
+
+    return guarded
+
+
+def _new_proposer(config: SearchConfig) -> Proposer:
+    """The proposer a search starts with: its first generation begins with the baselines its space holds."""
+    schedules = list(config.baselines.schedules(config.space).values())
+    return make_proposer(config.space, config.proposer, config.seed, seed_genomes(config.space, schedules))
+
+
 def _run(
-    store: Store, search_id: int, config: SearchConfig, proposer: Proposer, dispatcher: RayDispatcher, progress: ProgressCallback | None
+    store: Store,
+    search_id: int,
+    config: SearchConfig,
+    proposer: Proposer,
+    dispatcher: RayDispatcher,
+    guard: Guard,
+    progress: ProgressCallback | None,
 ) -> None:
-    """Run the owned search's remaining generations."""
+    """Run the owned search: its baselines (those not yet evaluated), then its remaining generations."""
     _reporter(store, search_id, proposer.generation, config, progress, dispatcher)(False)
+    _baselines(store, search_id, config, dispatcher, guard, progress)
     while not proposer.done():
-        _generation(store, search_id, config, proposer, dispatcher, progress)
+        _generation(store, search_id, config, proposer, dispatcher, guard, progress)
 
 
 def _proposer(store: Store, search_id: int, config: SearchConfig) -> Proposer:
     """A new proposer, or the one of the latest stored generation's snapshot (this search's own, its checksum verified)."""
     snapshot = store.latest_snapshot(search_id)
     if snapshot is None:
-        return make_proposer(config.space, config.proposer, config.seed)
+        return _new_proposer(config)
     proposer = snapshots.loads(snapshot, config.space, config.proposer, config.seed)
     latest = store.generation(search_id)
     if latest is None or proposer.generation != latest.number + 1:
@@ -204,20 +269,61 @@ def _proposer(store: Store, search_id: int, config: SearchConfig) -> Proposer:
     return proposer
 
 
-def _generation(
-    store: Store, search_id: int, config: SearchConfig, proposer: Proposer, dispatcher: RayDispatcher, progress: ProgressCallback | None
+def _baselines(
+    store: Store, search_id: int, config: SearchConfig, dispatcher: RayDispatcher, guard: Guard, progress: ProgressCallback | None
 ) -> None:
-    number = proposer.generation
-    genomes = proposer.ask()
+    """Evaluate the baselines not evaluated yet, as candidates born in generation -1 that carry their names."""
     members = []
-    for genome in genomes:
-        schedule = config.space.decode(genome)
-        members.append(store.candidate(search_id, schedule.hash, schedule.to_dict(), config.space.canonical(genome), number))
+    for name, schedule in config.baselines.schedules(config.space).items():
+        genome = genome_of(config.space, schedule) or ()  # a baseline outside the space has no genome
+        members.append(store.candidate(search_id, schedule.hash, schedule.to_dict(), genome, BASELINE_GENERATION, baseline=name))
+    _evaluate(store, members, dispatcher, guard, _reporter(store, search_id, BASELINE_GENERATION, config, progress, dispatcher))
+
+
+def _validate(
+    store: Store, search_id: int, config: SearchConfig, factory: EvaluatorFactory | None, progress: ProgressCallback | None
+) -> None:
+    """Validate the final front's points and the baselines not validated yet, each on more images, on workers of their own."""
+    latest = store.generation(search_id)
+    if validation_settings(config.evaluator, config.validation) is None or latest is None:
+        return
+    baselines = [c.id for c, e in store.evaluations(search_id, generation=BASELINE_GENERATION, status="done")]
+    rows = store.candidates_by_id(sorted({*latest.front, *baselines}))
+    tasks = [Task(c.id, thaw(c.schedule), 0) for c, e in rows if e.validation is None]
+    if not tasks:
+        return
+    with _workers(config, factory, validating=True) as dispatcher:
+        guard = _guard(config, dispatcher)
+        done = len(rows) - len(tasks)
+
+        def report() -> None:
+            if progress is not None:
+                counts = Counts(done=done, active=len(rows) - done)
+                progress(_progress(search_id, latest.number, config, dispatcher, counts, latest, False, "validation"))
+
+        def finished(outcome: Outcome) -> None:
+            nonlocal done
+            store.record_validation(guard(outcome))
+            done += 1
+            report()
+
+        report()
+        dispatcher.run(tasks, started=lambda *_: None, finished=finished)
+
+
+def _evaluate(
+    store: Store,
+    members: list[tuple[FrozenCandidate, FrozenEvaluation]],
+    dispatcher: RayDispatcher,
+    guard: Guard,
+    report: Callable[..., None],
+) -> None:
+    """Evaluate the members not finished yet on the workers, storing each result (with its guardrail violation) as it arrives."""
     pending = {c.id: (c, e) for c, e in members if e.status not in FINISHED}
     tasks = [Task(c.id, thaw(c.schedule), e.attempts) for c, e in pending.values()]
-    report = _reporter(store, search_id, number, config, progress, dispatcher)
 
     def finished(outcome: Outcome) -> None:
+        outcome = guard(outcome)
         store.record(outcome)  # committed before the proposer hears of it
         report(False, outcome)
 
@@ -226,18 +332,38 @@ def _generation(
         started=lambda task, worker, attempt: store.mark_running(task.candidate_id, worker, attempt),
         finished=finished,
     )
+
+
+def _generation(
+    store: Store,
+    search_id: int,
+    config: SearchConfig,
+    proposer: Proposer,
+    dispatcher: RayDispatcher,
+    guard: Guard,
+    progress: ProgressCallback | None,
+) -> None:
+    number = proposer.generation
+    genomes = proposer.ask()
+    members = []
+    for genome in genomes:
+        schedule = config.space.decode(genome)
+        members.append(store.candidate(search_id, schedule.hash, schedule.to_dict(), config.space.canonical(genome), number))
+    report = _reporter(store, search_id, number, config, progress, dispatcher)
+    _evaluate(store, members, dispatcher, guard, report)
     ids = [c.id for c, _ in members]
     rows = store.candidates_by_id(ids)
     objectives = np.array([[e.objective_0, e.objective_1] if e.status == "done" else [np.inf, np.inf] for _, e in rows], dtype=float)
     ok = np.array([e.status == "done" for _, e in rows], dtype=bool)
-    proposer.tell(objectives.reshape(-1, 2), ok)
+    violations = np.array([e.violation or 0.0 for _, e in rows], dtype=float)
+    proposer.tell(objectives.reshape(-1, 2), ok, violations)
     front, volume = _front(store, search_id)
     store.save_generation(search_id, number, ids, front, volume, snapshots.dumps(proposer))
     report(True)
 
 
 def _front(store: Store, search_id: int) -> tuple[list[int], float | None]:
-    """The front of everything evaluated so far (candidate ids) and its hypervolume."""
+    """The front of everything evaluated so far within the guardrails (candidate ids) and its hypervolume."""
     done = store.done_objectives(search_id)
     points = [[first, second] for _, first, second in done]
     front = [done[i][0] for i in front_indices(points)]
@@ -270,21 +396,35 @@ def _reporter(
             counts, latest = store.counts(search_id), store.generation(search_id)
         elif outcome is not None:
             counts = Counts(done=counts.done + outcome.ok, active=counts.active - 1, failed=counts.failed + (not outcome.ok))
-        progress(
-            Progress(
-                search_id=search_id,
-                generation=number,
-                generations=config.proposer.generations,
-                done=counts.done,
-                running=counts.active,
-                failed=counts.failed,
-                front_size=len(latest.front) if latest else 0,
-                hypervolume=latest.hypervolume if latest else None,
-                generation_stored=stored,
-                workers=len(dispatcher.actors),
-                workers_up=dispatcher.workers_up,
-                replaced=dispatcher.replaced,
-            )
-        )
+        stage = "baselines" if number == BASELINE_GENERATION else "search"
+        progress(_progress(search_id, number, config, dispatcher, counts, latest, stored, stage))
 
     return report
+
+
+def _progress(
+    search_id: int,
+    number: int,
+    config: SearchConfig,
+    dispatcher: RayDispatcher,
+    counts: Counts,
+    latest: FrozenGeneration | None,
+    stored: bool,
+    stage: str,
+) -> Progress:
+    """Where the search stands: ``counts`` of this stage's evaluations, the latest stored generation's front."""
+    return Progress(
+        search_id=search_id,
+        generation=number,
+        generations=config.proposer.generations,
+        done=counts.done,
+        running=counts.active,
+        failed=counts.failed,
+        front_size=len(latest.front) if latest else 0,
+        hypervolume=latest.hypervolume if latest else None,
+        generation_stored=stored,
+        workers=len(dispatcher.actors),
+        workers_up=dispatcher.workers_up,
+        replaced=dispatcher.replaced,
+        stage=stage,
+    )

@@ -52,7 +52,12 @@ class EvaluatorActor:
         self.evaluator = factory()
 
     def info(self) -> dict[str, Any]:
-        return {"worker": worker_name(), "device": self.evaluator.device, "steps": self.evaluator.steps}
+        return {
+            "worker": worker_name(),
+            "device": self.evaluator.device,
+            "steps": self.evaluator.steps,
+            "full": self.evaluator.full_metrics,
+        }
 
     def evaluate(self, schedule: dict[str, Any]) -> dict[str, Any]:
         from prunesched.runtime.schedule import Schedule

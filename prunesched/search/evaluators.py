@@ -32,7 +32,9 @@ class Evaluator(Protocol):
     """Scores one schedule.
 
     ``metrics`` names the metrics that can be objectives (lower is better for each); ``steps`` is
-    the loop length the evaluator's pipeline runs (None: any); ``device`` names where it runs.
+    the loop length the evaluator's pipeline runs (None: any); ``device`` names where it runs;
+    ``full_metrics`` are the unaccelerated model's quality metrics measured the same way (what a
+    guardrail bounded by ``"full"`` compares with; empty where there is no such model).
     """
 
     @property
@@ -43,6 +45,9 @@ class Evaluator(Protocol):
 
     @property
     def metrics(self) -> tuple[str, ...]: ...
+
+    @property
+    def full_metrics(self) -> Metrics: ...
 
     def evaluate(self, schedule: Schedule) -> Metrics: ...
 
@@ -69,6 +74,9 @@ class SyntheticSettings:
     def objective_metrics(self) -> tuple[str, ...]:
         return SyntheticEvaluator.metrics
 
+    def default_guardrails(self) -> list[dict[str, object]]:
+        return []
+
 
 class SyntheticEvaluator:
     """A deterministic two-objective schedule problem with a known Pareto front, for tests and benchmarks.
@@ -86,6 +94,11 @@ class SyntheticEvaluator:
 
     def __init__(self, settings: SyntheticSettings = SyntheticSettings()) -> None:
         self.settings = settings
+
+    @property
+    def full_metrics(self) -> Metrics:
+        """None: the problem has no unaccelerated model, so its guardrails are bounded by numbers."""
+        return {}
 
     def evaluate(self, schedule: Schedule) -> Metrics:
         if self.settings.delay_s:

@@ -2,7 +2,9 @@
 
 Every proposer has the same ask/tell seam: :meth:`Proposer.ask` returns the next generation's
 genomes (possibly fewer than the population, possibly none), the coordinator evaluates them,
-and :meth:`Proposer.tell` hands back both objectives and whether each evaluation succeeded.
+and :meth:`Proposer.tell` hands back both objectives, whether each evaluation succeeded, and how
+far each breaks the search's guardrails (:mod:`prunesched.search.guardrails`), which NSGA-II and
+TPE treat as a constraint violation: a feasible genome beats every infeasible one.
 
 A proposer's state is data: :meth:`Proposer.state` is a JSON document (the population, its
 objectives and constraint flags, the told trials, the generation number), and every
@@ -15,6 +17,7 @@ is ever pickled.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,6 +29,8 @@ from prunesched.search.spaces import Space
 
 FAILED_OBJECTIVE = 1e12
 """Objective value given to a failed evaluation; it is also marked infeasible, so it is dominated."""
+FAILED_VIOLATION = 1e12
+"""Constraint violation given to a failed evaluation: behind every candidate that ran, within its guardrails or not."""
 
 MAX_POPULATION = 10_000
 """Genomes per generation at most: DaTo uses 20; every generation's genomes are held in memory at once."""
@@ -94,10 +99,11 @@ class Proposer:
     matching :meth:`tell`.
     """
 
-    def __init__(self, space: Space, config: ProposerConfig, seed: int) -> None:
+    def __init__(self, space: Space, config: ProposerConfig, seed: int, baselines: Sequence[Sequence[int]] = ()) -> None:
         self.space = space
         self.config = config
         self.seed = seed
+        self.baselines = [tuple(int(g) for g in genome) for genome in baselines]
         self.generation = 0
 
     def done(self) -> bool:
@@ -107,8 +113,9 @@ class Proposer:
         """The next generation's genomes, shape (k, genes) with 0 <= k <= population."""
         raise NotImplementedError
 
-    def tell(self, objectives: np.ndarray, ok: np.ndarray) -> None:
-        """Objectives (k, 2) of the genomes of the last :meth:`ask`, and which evaluations succeeded."""
+    def tell(self, objectives: np.ndarray, ok: np.ndarray, violations: np.ndarray | None = None) -> None:
+        """Objectives (k, 2) of the genomes of the last :meth:`ask`, which evaluations succeeded, and each one's
+        guardrail violation (0: within them; None: no guardrails)."""
         raise NotImplementedError
 
     def state(self) -> dict[str, Any]:
@@ -120,12 +127,20 @@ class Proposer:
         self.generation = _count(_field(state, "generation"), "generation")
 
     def initial(self, rng: np.random.Generator) -> np.ndarray:
-        """The first generation: uniform seed schedules (a spread of them) and random genomes."""
-        seeds = np.array(self.space.seeds(), dtype=int).reshape(-1, len(self.space.upper))
-        count = min(len(seeds), round(self.config.seed_fraction * self.config.population))
-        chosen = seeds[np.sort(rng.choice(len(seeds), size=count, replace=False))] if count else seeds[:0]
-        rest = self.space.random(rng, self.config.population - count)
-        return np.concatenate([chosen, rest]).astype(int)
+        """The first generation: :meth:`seed_genomes`, then random genomes up to the population."""
+        seeds = self.seed_genomes(rng)
+        return np.concatenate([seeds, self.space.random(rng, self.config.population - len(seeds))]).astype(int)
+
+    def seed_genomes(self, rng: np.random.Generator) -> np.ndarray:
+        """The first generation's chosen genomes: the baselines the space holds, then a spread of its uniform schedules.
+
+        Together they fill ``seed_fraction`` of the population, or more when there are more baselines.
+        """
+        baselines = list(dict.fromkeys(self.baselines))[: self.config.population]
+        uniform = [g for g in dict.fromkeys(self.space.seeds()) if g not in baselines]
+        count = min(len(uniform), max(0, round(self.config.seed_fraction * self.config.population) - len(baselines)))
+        picked = [uniform[i] for i in np.sort(rng.choice(len(uniform), size=count, replace=False))] if count else []
+        return np.array(baselines + picked, dtype=int).reshape(-1, len(self.space.upper))
 
     def _genome(self, value: Any, what: str) -> list[int]:
         genome = _integers(value, what)
@@ -137,7 +152,8 @@ class Proposer:
 class PymooProposer(Proposer):
     """pymoo NSGA-II over integer genomes: SBX and polynomial mutation with rounding repair.
 
-    Failed evaluations get a constraint violation, so NSGA-II ranks them behind every success.
+    A candidate's guardrail violation is its constraint value ``G``; failed evaluations get
+    :data:`FAILED_VIOLATION`, so NSGA-II ranks them behind every candidate that ran.
     pymoo eliminates duplicates within a generation only; the coordinator's memo covers the rest.
 
     The state is the surviving population (genome, objectives, violation, and the rank and
@@ -145,10 +161,10 @@ class PymooProposer(Proposer):
     Each ask sets up a fresh ``NSGA2`` with the generation's seed and hands it that population.
     """
 
-    def __init__(self, space: Space, config: ProposerConfig, seed: int) -> None:
+    def __init__(self, space: Space, config: ProposerConfig, seed: int, baselines: Sequence[Sequence[int]] = ()) -> None:
         from pymoo.core.problem import Problem
 
-        super().__init__(space, config, seed)
+        super().__init__(space, config, seed, baselines)
         self.problem = Problem(n_var=len(space.upper), n_obj=2, n_ieq_constr=1, xl=0, xu=space.upper, vtype=int)
         self.population: list[dict[str, Any]] = []
         self.exhausted = False
@@ -168,11 +184,12 @@ class PymooProposer(Proposer):
             return np.zeros((0, len(self.space.upper)), dtype=int)
         return np.rint(self._asked.get("X")).astype(int)
 
-    def tell(self, objectives: np.ndarray, ok: np.ndarray) -> None:
+    def tell(self, objectives: np.ndarray, ok: np.ndarray, violations: np.ndarray | None = None) -> None:
         if self._asked is None:
             raise RuntimeError("tell() without ask()")
         if len(self._asked):
-            _evaluate(self.problem, self._asked, np.where(ok[:, None], objectives, FAILED_OBJECTIVE), np.where(ok, 0.0, 1.0))
+            failed = np.where(ok[:, None], objectives, FAILED_OBJECTIVE)
+            _evaluate(self.problem, self._asked, failed, np.where(ok, _zeros(violations, ok), FAILED_VIOLATION))
             self._algorithm.tell(infills=self._asked)
             self.population = [_member(individual) for individual in self._algorithm.pop]
         else:  # pymoo could make no new genome: it has nothing more to propose
@@ -262,7 +279,8 @@ def _member(individual: Any) -> dict[str, Any]:
 
 
 class OptunaProposer(Proposer):
-    """Optuna's NSGA-II or TPE sampler through ask/tell; failed evaluations are told as FAIL.
+    """Optuna's NSGA-II or TPE sampler through ask/tell; failed evaluations are told as FAIL, guardrail
+    violations through the sampler's ``constraints_func`` (Optuna keeps them in each trial's system attributes).
 
     pymoo's ``mutation_prob`` is per individual, each of whose genes then mutates with
     probability 1/genes; Optuna's is per gene (a mutated gene is redrawn uniformly). Optuna gets
@@ -274,12 +292,12 @@ class OptunaProposer(Proposer):
     generation; generation 0 enqueues the uniform seed schedules first.
     """
 
-    def __init__(self, space: Space, config: ProposerConfig, seed: int) -> None:
+    def __init__(self, space: Space, config: ProposerConfig, seed: int, baselines: Sequence[Sequence[int]] = ()) -> None:
         import optuna
         from optuna.distributions import BaseDistribution, IntDistribution
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        super().__init__(space, config, seed)
+        super().__init__(space, config, seed, baselines)
         self.distributions: dict[str, BaseDistribution] = {f"g{i}": IntDistribution(0, int(u)) for i, u in enumerate(space.upper)}
         self.trials: list[dict[str, Any]] = []
         self.study_attrs: dict[str, Any] = {}
@@ -291,18 +309,19 @@ class OptunaProposer(Proposer):
         self._storage = optuna_storage()
         self._study = self._build(self._storage)
         if self.generation == 0:
-            for genome in self.initial(np.random.default_rng(self.seed))[: round(self.config.seed_fraction * self.config.population)]:
+            for genome in self.seed_genomes(np.random.default_rng(self.seed)):
                 self._study.enqueue_trial({f"g{i}": int(g) for i, g in enumerate(genome)})
         self._trials = [self._study.ask(self.distributions) for _ in range(self.config.population)]
         return np.array([[t.params[name] for name in self.distributions] for t in self._trials], dtype=int)
 
-    def tell(self, objectives: np.ndarray, ok: np.ndarray) -> None:
+    def tell(self, objectives: np.ndarray, ok: np.ndarray, violations: np.ndarray | None = None) -> None:
         from optuna.trial import TrialState
 
         if self._study is None:
             raise RuntimeError("tell() without ask()")
-        for trial, values, success in zip(self._trials, objectives, ok):
+        for trial, values, success, violation in zip(self._trials, objectives, ok, _zeros(violations, ok)):
             if success:
+                trial.set_user_attr(VIOLATION_ATTR, float(violation))  # read back by _constraints when the sampler hears of it
                 self._study.tell(trial, [float(v) for v in values])
             else:
                 self._study.tell(trial, state=TrialState.FAIL)
@@ -360,10 +379,13 @@ class OptunaProposer(Proposer):
                 crossover=crossover,
                 crossover_prob=config.crossover_prob,
                 mutation_prob=config.mutation_prob / len(self.space.upper),
+                constraints_func=_constraints,
                 seed=seed,
             )
         else:
-            sampler = TPESampler(seed=seed)
+            with warnings.catch_warnings():  # constraints_func is marked experimental in TPESampler
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                sampler = TPESampler(constraints_func=_constraints, seed=seed)
         study = optuna.create_study(storage=storage, directions=["minimize", "minimize"], sampler=sampler)
         study_id = storage.get_study_id_from_name(study.study_name)
         for key, value in self.study_attrs.items():
@@ -383,6 +405,15 @@ class OptunaProposer(Proposer):
         return study
 
 
+VIOLATION_ATTR = "prunesched_violation"
+"""The user attribute that carries a trial's guardrail violation to :func:`_constraints`."""
+
+
+def _constraints(trial: Any) -> list[float]:
+    """Optuna's constraint value of a trial (feasible when <= 0): its guardrail violation."""
+    return [float(trial.user_attrs.get(VIOLATION_ATTR, 0.0))]
+
+
 def optuna_storage() -> Any:
     from optuna.storages import InMemoryStorage
 
@@ -398,15 +429,21 @@ class RandomProposer(Proposer):
         rng = np.random.default_rng(generation_seed(self.seed, self.generation))
         return self.space.random(rng, self.config.population).astype(int)
 
-    def tell(self, objectives: np.ndarray, ok: np.ndarray) -> None:
+    def tell(self, objectives: np.ndarray, ok: np.ndarray, violations: np.ndarray | None = None) -> None:
         self.generation += 1
 
 
 PROPOSERS: dict[str, type[Proposer]] = {"pymoo": PymooProposer, "optuna": OptunaProposer, "random": RandomProposer}
 
 
-def make_proposer(space: Space, config: ProposerConfig, seed: int) -> Proposer:
-    return PROPOSERS[config.backend](space, config, seed)
+def make_proposer(space: Space, config: ProposerConfig, seed: int, baselines: Sequence[Sequence[int]] = ()) -> Proposer:
+    """The proposer ``config`` names; ``baselines`` are genomes its first generation starts with."""
+    return PROPOSERS[config.backend](space, config, seed, baselines)
+
+
+def _zeros(violations: np.ndarray | None, ok: np.ndarray) -> np.ndarray:
+    """The violations told, or none (zeros) for a search without guardrails."""
+    return np.zeros(len(ok)) if violations is None else np.asarray(violations, dtype=float)
 
 
 def _field(data: Any, name: str) -> Any:

@@ -8,14 +8,17 @@ with :func:`prunesched.apply` unchanged.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from prunesched.errors import ConfigError
 from prunesched.runtime.schedule import Schedule
-from prunesched.search.pareto import pick_weighted
+from prunesched.search.pareto import front_indices, pick_weighted
 from prunesched.storage.outputs import check_output, write_output
 from prunesched.storage.records import FrozenCandidate, FrozenEvaluation
 from prunesched.storage.store import Store
@@ -27,13 +30,44 @@ cost; ``best``: lowest quality loss. All pick from the front."""
 
 @dataclass(frozen=True)
 class FrontPoint:
-    """A successfully evaluated candidate, as the store's immutable records."""
+    """A successfully evaluated candidate, as the store's immutable records; ``validated`` reads its validation's values."""
 
     candidate: FrozenCandidate
     evaluation: FrozenEvaluation
+    validated: bool = False
+
+    @property
+    def _validation(self) -> Mapping[str, Any]:
+        return self.evaluation.validation or {}
+
+    @property
+    def measured(self) -> bool:
+        """Whether it has values to show: always as evaluated, and as validated unless the validation failed."""
+        return not self.validated or "objectives" in self._validation
+
+    @property
+    def metrics(self) -> Mapping[str, Any]:
+        """The metrics of the evaluation, or of the validation when ``validated``."""
+        metrics = self._validation.get("metrics") if self.validated else self.evaluation.metrics
+        return metrics or {}
+
+    @property
+    def feasible(self) -> bool:
+        """Within the guardrails, as evaluated or as validated."""
+        if self.validated:
+            return self.measured and not self._validation.get("violation")
+        return self.evaluation.feasible
+
+    @property
+    def reason(self) -> str | None:
+        """Why it breaks the guardrails, as evaluated or as validated (None: it keeps them)."""
+        return self._validation.get("violation_reason") if self.validated else self.evaluation.violation_reason
 
     @property
     def objectives(self) -> tuple[float, float]:
+        if self.validated:
+            first, second = self._validation["objectives"]
+            return (float(first), float(second))
         return self.evaluation.objectives
 
 
@@ -47,6 +81,32 @@ def front(store: Store, search_id: int, generation: int | None = None) -> tuple[
             raise ConfigError(f"search {search_id} has no finished generation yet")
         raise ConfigError(f"search {search_id} has no generation {generation}; stored: {_ranges(known)}")
     return stored.number, [FrontPoint(c, e) for c, e in store.candidates_by_id(stored.front)]
+
+
+def validated_front(store: Store, search_id: int) -> list[FrontPoint]:
+    """The front of the validated points (the final front and the baselines, on more images) within the guardrails as
+    validated, sorted by quality; empty before the search's validation."""
+    store.search(search_id)
+    validated = [FrontPoint(c, e, validated=True) for c, e in store.evaluations(search_id, status="done") if e.validation is not None]
+    points = [p for p in validated if p.feasible]
+    return [points[i] for i in front_indices([p.objectives for p in points])]
+
+
+def latency_agreement(points: Sequence[FrontPoint]) -> tuple[float, float, int] | None:
+    """How the cost model's predicted relative latency agrees with the measured one on ``points``: Spearman's rank
+    correlation, the median of measured over predicted, and the number of points (None where fewer than 3 have both)."""
+    from scipy.stats import spearmanr
+
+    pairs = [
+        (p.metrics["relative_latency"]["value"], p.metrics["predicted_relative_latency"]["value"])
+        for p in points
+        if "relative_latency" in p.metrics and "predicted_relative_latency" in p.metrics
+    ]
+    if len(pairs) < 3:
+        return None
+    measured, predicted = zip(*pairs)
+    ratio = float(np.median([m / q for m, q in pairs]))
+    return float(spearmanr(measured, predicted).statistic), ratio, len(pairs)
 
 
 def pick(points: list[FrontPoint], how: str = "weighted", weight: float = 1.0) -> FrontPoint:
@@ -75,8 +135,9 @@ def export(
 ) -> Schedule:
     """Write one schedule of a search to ``path`` with its provenance, and record the export.
 
-    ``candidate_id`` exports that candidate (any successfully evaluated one); otherwise ``how``
-    picks from the front after ``generation``. ``path`` must be a new name or a regular file other
+    ``candidate_id`` exports that candidate (any successfully evaluated one within the guardrails); otherwise ``how``
+    picks from the validated front (:func:`validated_front`) once the search has one, else (and always with
+    ``generation``) from the front after ``generation``. ``path`` must be a new name or a regular file other
     than the database's (:func:`~prunesched.storage.outputs.check_output`); it is written all or nothing.
     """
     search = store.search(search_id)
@@ -85,26 +146,35 @@ def export(
         rows = store.evaluations(search_id, candidate_id=candidate_id)
         if not rows:
             raise ConfigError(f"search {search_id} has no candidate {candidate_id}")
-        if rows[0][1].status != "done":
+        evaluation = rows[0][1]
+        if evaluation.status != "done":
             raise ConfigError(
-                f"candidate {candidate_id} is {rows[0][1].status}; only candidates evaluated successfully ('done') can be exported"
+                f"candidate {candidate_id} is {evaluation.status}; only candidates evaluated successfully ('done') can be exported"
+            )
+        if not evaluation.feasible:
+            raise ConfigError(
+                f"candidate {candidate_id} breaks the search's guardrails ({evaluation.violation_reason}); "
+                "only candidates within them can be exported"
             )
         chosen, description = FrontPoint(*rows[0]), f"candidate {candidate_id}"
         number = None
     else:
-        number, points = front(store, search_id, generation)
+        validated = validated_front(store, search_id) if generation is None else []
+        number, points = (None, validated) if validated else front(store, search_id, generation)
         chosen = pick(points, how, weight)
-        description = f"weighted w={weight:g}" if how == "weighted" else how
+        description = (f"weighted w={weight:g}" if how == "weighted" else how) + (" of the validated front" if validated else "")
     candidate, evaluation = chosen.candidate, chosen.evaluation
     provenance: dict[str, Any] = {
         "search": search_id,
         "search_name": search.name,
         "candidate": candidate.id,
         "generation_born": candidate.generation_born,
+        "baseline": candidate.baseline,
         "front_generation": number,
         "pick": description,
         "objectives": dict(zip(search.objectives, [evaluation.objective_0, evaluation.objective_1])),
         "metrics": evaluation.metrics,
+        "validation": evaluation.validation,
         "status": evaluation.status,
         "evaluator": search.config["evaluator"],
         "seed": search.seed,
@@ -114,6 +184,57 @@ def export(
     write_output(path, (schedule.to_json() + "\n").encode("utf-8"), store.file)
     store.record_export(search_id, candidate.id, description, str(path))
     return schedule
+
+
+@dataclass(frozen=True)
+class BaselineComparison:
+    """One baseline beside the search's own points (see :func:`baselines`).
+
+    ``nearest`` is the searched point of best quality at equal or lower cost (None if there is none),
+    ``difference`` its quality objective minus the baseline's (negative: the search is better), and
+    ``dominated`` whether some searched point costs no more and is better beyond both quality
+    intervals (its upper 95 % bound below the baseline's lower one).
+    """
+
+    name: str
+    baseline: FrontPoint
+    nearest: FrontPoint | None
+    difference: float | None
+    dominated: bool
+
+
+def baselines(store: Store, search_id: int) -> list[BaselineComparison]:
+    """Every evaluated baseline of a search, each compared with the points the search found within its guardrails:
+    on the validation's values once the search is validated (the baselines and the final front), else on the search's."""
+    search = store.search(search_id)
+    rows = store.evaluations(search_id, status="done")
+    validated = any(e.validation is not None for c, e in rows if c.baseline is not None)
+    done = [point for c, e in rows if (point := FrontPoint(c, e, validated)).measured]
+    searched = [p for p in done if p.candidate.baseline is None and p.feasible]
+    quality = str(search.objectives[0])
+    out = []
+    for point in (p for p in done if p.candidate.baseline is not None):
+        cheaper = [p for p in searched if p.objectives[1] <= point.objectives[1]]
+        nearest = min(cheaper, key=lambda p: p.objectives, default=None)
+        low = _bounds(point, quality)[0]
+        out.append(
+            BaselineComparison(
+                name=point.candidate.baseline or "",
+                baseline=point,
+                nearest=nearest,
+                difference=None if nearest is None else nearest.objectives[0] - point.objectives[0],
+                dominated=any(_bounds(p, quality)[1] < low for p in cheaper),
+            )
+        )
+    return out
+
+
+def _bounds(point: FrontPoint, name: str) -> tuple[float, float]:
+    """The 95 % interval of a point's metric ``name``, or its value twice where it has none."""
+    measured = point.metrics.get(name) or {}
+    ci = measured.get("ci")
+    value = float(measured.get("value", math.nan))
+    return (float(ci[0]), float(ci[1])) if ci else (value, value)
 
 
 def _ranges(numbers: list[int]) -> str:

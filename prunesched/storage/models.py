@@ -55,7 +55,8 @@ class Candidate(Base):
     schedule_hash: Mapped[str] = mapped_column(String(64))
     schedule: Mapped[dict[str, Any]] = mapped_column(JSON)
     genome: Mapped[list[Any]] = mapped_column(JSON)
-    generation_born: Mapped[int] = mapped_column(Integer)
+    generation_born: Mapped[int] = mapped_column(Integer)  # -1 for a baseline, evaluated before the first generation
+    baseline: Mapped[str | None] = mapped_column(String(200), nullable=True)  # the hand-made schedule's name, if it is one
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     search: Mapped[Search] = relationship(back_populates="candidates")
@@ -66,7 +67,11 @@ class Evaluation(Base):
     """The evaluation of one candidate: status, metrics (with image counts and intervals), where and how long.
 
     ``objective_0``/``objective_1`` repeat the two search objectives of ``metrics`` as columns so
-    fronts and filters are plain SQL.
+    fronts and filters are plain SQL. ``violation`` is how far a done evaluation breaks the search's
+    guardrails (0: it keeps them; None: the search has none) and ``violation_reason`` says which;
+    only evaluations that keep them can be on a front. ``validation`` is the candidate's second
+    evaluation on more images and fresh seeds, once the search's last generation is stored (its
+    ``metrics``, ``objectives``, ``violation`` and ``violation_reason``), for the final front and the baselines.
     """
 
     __tablename__ = "evaluations"
@@ -81,6 +86,9 @@ class Evaluation(Base):
     device: Mapped[str | None] = mapped_column(String(200), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    violation: Mapped[float | None] = mapped_column(Float, nullable=True)
+    violation_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    validation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -97,7 +97,8 @@ class FrozenCandidate:
     schedule_hash: str
     schedule: FrozenDict
     genome: FrozenList
-    generation_born: int
+    generation_born: int  # -1 for a baseline
+    baseline: str | None  # the hand-made schedule's name, if it is one
     created_at: datetime
 
 
@@ -115,10 +116,18 @@ class FrozenEvaluation:
     device: str | None
     attempts: int
     error: str | None
+    violation: float | None  # how far the guardrails are broken: 0 kept, None none set
+    violation_reason: str | None
+    validation: FrozenDict | None  # the second evaluation on more images: metrics, objectives, violation, violation_reason
     queued_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     duration_s: float | None
+
+    @property
+    def feasible(self) -> bool:
+        """Done and within the search's guardrails: what may stand on a front or be exported."""
+        return self.status == "done" and not self.violation
 
     @property
     def objectives(self) -> tuple[float, float]:
@@ -176,6 +185,8 @@ class Outcome:
     device: str | None = None
     started_at: datetime | None = None
     duration_s: float | None = None
+    violation: float | None = None
+    violation_reason: str | None = None
 
     def __post_init__(self) -> None:
         values = self.objectives

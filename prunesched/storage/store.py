@@ -34,9 +34,11 @@ from prunesched.storage.records import (
     frozen,
 )
 
-__all__ = ["FINISHED", "Counts", "Outcome", "Store", "checked_metrics"]
+__all__ = ["BASELINE_GENERATION", "FINISHED", "Counts", "Outcome", "Store", "checked_metrics"]
 
 FINISHED = ("done", "failed")
+BASELINE_GENERATION = -1
+"""The generation a baseline is born in: evaluated before the proposer's first."""
 
 Record = TypeVar("Record")
 
@@ -154,18 +156,34 @@ class Store:
     # -- candidates and evaluations ----------------------------------------------------------------
 
     def candidate(
-        self, search_id: int, schedule_hash: str, schedule: dict[str, Any], genome: Sequence[int], generation: int
+        self,
+        search_id: int,
+        schedule_hash: str,
+        schedule: dict[str, Any],
+        genome: Sequence[int],
+        generation: int,
+        baseline: str | None = None,
     ) -> tuple[FrozenCandidate, FrozenEvaluation]:
-        """The search's candidate for this schedule and its evaluation, created queued if the schedule is new (the memo)."""
+        """The search's candidate for this schedule and its evaluation, created queued if the schedule is new (the memo).
+
+        ``baseline`` names a hand-made schedule; a candidate the proposer reached first takes the name too.
+        """
         with self.sessions.begin() as session:
             found = session.scalar(select(Candidate).where(Candidate.search_id == search_id, Candidate.schedule_hash == schedule_hash))
             if found is None:
                 found = Candidate(
-                    search_id=search_id, schedule_hash=schedule_hash, schedule=schedule, genome=list(genome), generation_born=generation
+                    search_id=search_id,
+                    schedule_hash=schedule_hash,
+                    schedule=schedule,
+                    genome=list(genome),
+                    generation_born=generation,
+                    baseline=baseline,
                 )
                 found.evaluation = Evaluation(status="queued")
                 session.add(found)
                 session.flush()
+            elif baseline is not None and found.baseline is None:
+                found.baseline = baseline
             session.refresh(found, ["evaluation"])
             assert found.evaluation is not None  # every candidate is created with its evaluation
             return _pair(found, found.evaluation)
@@ -185,12 +203,27 @@ class Store:
             values = [float(v) for v in outcome.objectives] if outcome.ok and outcome.objectives is not None else [None, None]
             evaluation.objective_0, evaluation.objective_1 = values
             evaluation.error = outcome.error
+            evaluation.violation, evaluation.violation_reason = outcome.violation, outcome.violation_reason
             evaluation.attempts = outcome.attempts
             evaluation.worker = outcome.worker or evaluation.worker
             evaluation.device = outcome.device
             evaluation.started_at = outcome.started_at or evaluation.started_at
             evaluation.finished_at = utcnow()
             evaluation.duration_s = outcome.duration_s
+
+    def record_validation(self, outcome: Outcome) -> None:
+        """Commit a candidate's validation, its second evaluation on more images: the metrics, objective values and
+        guardrail violation of a success, the error of a failure (which is not tried again)."""
+        validation: dict[str, Any] = {"error": outcome.error}
+        if outcome.ok and outcome.metrics is not None and outcome.objectives is not None:
+            validation = {
+                "metrics": dict(outcome.metrics),
+                "objectives": [float(v) for v in outcome.objectives],
+                "violation": outcome.violation,
+                "violation_reason": outcome.violation_reason,
+            }
+        with self.sessions.begin() as session:
+            self._evaluation(session, outcome.candidate_id).validation = validation
 
     def evaluations(
         self,
@@ -216,11 +249,13 @@ class Store:
             return [_pair(c, e) for c, e in session.execute(query)]
 
     def done_objectives(self, search_id: int) -> list[tuple[int, float, float]]:
-        """``(candidate id, objective 0, objective 1)`` of every successful evaluation, oldest first: all a front needs."""
+        """``(candidate id, objective 0, objective 1)`` of every successful evaluation within the guardrails, oldest first:
+        all a front needs."""
         query = (
             select(Candidate.id, Evaluation.objective_0, Evaluation.objective_1)
             .join(Evaluation)
             .where(Candidate.search_id == search_id, Evaluation.status == "done")
+            .where((Evaluation.violation.is_(None)) | (Evaluation.violation == 0))
             .order_by(Candidate.id)
         )
         with self.sessions() as session:

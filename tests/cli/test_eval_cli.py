@@ -78,3 +78,33 @@ def test_an_unreadable_schedule_is_one_line_and_a_dato_table_needs_dato(tmp_path
     (tmp_path / "table.txt").write_text("1 0 12 1\n0.5 0.0 0.5 0.5\n")
     result = run(tmp_path, str(tmp_path / "table.txt"))
     assert result.exit_code == 2 and "DaTo table" in result.output and "Schedule.load_dato" in result.output
+
+
+def test_by_default_eval_scores_what_the_embedded_search_scores_with_its_guardrails(tmp_path, monkeypatch):
+    from prunesched.cli.evaluate import DEFAULT_IMAGES, DEFAULT_STEPS
+    from prunesched.search.config import SearchConfig
+
+    monkeypatch.chdir(tmp_path)  # the result goes next to the command: SCHEDULE's name + .eval.json
+
+    default = SearchConfig.default()
+    assert (default.evaluator.num_inference_steps, default.evaluator.images) == (DEFAULT_STEPS, DEFAULT_IMAGES)
+    results = {}
+    for name, schedule in {"full": Schedule.uniform(11), "reuse": Schedule.uniform(11, "reuse")}.items():
+        path = tmp_path / f"{name}.json"
+        schedule.save(path)
+        args = ["eval", str(path), "--images", "8", "--steps", "10", "--repeats", "1", "--cache-dir", str(tmp_path / "cache")]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        assert default.objectives[0] in result.output  # the search's quality objective, computed without --reference
+        results[name] = (result.output, json.loads((tmp_path / f"{name}.eval.json").read_text()))
+    output, data = results["full"]
+    assert "guardrails: kept" in output and data["guardrails"]["violation"] == 0
+    assert data["guardrails"]["rules"] == [{"metric": "caption_accuracy", "min": "full"}]
+    assert data["metrics"]["feature_distance"]["value"] == pytest.approx(0, abs=1e-12)
+    assert data["metrics"]["caption_accuracy"] == data["full_model"]["caption_accuracy"]  # the same images
+    output, data = results["reuse"]  # every step after the first reuses it
+    assert data["metrics"]["feature_distance"]["value"] > 0
+    floor = data["full_model"]["caption_accuracy"]["ci"][0]  # the guardrail: not below the full model's lower bound
+    accuracy = data["metrics"]["caption_accuracy"]["value"]
+    assert data["guardrails"]["violation"] == pytest.approx(max(0.0, floor - accuracy))
+    assert ("a search keeps this schedule off its fronts" in output) == (accuracy < floor) == (data["guardrails"]["reason"] is not None)

@@ -63,7 +63,10 @@ def test_a_pipeline_search_on_two_actors_stores_everything_and_exports_a_schedul
     assert [g.number for g in generations] == [0, 1]
     assert all(g.front and g.hypervolume is not None for g in generations)
     assert snapshot.loads(store.latest_snapshot(search_id), config.space, config.proposer, config.seed).generation == 2
-    assert updates[-1].generation_stored and updates[-1].done == len(rows)
+    stored = [u for u in updates if u.generation_stored]
+    assert stored[-1].generation == 1 and stored[-1].done == len(rows)
+    assert updates[-1].stage == "validation" and updates[-1].running == 0  # then the final front and the baselines were validated
+    assert all(e.validation["metrics"]["mse"]["n"] == 8 for c, e in rows if c.id in generations[-1].front)
 
     runner = CliRunner()
     shown = runner.invoke(main, ["front", str(search_id), "--db", str(db)])
@@ -163,6 +166,7 @@ def test_duplicates_across_generations_cost_no_evaluation(tmp_path):
         {
             "space": {"kind": "dato", "steps": 3, "caches": ["reuse", "full"], "ratios": [0.5]},
             "evaluator": {"kind": "synthetic"},
+            "baselines": {"enabled": False},  # counted here: only the proposer's schedules
             "proposer": {"backend": "random", "population": 6, "generations": 4},
             "dispatch": {"workers": 2, "timeout_s": 120},
         }

@@ -1,0 +1,89 @@
+"""Validation: after the last generation the final front and the baselines are evaluated again on more images and
+fresh seeds, stored, shown by ``front --validated`` and used by ``export``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from prunesched.cli import main
+from prunesched.errors import ConfigError
+from prunesched.evaluation.settings import PipelineSettings
+from prunesched.search import review
+from prunesched.search.config import SearchConfig
+from prunesched.search.coordinator import launch
+from prunesched.search.evaluators import SyntheticSettings
+from prunesched.search.validation import SEED_OFFSET, ValidationConfig, validation_settings
+from prunesched.storage import Store
+from prunesched.storage.store import BASELINE_GENERATION
+
+
+def test_a_validation_uses_more_images_on_fresh_seeds_with_fid_and_measured_latency():
+    settings = PipelineSettings(images=16, seed=3, cost=("predicted",))
+    validation = validation_settings(settings, ValidationConfig(factor=4))
+    assert validation is not None
+    assert (validation.images, validation.seed, validation.reference) == (64, 3 + SEED_OFFSET, "model")
+    assert validation.cost == ("predicted", "measured")
+    assert not set(validation.spec().seeds) & set(settings.spec().seeds)
+    assert validation_settings(settings, ValidationConfig(enabled=False)) is None
+    assert validation_settings(SyntheticSettings(), ValidationConfig()) is None  # nothing to validate: no images, no noise
+    with pytest.raises(ConfigError, match=r"\[validation\] factor must be an integer from 1 to 1,000, got 0"):
+        ValidationConfig(factor=0)
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_the_final_front_and_the_baselines_are_validated_and_export_picks_from_their_front(tmp_path):
+    db = tmp_path / "search.db"
+    config = SearchConfig.from_dict(
+        {
+            "name": "validated",
+            "objectives": ["feature_distance", "relative_macs"],
+            "space": {"kind": "dato", "steps": 5, "ratios": [0.0, 0.5], "method": {"name": "dato"}},
+            "evaluator": {
+                "kind": "pipeline",
+                "model": "tiny-sd",
+                "images": 2,
+                "num_inference_steps": 4,
+                "feature_extractor": "shapes-judge",
+                "cost": ["macs"],
+                "repeats": 1,
+                "cache_dir": str(tmp_path / "cache"),
+            },
+            "baselines": {"deepcache_intervals": [2], "deepcache_branches": [0], "uniform_ratios": [], "dato_ours_b1": False},
+            "validation": {"factor": 3},
+            "proposer": {"population": 3, "generations": 2},
+            "dispatch": {"workers": 1, "timeout_s": 300},
+        }
+    )
+    search_id = launch(config, db)
+    store = Store(db)
+    final = set(store.generation(search_id).front)
+    baselines = {c.id for c, _ in store.evaluations(search_id, generation=BASELINE_GENERATION)}
+    for candidate, evaluation in store.evaluations(search_id, status="done"):
+        if candidate.id not in final | baselines:
+            assert evaluation.validation is None  # only the final front and the baselines are validated
+            continue
+        validation = evaluation.validation
+        metrics = validation["metrics"]
+        assert metrics["feature_distance"]["n"] == metrics["mse"]["n"] == 6  # 3 x the search's 2 images
+        assert {"fid", "kid", "relative_latency", "relative_macs"} <= set(metrics)  # FID and measured latency beside the search's
+        assert validation["objectives"] == [metrics["feature_distance"]["value"], metrics["relative_macs"]["value"]]
+        if candidate.schedule["steps"] != [{"cache": "full", "prune": 0.0}] * 5:
+            assert metrics["mse"]["value"] != evaluation.metrics["mse"]["value"]  # other images: other seeds
+
+    validated = review.validated_front(store, search_id)
+    assert validated and {p.candidate.id for p in validated} <= final | baselines
+    runner = CliRunner()
+    shown = runner.invoke(main, ["front", str(search_id), "--validated", "--db", str(db)])
+    assert shown.exit_code == 0, shown.output
+    assert f"validated front: {len(validated)} points, each on 6 new images" in shown.output
+    assert "relative_latency (measured)" in shown.output
+    out = tmp_path / "schedule.json"
+    exported = runner.invoke(main, ["export", str(search_id), "--pick", "best", "-o", str(out), "--db", str(db)])
+    assert exported.exit_code == 0, exported.output
+    provenance = json.loads(out.read_text())["provenance"]
+    assert provenance["pick"] == "best of the validated front"
+    assert provenance["candidate"] == min(validated, key=lambda p: p.objectives).candidate.id
+    assert provenance["validation"]["metrics"]["mse"]["n"] == 6
