@@ -61,6 +61,18 @@ def signed_spearman(x: list[float], y: list[float], sign: int) -> float:
     return float(spearmanr(x, [sign * v for v in y]).statistic)
 
 
+def markdown(result: dict) -> str:
+    """The summary as the table of docs/evaluation.md."""
+    lines = [
+        "| objective (on the search's images) | repeatability | validity: caption accuracy | validity: paired PSNR |",
+        "|---|---|---|---|",
+    ]
+    for name, row in result["summary"].items():
+        values = (row["repeatability"], row["validity_caption_accuracy"], row["validity_psnr"])
+        lines.append(f"| `{name}` | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=16, help="images per evaluation as a search runs it")
@@ -68,8 +80,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="num_inference_steps [default: the embedded default search's]")
     parser.add_argument("--random", type=int, default=14, help="random DaTo-space schedules")
     parser.add_argument("--batch-size", type=int, default=25)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N schedules (a toy run)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "objective_validity.json")
+    parser.add_argument("--render", action="store_true", help="only print the table of an existing --out")
     args = parser.parse_args()
+    if args.render:
+        print(markdown(json.loads(args.out.read_text())))
+        return
     began = time.perf_counter()
     default = SearchConfig.default().evaluator
     assert isinstance(default, PipelineSettings)
@@ -83,7 +100,7 @@ def main() -> None:
     evaluators = {name: PipelineEvaluator(settings) for name, settings in runs.items()}
     loop = evaluators["first"].steps
     rows = []
-    for name, schedule in schedules(loop, args.random, seed=1).items():
+    for name, schedule in list(schedules(loop, args.random, seed=1).items())[: args.limit]:
         row = {"name": name, "schedule": schedule.to_dict()}
         for run, evaluator in evaluators.items():
             row[run] = evaluator.quality(evaluator.generator.images(schedule))
@@ -112,7 +129,7 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    print(json.dumps(summary, indent=1))
+    print(markdown(result))
 
 
 if __name__ == "__main__":

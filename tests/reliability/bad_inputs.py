@@ -249,6 +249,26 @@ CASES = [
         config(VALID + '[proposer]\nbackend = "pymoo"\nsampler = "tpe"\n'),
     ),
     Case("more GPUs than the cluster has", LAUNCH, "need 1 GPUs", config(VALID + "[dispatch]\nworkers = 1\ngpus_per_worker = 1\n")),
+    Case("guardrail without a bound", LAUNCH, "needs min or max", config('guardrails = [{ metric = "error" }]\n' + VALID)),
+    Case(
+        "guardrail bounded by the full model on the synthetic problem",
+        LAUNCH,
+        "guardrail on 'error' is bounded by the full model's value, but the evaluator measures no such metric",
+        config('guardrails = [{ metric = "error", max = "full" }]\n' + VALID),
+    ),
+    Case("guardrails not a list", LAUNCH, "guardrails must be a list of tables", config('guardrails = "caption_accuracy"\n' + VALID)),
+    Case(
+        "baseline interval 0",
+        LAUNCH,
+        "[baselines] deepcache_intervals must be an integer from 1",
+        config(VALID + "[baselines]\ndeepcache_intervals = [0]\n"),
+    ),
+    Case(
+        "validation factor 0",
+        LAUNCH,
+        "[validation] factor must be an integer from 1 to 1,000, got 0",
+        config(VALID + "[validation]\nfactor = 0\n"),
+    ),
     # databases
     Case("database is a text file", ["front", "1", "--db", "{db}"], "is not a prunesched database", db="text"),
     Case("database of another program", ["front", "1", "--db", "{db}"], "has tables but no prunesched schema version", db="foreign"),
