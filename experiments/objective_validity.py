@@ -11,10 +11,12 @@ same code a search runs (:class:`prunesched.evaluation.evaluate.PipelineEvaluato
   - ``large``: ``--large`` further images on disjoint seeds, the independent quality measure
     (the judge's caption accuracy and paired PSNR).
 For each objective (the paired feature distance, FID and KID to the full model's images, MSE) it
-reports the Spearman correlation between ``first`` and ``second`` (repeatability) and between
+reports the Spearman correlation between ``first`` and ``second`` (repeatability), between
 ``first`` and each large-n quality measure, signed so that 1 means "a better objective value goes
-with better images" (validity). Writes experiments/results/objective_validity.json with every
-schedule's values.
+with better images" (validity), and how often it ranks a broken schedule (caption accuracy below
+the full model's lower bound on the large set) worse than a sound one. Writes
+experiments/results/objective_validity.json with every schedule's values; ``--render`` recomputes
+the summary from them and prints the docs table.
 """
 
 from __future__ import annotations
@@ -61,14 +63,38 @@ def signed_spearman(x: list[float], y: list[float], sign: int) -> float:
     return float(spearmanr(x, [sign * v for v in y]).statistic)
 
 
+def summarize(rows: list[dict], full: dict) -> dict:
+    """Per objective: repeatability, validity against each large-n measure, and how well it ranks the broken schedules
+    (caption accuracy on the large set below the full model's 95 % lower bound, what the default guardrail refuses)
+    below the sound ones: the share of (broken, sound) pairs it orders so (1: all, 0.5: chance)."""
+    floor = full["caption_accuracy"]["ci"][0]
+    broken = [row["large"]["caption_accuracy"]["value"] < floor for row in rows]
+
+    def values(run: str, metric: str) -> list[float]:
+        return [row[run][metric]["value"] for row in rows]
+
+    summary = {}
+    for objective in OBJECTIVES:
+        first = values("first", objective)
+        pairs = [(b, s) for b, bad in zip(first, broken) if bad for s, ok in zip(first, broken) if not ok]
+        summary[objective] = {
+            "repeatability": signed_spearman(first, values("second", objective), 1),
+            **{f"validity_{q}": signed_spearman(first, values("large", q), -sign) for q, sign in QUALITY.items()},
+            "broken_ranked_worse": sum(b > s for b, s in pairs) / len(pairs) if pairs else float("nan"),
+        }
+    return {"broken": sum(broken), "caption_accuracy_floor": floor, "objectives": summary}
+
+
 def markdown(result: dict) -> str:
     """The summary as the table of docs/evaluation.md."""
+    summary = summarize(result["schedules"], result["full_model_large"])
     lines = [
-        "| objective (on the search's images) | repeatability | validity: caption accuracy | validity: paired PSNR |",
-        "|---|---|---|---|",
+        "| objective (on the search's 16 images) | repeatability | validity: paired PSNR | validity: caption accuracy "
+        f"| broken ranked worse ({summary['broken']} broken) |",
+        "|---|---|---|---|---|",
     ]
-    for name, row in result["summary"].items():
-        values = (row["repeatability"], row["validity_caption_accuracy"], row["validity_psnr"])
+    for name, row in summary["objectives"].items():
+        values = (row["repeatability"], row["validity_psnr"], row["validity_caption_accuracy"], row["broken_ranked_worse"])
         lines.append(f"| `{name}` | " + " | ".join(f"{v:.2f}" for v in values) + " |")
     return "\n".join(lines)
 
@@ -84,8 +110,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "objective_validity.json")
     parser.add_argument("--render", action="store_true", help="only print the table of an existing --out")
     args = parser.parse_args()
-    if args.render:
-        print(markdown(json.loads(args.out.read_text())))
+    if args.render:  # the summary again from the stored per-schedule values, into the file and as the docs table
+        result = json.loads(args.out.read_text())
+        result["summary"] = summarize(result["schedules"], result["full_model_large"])
+        args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+        print(markdown(result))
         return
     began = time.perf_counter()
     default = SearchConfig.default().evaluator
@@ -107,23 +136,12 @@ def main() -> None:
         rows.append(row)
         print(f"{name}: " + ", ".join(f"{o} {row['first'][o]['value']:.4g}" for o in OBJECTIVES), flush=True)
     full = evaluators["large"].quality(evaluators["large"].full_images)
-
-    def values(run: str, metric: str) -> list[float]:
-        return [row[run][metric]["value"] for row in rows]
-
-    summary = {}
-    for objective in OBJECTIVES:
-        first = values("first", objective)
-        summary[objective] = {
-            "repeatability": signed_spearman(first, values("second", objective), 1),
-            **{f"validity_{q}": signed_spearman(first, values("large", q), -sign) for q, sign in QUALITY.items()},
-        }
     result = {
         "title": f"Quality objectives against large-n image quality on the shapes model ({steps} PNDM steps, {len(rows)} schedules)",
         "settings": {name: {k: v for k, v in vars(s).items() if k != "prompts"} for name, s in runs.items()},
         "loop_length": loop,
         "full_model_large": {q: full[q] for q in QUALITY},
-        "summary": summary,
+        "summary": summarize(rows, full),
         "schedules": rows,
         "wall_s": time.perf_counter() - began,
     }

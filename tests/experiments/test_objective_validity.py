@@ -20,8 +20,9 @@ def test_the_study_scores_each_schedule_three_times_and_correlates_the_objective
     for row in result["schedules"]:
         assert row["first"]["feature_distance"]["n"] == row["second"]["feature_distance"]["n"] == 3
         assert row["large"]["caption_accuracy"]["n"] == 4 and "fid" in row["first"] and "fid" not in row["large"]
-    assert set(result["summary"]) == {"feature_distance", "fid", "kid", "mse"}
-    assert -1 <= result["summary"]["feature_distance"]["repeatability"] <= 1
-    for row in result["summary"].values():  # NaN where a toy measure is constant (e.g. no image recognised at 3 steps)
+    summary = result["summary"]["objectives"]
+    assert set(summary) == {"feature_distance", "fid", "kid", "mse"}
+    assert -1 <= summary["feature_distance"]["repeatability"] <= 1
+    for row in summary.values():  # NaN where a toy measure is constant (e.g. no image recognised at 3 steps)
         assert all(math.isnan(value) or -1 <= value <= 1 for value in row.values())
     assert "| `feature_distance` |" in done.stdout  # the docs table
