@@ -84,11 +84,11 @@ def front(store: Store, search_id: int, generation: int | None = None) -> tuple[
 
 
 def validated_front(store: Store, search_id: int) -> list[FrontPoint]:
-    """The front of the validated points (the final front and the baselines, on more images) within the guardrails as
-    validated, sorted by quality; empty before the search's validation."""
+    """The front of the validated points (the final front and the baselines, on more images) that keep the guardrails
+    both as searched and as validated, sorted by quality; empty before the search's validation."""
     store.search(search_id)
     validated = [FrontPoint(c, e, validated=True) for c, e in store.evaluations(search_id, status="done") if e.validation is not None]
-    points = [p for p in validated if p.feasible]
+    points = [p for p in validated if p.feasible and p.evaluation.feasible]
     return [points[i] for i in front_indices([p.objectives for p in points])]
 
 
