@@ -55,7 +55,7 @@ class PipelineEvaluator:
         self.lpips = paired.lpips_scorer(device)
         self.judge = load_judge().to(device) if settings.model == shapes.NAME else None
         self.fidelity = FidelityScorer(settings.fidelity(), device, self.cache) if settings.has_features() else None
-        self.full_features = None if self.fidelity is None else self.fidelity.pair_features(self.full_images)
+        self.full_features = None if self.fidelity is None else self.fidelity.pair_features(self.fidelity.features(self.full_images))
         self.reference = None
         if self.fidelity is not None and settings.reference is not None:
             source = self.full_images if settings.reference == "model" else Path(settings.reference)
@@ -101,9 +101,10 @@ class PipelineEvaluator:
         if matches is not None:
             out["caption_accuracy"] = metric([float(m) for m in matches])
         if self.fidelity is not None and self.full_features is not None:
-            out["feature_distance"] = metric(self.fidelity.feature_distance(images, self.full_features))
-        if self.fidelity is not None and self.reference is not None:
-            out.update(self.fidelity.score(images, self.reference, self.settings.seed))
+            generated = self.fidelity.features(images)  # once, for the feature distance and FID/KID
+            out["feature_distance"] = metric(self.fidelity.feature_distance(generated, self.full_features))
+            if self.reference is not None:
+                out.update(self.fidelity.score(generated, self.reference, self.settings.seed))
         return out
 
     def cost(self, schedule: Schedule) -> Metrics:

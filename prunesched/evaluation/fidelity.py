@@ -138,25 +138,27 @@ class FidelityScorer:
 
         return extract_featuresdict_from_input_id(1, self.extractor, input1=_Images(images), **self.options)
 
-    def pair_features(self, images: torch.Tensor) -> torch.Tensor:
-        """The features :meth:`feature_distance` compares: the layer FID reads."""
-        return self.features(images)[self.layers["fid"]]
+    def pair_features(self, generated: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The features :meth:`feature_distance` compares, of images' :meth:`features`: the layer FID reads."""
+        return generated[self.layers["fid"]]
 
-    def feature_distance(self, images: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
-        """Per image, the cosine distance between its features and its pair's (``reference``, from :meth:`pair_features`)."""
-        return cosine_distance(self.pair_features(images), reference)
+    def feature_distance(self, generated: dict[str, torch.Tensor], reference: torch.Tensor) -> np.ndarray:
+        """Per image, the cosine distance between its features (:meth:`features`) and its pair's (``reference``, from
+        :meth:`pair_features`)."""
+        return cosine_distance(self.pair_features(generated), reference)
 
-    def score(self, images: torch.Tensor, reference: Reference, seed: int = 0) -> Metrics:
-        """FID and KID of ``images`` against the reference, each with a bootstrap interval over the images."""
+    def score(self, generated: dict[str, torch.Tensor], reference: Reference, seed: int = 0) -> Metrics:
+        """FID and KID of images, given by their :meth:`features`, against the reference, each with a bootstrap interval
+        over the images."""
         from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
         from torch_fidelity.metric_kid import kid_featuresdict_to_metric
 
-        generated = self.features(images)
         fid_gen = generated[self.layers["fid"]]
+        n = len(fid_gen)
         fid = fid_statistics_to_metric(fid_features_to_statistics(fid_gen), reference.fid_statistics, False)[FID]
-        subset = min(1000, len(images), len(reference.features[self.layers["kid"]]))
+        subset = min(1000, n, len(reference.features[self.layers["kid"]]))
         kid = kid_featuresdict_to_metric(generated, reference.features, self.layers["kid"], kid_subset_size=subset, verbose=False)[KID]
-        n, resamples = len(images), self.settings.resamples
+        resamples = self.settings.resamples
         return {
             "fid": {
                 "value": float(fid),

@@ -42,7 +42,7 @@ def settings(tmp_path, inception_weights) -> PipelineSettings:
 
 @pytest.fixture
 def reference_extractions(monkeypatch) -> list[int]:
-    """Counts torch-fidelity feature extractions of the reference slot (input 2), which its cache saves on a hit."""
+    """The input slot of every torch-fidelity feature extraction: 2 the reference (its cache saves it on a hit), 1 generated images."""
     calls: list[int] = []
     original = torch_fidelity.utils.extract_featuresdict_from_input_id
 
@@ -79,11 +79,13 @@ def test_fid_and_kid_equal_torch_fidelitys_own_result_on_the_same_images(setting
 
 def test_reference_features_are_cached_and_read_back_on_the_second_run(settings, reference_extractions):
     PipelineEvaluator(settings)
-    assert reference_extractions == [2]
+    assert reference_extractions.count(2) == 1
     second = PipelineEvaluator(settings)
-    assert reference_extractions == [2]  # a hit: nothing extracted again
+    assert reference_extractions.count(2) == 1  # a hit: nothing extracted again
+    before = reference_extractions.count(1)
     second.evaluate(DEEPCACHE)
-    assert reference_extractions == [2, 1]  # the candidate's images are always new
+    assert reference_extractions.count(2) == 1
+    assert reference_extractions.count(1) == before + 1  # the candidate's images are new: extracted once, for all three metrics
 
 
 @pytest.mark.parametrize(
@@ -102,7 +104,7 @@ def test_reference_features_are_cached_and_read_back_on_the_second_run(settings,
 def test_any_change_of_a_key_invalidates_the_reference(settings, reference_extractions, change):
     PipelineEvaluator(settings)
     PipelineEvaluator(replace(settings, **change))
-    assert reference_extractions == [2, 2]
+    assert reference_extractions.count(2) == 2
     files = sorted((Path(settings.cache_dir) / "fidelity").glob("*.json"))
     assert len(files) == 2
 
@@ -117,13 +119,13 @@ def test_other_extractor_weights_invalidate_the_reference_even_under_the_same_na
     torch.save(state, weights)
     os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))  # as `cp -p` or `rsync -t` would leave it
     PipelineEvaluator(replace(settings, inception_weights=str(weights)))
-    assert reference_extractions == [2, 2]
+    assert reference_extractions.count(2) == 2
 
 
 def test_settings_outside_the_key_still_hit_the_cache(settings, reference_extractions):
     PipelineEvaluator(settings)
     PipelineEvaluator(replace(settings, repeats=2, cost=("macs",), latency_scope="pipeline", keep_images=False))
-    assert reference_extractions == [2]
+    assert reference_extractions.count(2) == 1
 
 
 def test_a_folder_of_real_images_is_resized_and_matches_torch_fidelity(settings, inception_weights, tmp_path):
