@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from prunesched.search.coordinator import Progress as SearchProgress
+    from prunesched.search.review import BaselineComparison
     from prunesched.storage.records import FrozenCandidate, FrozenEvaluation
 
 
@@ -108,5 +109,21 @@ def row_dict(candidate: FrozenCandidate, evaluation: FrozenEvaluation, names: Se
         "baseline": candidate.baseline,
         "violation": evaluation.violation,
         "violation_reason": evaluation.violation_reason,
+        "screening": evaluation.screening,
+        "promoted": evaluation.promoted,
         "schedule": candidate.schedule,
+    }
+
+
+def comparison_dict(row: BaselineComparison) -> dict[str, Any]:
+    """One :class:`prunesched.search.review.BaselineComparison` as JSON."""
+    return {
+        "baseline": row.name,
+        "candidate": row.baseline.candidate.id,
+        "objectives": list(row.baseline.objectives),
+        "violation_reason": row.baseline.reason,
+        "nearest": None if row.nearest is None else row.nearest.candidate.id,
+        "nearest_objectives": None if row.nearest is None else list(row.nearest.objectives),
+        "difference": row.difference,
+        "dominated_beyond_intervals": row.dominated,
     }

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from prunesched.cli.render import ProgressView, metric, number, row_dict, table
+from prunesched.cli.render import ProgressView, comparison_dict, metric, number, row_dict, table
 from prunesched.report.record import cache_summary, mean_prune
 
 if TYPE_CHECKING:
@@ -198,7 +198,7 @@ def baselines_command(search_id: int, as_json: bool, db: str) -> None:
     names = store.search(search_id).objectives
     rows = review.baselines(store, search_id)
     if as_json:
-        click.echo(json.dumps([_comparison(row) for row in rows], indent=2))
+        click.echo(json.dumps([comparison_dict(row) for row in rows], indent=2))
         return
     click.echo(f"search {search_id}: {len(rows)} baselines, each beside the searched point of best {names[0]} at equal or lower {names[1]}")
     table(
@@ -218,20 +218,6 @@ def baselines_command(search_id: int, as_json: bool, db: str) -> None:
             for row in rows
         ],
     )
-
-
-def _comparison(row: Any) -> dict[str, Any]:
-    """One :class:`prunesched.search.review.BaselineComparison` as JSON."""
-    return {
-        "baseline": row.name,
-        "candidate": row.baseline.candidate.id,
-        "objectives": list(row.baseline.objectives),
-        "violation_reason": row.baseline.reason,
-        "nearest": None if row.nearest is None else row.nearest.candidate.id,
-        "nearest_objectives": None if row.nearest is None else list(row.nearest.objectives),
-        "difference": row.difference,
-        "dominated_beyond_intervals": row.dominated,
-    }
 
 
 @click.command("export")
@@ -326,18 +312,18 @@ def history(
         click.echo(json.dumps([row_dict(c, e, names) for c, e in rows], indent=2))
         return
     table(
-        ["candidate", "born", "status", names[0], names[1], "attempts", "worker", "seconds", "error or guardrail"],
+        ["candidate", "born", "status", names[0], names[1], "attempts", "worker", "seconds", "error, guardrail or screening"],
         [
             [
                 c.id,
                 c.baseline or c.generation_born,
-                e.status if e.feasible or e.status != "done" else "refused",
+                e.status if e.feasible or e.status != "done" else "screened out" if e.promoted is False else "refused",
                 metric(e.metrics, names[0]),
                 metric(e.metrics, names[1]),
                 e.attempts,
                 e.worker or "",
                 number(e.duration_s),
-                (e.error or e.violation_reason or "")[:60],
+                (e.error or e.violation_reason or e.excluded or "")[:60],
             ]
             for c, e in rows
         ],

@@ -69,18 +69,19 @@ class PipelineEvaluator:
         self.costs = CostModel(self.generator, self.cache, settings.repeats) if {"predicted", "macs"} & set(settings.cost) else None
         self.device = f"{device}, batch {self.generator.batch_size}, {self.generator.attention}, latency: {settings.latency_scope}"
 
-    def evaluate(self, schedule: Schedule) -> Metrics:
+    def evaluate(self, schedule: Schedule, images: int | None = None) -> Metrics:
+        """The schedule's metrics on the first ``images`` prompts and seeds (None: all of them)."""
         if len(schedule) != self.steps:
             raise ScheduleError(
                 f"schedule has {len(schedule)} steps but the pipeline's loop has {self.steps} at num_inference_steps="
                 f"{self.settings.num_inference_steps}; use schedule.resample({self.steps})"
             )
         start = time.perf_counter()
-        images = self.generator.images(schedule)
-        if self.settings.keep_images:
-            save_images(images, self.folder / schedule.hash[:16])
+        generated_images = self.generator.images(schedule, images)
+        if self.settings.keep_images and images is None:
+            save_images(generated_images, self.folder / schedule.hash[:16])
         generated = time.perf_counter()
-        out = self.quality(images)
+        out = self.quality(generated_images)
         scored = time.perf_counter()
         out.update(self.cost(schedule))
         out["generation_s"] = metric([generated - start])
@@ -91,18 +92,18 @@ class PipelineEvaluator:
     def quality(self, images: torch.Tensor) -> Metrics:
         """Paired fidelity to the unaccelerated images (in pixels, and in features where there is an extractor),
         FID/KID when a reference is set, and on the shapes model with its captions, the share of images whose main
-        object the judge recognises."""
-        out = {
-            name: metric(fn(images, self.full_images)) for name, fn in (("mse", paired.mse), ("psnr", paired.psnr), ("ssim", paired.ssim))
-        }
+        object the judge recognises. ``images`` are the first N of the settings' prompts and seeds."""
+        n = len(images)
+        full = self.full_images[:n]
+        out = {name: metric(fn(images, full)) for name, fn in (("mse", paired.mse), ("psnr", paired.psnr), ("ssim", paired.ssim))}
         if self.lpips is not None:
-            out["lpips"] = metric(self.lpips(images, self.full_images))
-        matches = None if self.judge is None else caption_matches(self.judge, images, list(self.generator.spec.prompts))
+            out["lpips"] = metric(self.lpips(images, full))
+        matches = None if self.judge is None else caption_matches(self.judge, images, list(self.generator.spec.prompts[:n]))
         if matches is not None:
             out["caption_accuracy"] = metric([float(m) for m in matches])
         if self.fidelity is not None and self.full_features is not None:
             generated = self.fidelity.features(images)  # once, for the feature distance and FID/KID
-            out["feature_distance"] = metric(self.fidelity.feature_distance(generated, self.full_features))
+            out["feature_distance"] = metric(self.fidelity.feature_distance(generated, self.full_features[:n]))
             if self.reference is not None:
                 out.update(self.fidelity.score(generated, self.reference, self.settings.seed))
         return out

@@ -67,11 +67,11 @@ class ImageGenerator:
         """The attention processor(s) the denoiser runs, recorded with every latency."""
         return ",".join(sorted({type(p).__name__ for p in self.denoiser.attn_processors.values()}))
 
-    def images(self, schedule: Schedule | None = None) -> torch.Tensor:
-        """All images as uint8 (N, 3, H, W) on the CPU, with ``schedule`` applied (None: unaccelerated)."""
+    def images(self, schedule: Schedule | None = None, count: int | None = None) -> torch.Tensor:
+        """The first ``count`` images (None: all) as uint8 (N, 3, H, W) on the CPU, with ``schedule`` applied (None: unaccelerated)."""
         out = []
         with self._applied(schedule):
-            for prompts, seeds in self._batches():
+            for prompts, seeds in self._batches(count):
                 latents = self._loop(self._embed(prompts), seeds)
                 out.append(self._decode(latents))
         return torch.cat(out)
@@ -104,9 +104,10 @@ class ImageGenerator:
             else:
                 self._loop({**self._timed_batch, **call}, seeds)
 
-    def _batches(self) -> list[tuple[Sequence[str], Sequence[int]]]:
+    def _batches(self, count: int | None = None) -> list[tuple[Sequence[str], Sequence[int]]]:
         size, spec = self.spec.batch_size, self.spec
-        return [(spec.prompts[i : i + size], spec.seeds[i : i + size]) for i in range(0, len(spec.prompts), size)]
+        total = len(spec.prompts) if count is None else min(count, len(spec.prompts))
+        return [(spec.prompts[i : min(i + size, total)], spec.seeds[i : min(i + size, total)]) for i in range(0, total, size)]
 
     def _applied(self, schedule: Schedule | None) -> Any:
         return nullcontext() if schedule is None else prunesched.apply(self.pipe, schedule)

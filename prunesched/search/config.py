@@ -12,6 +12,7 @@ guardrails = [{ metric = "caption_accuracy", min = "full" }]  # optional; else t
 [proposer]     # prunesched.search.proposers.ProposerConfig
 [evaluator]    # prunesched.search.evaluators.SETTINGS
 [baselines]    # prunesched.search.baselines.BaselinesConfig
+[screening]    # prunesched.search.screening.ScreeningConfig
 [validation]   # prunesched.search.validation.ValidationConfig
 [dispatch]     # DispatchConfig below
 ```
@@ -37,6 +38,7 @@ from prunesched.search.baselines import BaselinesConfig
 from prunesched.search.evaluators import EvaluatorSettings, evaluator_settings, evaluator_table
 from prunesched.search.guardrails import Guardrail, guardrails_from_config, guardrails_to_config
 from prunesched.search.proposers import ProposerConfig
+from prunesched.search.screening import ScreeningConfig
 from prunesched.search.spaces import Space, space_from_config, space_to_config
 from prunesched.search.validation import ValidationConfig
 
@@ -121,8 +123,9 @@ class SearchConfig:
     ``evaluator`` holds the settings of the ``[evaluator]`` table's kind, built and checked once, here.
     ``guardrails`` (:mod:`prunesched.search.guardrails`) default to the evaluator's own
     (``default_guardrails``), ``baselines`` (:mod:`prunesched.search.baselines`) to the hand-made
-    schedules every search is compared with, ``validation`` (:mod:`prunesched.search.validation`) to
-    the final front and the baselines evaluated again on four times the images.
+    schedules every search is compared with, ``screening`` (:mod:`prunesched.search.screening`) to new
+    candidates scored on 4 images before the promising ones get all, ``validation``
+    (:mod:`prunesched.search.validation`) to the final front and the baselines evaluated again on four times the images.
     """
 
     space: Space
@@ -135,12 +138,13 @@ class SearchConfig:
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     guardrails: tuple[Guardrail, ...] = ()
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    screening: ScreeningConfig = field(default_factory=ScreeningConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchConfig:
         keys = ["name", "seed", "objectives", "reference_point", "guardrails", "space", "proposer", "evaluator", "baselines"]
-        keys += ["validation", "dispatch"]
+        keys += ["screening", "validation", "dispatch"]
         check_keys(data, keys, "the search config")
         for table in ("space", "evaluator"):
             if not isinstance(data.get(table), Mapping):
@@ -178,6 +182,7 @@ class SearchConfig:
             dispatch=_build(DispatchConfig, data, "dispatch"),
             guardrails=guardrails_from_config(data.get("guardrails", evaluator.default_guardrails())),
             baselines=baselines,
+            screening=_build(ScreeningConfig, data, "screening"),
             validation=_build(ValidationConfig, data, "validation"),
         )
 
@@ -208,6 +213,7 @@ class SearchConfig:
             "dispatch": _table(self.dispatch),
             "guardrails": guardrails_to_config(self.guardrails),
             "baselines": _table(self.baselines),
+            "screening": _table(self.screening),
             "validation": _table(self.validation),
         }
 

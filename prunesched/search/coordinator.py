@@ -1,7 +1,9 @@
 """The coordinator: the loop that asks the proposer, evaluates on Ray workers, stores, tells and snapshots.
 
 Before the first generation, the config's baselines (:mod:`prunesched.search.baselines`) are
-evaluated the same way and stored as candidates born in generation -1; after the last, the final
+evaluated the same way and stored as candidates born in generation -1. Within a generation, new
+candidates are first screened on a few images and only those that can still reach the front are
+evaluated on all (:mod:`prunesched.search.screening`). After the last generation, the final
 front and the baselines are validated on more images (:mod:`prunesched.search.validation`) by
 workers of their own, and the search is finished once every validation is stored. Every finished evaluation
 is checked against the search's guardrails (:mod:`prunesched.search.guardrails`) before it is
@@ -38,6 +40,7 @@ from prunesched.search.evaluators import Evaluator, evaluator_factory
 from prunesched.search.guardrails import FULL
 from prunesched.search.pareto import front_indices, hypervolume, reference_point
 from prunesched.search.proposers import Proposer, make_proposer
+from prunesched.search.screening import can_reach, optimistic
 from prunesched.search.validation import validation_settings
 from prunesched.storage.records import Counts, FrozenCandidate, FrozenEvaluation, FrozenGeneration, Outcome, thaw
 from prunesched.storage.store import BASELINE_GENERATION, FINISHED, Store
@@ -283,12 +286,15 @@ def _baselines(
 def _validate(
     store: Store, search_id: int, config: SearchConfig, factory: EvaluatorFactory | None, progress: ProgressCallback | None
 ) -> None:
-    """Validate the final front's points and the baselines not validated yet, each on more images, on workers of their own."""
+    """Validate the final front's points (or as many as ``max_front_points`` allows) and the baselines not validated yet,
+    each on more images, on workers of their own."""
     latest = store.generation(search_id)
     if validation_settings(config.evaluator, config.validation) is None or latest is None:
         return
     baselines = [c.id for c, e in store.evaluations(search_id, generation=BASELINE_GENERATION, status="done")]
-    rows = store.candidates_by_id(sorted({*latest.front, *baselines}))
+    front = store.candidates_by_id(latest.front)
+    picked = [front[i][0].id for i in config.validation.thinned([e.objectives[1] for _, e in front])]
+    rows = store.candidates_by_id(sorted({*picked, *baselines}))
     tasks = [Task(c.id, thaw(c.schedule), 0) for c, e in rows if e.validation is None]
     if not tasks:
         return
@@ -334,6 +340,38 @@ def _evaluate(
     )
 
 
+def _screen(
+    store: Store,
+    search_id: int,
+    config: SearchConfig,
+    members: list[tuple[FrozenCandidate, FrozenEvaluation]],
+    dispatcher: RayDispatcher,
+    report: Callable[..., None],
+    images: int,
+) -> None:
+    """Screen the members not screened yet on ``images`` images, then promote those that can still reach the front
+    of the full evaluations stored so far; the others are done with their screening's values."""
+    pending = [(c, e) for c, e in members if e.status not in FINISHED and e.screening is None and e.promoted is None]
+    tasks = [Task(c.id, thaw(c.schedule), e.attempts, images) for c, e in pending]
+
+    def finished(outcome: Outcome) -> None:
+        store.record_screening(outcome)
+        report(False, None if outcome.ok else outcome)  # a success is not done yet: it waits for its promotion
+
+    dispatcher.run(
+        tasks,
+        started=lambda task, worker, attempt: store.mark_running(task.candidate_id, worker, attempt),
+        finished=finished,
+    )
+    front = [(first, second) for _, first, second in store.done_objectives(search_id)]
+    front = [front[i] for i in front_indices(front)]
+    for candidate, evaluation in store.candidates_by_id([c.id for c, _ in members]):
+        if evaluation.screening is not None and evaluation.promoted is None and evaluation.status not in FINISHED:
+            point = optimistic(evaluation.screening["metrics"], config.objectives)
+            store.promote(candidate.id, can_reach(point, front))
+    report(False, recount=True)
+
+
 def _generation(
     store: Store,
     search_id: int,
@@ -349,9 +387,13 @@ def _generation(
     for genome in genomes:
         schedule = config.space.decode(genome)
         members.append(store.candidate(search_id, schedule.hash, schedule.to_dict(), config.space.canonical(genome), number))
-    report = _reporter(store, search_id, number, config, progress, dispatcher)
-    _evaluate(store, members, dispatcher, guard, report)
     ids = [c.id for c, _ in members]
+    report = _reporter(store, search_id, number, config, progress, dispatcher)
+    images = config.screening.images_for(config.evaluator)
+    if images is not None:
+        _screen(store, search_id, config, members, dispatcher, report, images)
+        members = store.candidates_by_id(ids)
+    _evaluate(store, members, dispatcher, guard, report)
     rows = store.candidates_by_id(ids)
     objectives = np.array([[e.objective_0, e.objective_1] if e.status == "done" else [np.inf, np.inf] for _, e in rows], dtype=float)
     ok = np.array([e.status == "done" for _, e in rows], dtype=bool)
@@ -380,20 +422,22 @@ def _front(store: Store, search_id: int) -> tuple[list[int], float | None]:
 def _reporter(
     store: Store, search_id: int, number: int, config: SearchConfig, progress: ProgressCallback | None, dispatcher: RayDispatcher
 ) -> Callable[..., None]:
-    """``report(stored, outcome)`` tells ``progress`` where the search stands.
+    """``report(stored, outcome, recount)`` tells ``progress`` where the search stands.
 
-    The counts are read from the database once per generation and when it is stored; in between,
-    each finished ``outcome`` updates them in memory, because a query over the whole search after
-    every evaluation would make a long search quadratic.
+    The counts are read from the database once per generation, after its screening (``recount``)
+    and when it is stored; in between, each finished ``outcome`` updates them in memory, because a
+    query over the whole search after every evaluation would make a long search quadratic.
     """
     counts, latest = (store.counts(search_id), store.generation(search_id)) if progress else (Counts(), None)
 
-    def report(stored: bool, outcome: Outcome | None = None) -> None:
+    def report(stored: bool, outcome: Outcome | None = None, recount: bool = False) -> None:
         nonlocal counts, latest
         if progress is None:
             return
         if stored:
             counts, latest = store.counts(search_id), store.generation(search_id)
+        elif recount:
+            counts = store.counts(search_id)
         elif outcome is not None:
             counts = Counts(done=counts.done + outcome.ok, active=counts.active - 1, failed=counts.failed + (not outcome.ok))
         stage = "baselines" if number == BASELINE_GENERATION else "search"

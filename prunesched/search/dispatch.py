@@ -43,6 +43,7 @@ class Task:
     candidate_id: int
     schedule: dict[str, Any]
     attempts: int = 0  # attempts already spent (a resumed search carries them over)
+    images: int | None = None  # score on the evaluator's first this many images (screening); None: all
 
 
 class EvaluatorActor:
@@ -59,11 +60,13 @@ class EvaluatorActor:
             "full": self.evaluator.full_metrics,
         }
 
-    def evaluate(self, schedule: dict[str, Any]) -> dict[str, Any]:
+    def evaluate(self, schedule: dict[str, Any], images: int | None = None) -> dict[str, Any]:
         from prunesched.runtime.schedule import Schedule
 
         try:
-            return {"ok": True, "metrics": self.evaluator.evaluate(Schedule.from_dict(schedule))}
+            plan = Schedule.from_dict(schedule)
+            metrics = self.evaluator.evaluate(plan) if images is None else self.evaluator.evaluate(plan, images)
+            return {"ok": True, "metrics": metrics}
         except Exception as exc:  # the evaluator's failure is the candidate's, not the actor's
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
@@ -238,7 +241,7 @@ class RayDispatcher:
                 slot, task = idle.pop(0), queue.popleft()
                 attempts[task.candidate_id] += 1
                 started(task, self.infos[slot]["worker"], attempts[task.candidate_id])
-                ref = self.actors[slot].evaluate.remote(task.schedule)
+                ref = self.actors[slot].evaluate.remote(task.schedule, task.images)
                 running[ref] = (slot, task, time.monotonic(), utcnow())
             now = time.monotonic()
             if running or idle:

@@ -34,7 +34,9 @@ class Evaluator(Protocol):
     ``metrics`` names the metrics that can be objectives (lower is better for each); ``steps`` is
     the loop length the evaluator's pipeline runs (None: any); ``device`` names where it runs;
     ``full_metrics`` are the unaccelerated model's quality metrics measured the same way (what a
-    guardrail bounded by ``"full"`` compares with; empty where there is no such model).
+    guardrail bounded by ``"full"`` compares with; empty where there is no such model). ``evaluate``
+    scores on the first ``images`` of its images when a search screens candidates on fewer
+    (:mod:`prunesched.search.screening`); evaluators without images are never asked to.
     """
 
     @property
@@ -49,7 +51,7 @@ class Evaluator(Protocol):
     @property
     def full_metrics(self) -> Metrics: ...
 
-    def evaluate(self, schedule: Schedule) -> Metrics: ...
+    def evaluate(self, schedule: Schedule, images: int | None = None) -> Metrics: ...
 
 
 def worker_name() -> str:
@@ -100,7 +102,8 @@ class SyntheticEvaluator:
         """None: the problem has no unaccelerated model, so its guardrails are bounded by numbers."""
         return {}
 
-    def evaluate(self, schedule: Schedule) -> Metrics:
+    def evaluate(self, schedule: Schedule, images: int | None = None) -> Metrics:
+        """The problem's exact values (``images`` changes nothing: the problem has no images and no noise)."""
         if self.settings.delay_s:
             time.sleep(self.settings.delay_s)
         n = len(schedule)

@@ -153,8 +153,8 @@ def export(
             )
         if not evaluation.feasible:
             raise ConfigError(
-                f"candidate {candidate_id} breaks the search's guardrails ({evaluation.violation_reason}); "
-                "only candidates within them can be exported"
+                f"candidate {candidate_id} is {evaluation.excluded}; only candidates evaluated on all images within the "
+                "guardrails can be exported"
             )
         chosen, description = FrontPoint(*rows[0]), f"candidate {candidate_id}"
         number = None

@@ -6,18 +6,23 @@ evaluates every point of the final front and every baseline again with :func:`va
 ``factor`` times the images, seeds disjoint from the search's, FID and KID against the full
 model's images on the same seeds, and the measured latency beside the cost model's prediction.
 ``prunesched front --validated`` shows the front these values give, and ``prunesched export``
-picks from it.
+picks from it. A front of many points can be thinned to ``max_front_points`` spread evenly along
+its cost (the cheapest and the dearest included), where validating each would cost too much.
 
 ```toml
 [validation]      # the defaults
 enabled = true
-factor = 4        # validation images = factor x the evaluator's images
+factor = 4            # validation images = factor x the evaluator's images
+max_front_points = 0  # 0: every point of the final front; the baselines are always validated
 ```
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+
+import numpy as np
 
 from prunesched.checks import MAX_SEED, check_number
 from prunesched.errors import ConfigError
@@ -28,6 +33,8 @@ SEED_OFFSET = 1_000_000
 """Validation image i uses seed ``seed + SEED_OFFSET + i``: disjoint from the search's images (fewer than a million)."""
 MAX_FACTOR = 1_000
 """The most times the search's image count a validation may use."""
+MAX_FRONT_POINTS = 10_000
+"""The largest ``max_front_points`` a config may give (a front of two objectives rarely holds hundreds)."""
 
 
 @dataclass(frozen=True)
@@ -36,11 +43,22 @@ class ValidationConfig:
 
     enabled: bool = True
     factor: int = 4
+    max_front_points: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
             raise ConfigError(f"[validation] enabled must be true or false, got {self.enabled!r}")
         check_number(self.factor, "factor", "[validation]", integer=True, low=1, high=MAX_FACTOR)
+        check_number(self.max_front_points, "max_front_points", "[validation]", integer=True, high=MAX_FRONT_POINTS)
+
+    def thinned(self, costs: Sequence[float]) -> list[int]:
+        """Indices of the front points to validate, given each one's cost: all of them, or ``max_front_points``
+        spread evenly from the cheapest to the dearest."""
+        order = sorted(range(len(costs)), key=lambda i: costs[i])
+        if not self.max_front_points or len(order) <= self.max_front_points:
+            return order
+        picks = np.linspace(0, len(order) - 1, self.max_front_points).round().astype(int)
+        return [order[i] for i in sorted(set(picks.tolist()))]
 
 
 def validation_settings(settings: EvaluatorSettings, config: ValidationConfig) -> PipelineSettings | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -72,6 +72,10 @@ class Evaluation(Base):
     only evaluations that keep them can be on a front. ``validation`` is the candidate's second
     evaluation on more images and fresh seeds, once the search's last generation is stored (its
     ``metrics``, ``objectives``, ``violation`` and ``violation_reason``), for the final front and the baselines.
+    ``screening`` is a searched candidate's first evaluation on fewer images (``metrics``, ``objectives``,
+    ``attempts``) where the search screens (:mod:`prunesched.search.screening`); ``promoted`` says whether it then
+    went on to the full evaluation (None: not screened, or not decided yet). A candidate left behind is done with
+    its screening's values, and never stands on a front.
     """
 
     __tablename__ = "evaluations"
@@ -89,6 +93,8 @@ class Evaluation(Base):
     violation: Mapped[float | None] = mapped_column(Float, nullable=True)
     violation_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     validation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    screening: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    promoted: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

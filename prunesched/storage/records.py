@@ -119,6 +119,8 @@ class FrozenEvaluation:
     violation: float | None  # how far the guardrails are broken: 0 kept, None none set
     violation_reason: str | None
     validation: FrozenDict | None  # the second evaluation on more images: metrics, objectives, violation, violation_reason
+    screening: FrozenDict | None  # the first evaluation on fewer images: metrics, objectives, attempts
+    promoted: bool | None  # whether the screening led to the full evaluation; None: not screened, or not decided yet
     queued_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -126,8 +128,18 @@ class FrozenEvaluation:
 
     @property
     def feasible(self) -> bool:
-        """Done and within the search's guardrails: what may stand on a front or be exported."""
-        return self.status == "done" and not self.violation
+        """Done on all images and within the search's guardrails: what may stand on a front or be exported."""
+        return self.status == "done" and self.excluded is None
+
+    @property
+    def excluded(self) -> str | None:
+        """Why a done evaluation may not stand on a front: it breaks the guardrails, or it was screened out; else None."""
+        if self.violation:
+            return f"outside the guardrails: {self.violation_reason}"
+        if self.promoted is False:
+            n = max((m.get("n", 0) for m in (self.metrics or {}).values()), default=0)
+            return f"screened out on {n} images: it could not reach the front"
+        return None
 
     @property
     def objectives(self) -> tuple[float, float]:

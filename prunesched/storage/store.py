@@ -225,6 +225,39 @@ class Store:
         with self.sessions.begin() as session:
             self._evaluation(session, outcome.candidate_id).validation = validation
 
+    def record_screening(self, outcome: Outcome) -> None:
+        """Commit a candidate's screening, its first evaluation on fewer images: a success leaves it queued for the
+        promotion decision (:meth:`promote`) with its attempts counted afresh; a failure fails the candidate."""
+        if not outcome.ok or outcome.metrics is None or outcome.objectives is None:
+            self.record(outcome)
+            return
+        with self.sessions.begin() as session:
+            evaluation = self._evaluation(session, outcome.candidate_id)
+            evaluation.screening = {
+                "metrics": dict(outcome.metrics),
+                "objectives": [float(v) for v in outcome.objectives],
+                "attempts": outcome.attempts,
+                "worker": outcome.worker,
+                "device": outcome.device,
+                "duration_s": outcome.duration_s,
+            }
+            evaluation.status, evaluation.attempts = "queued", 0
+
+    def promote(self, candidate_id: int, promoted: bool) -> None:
+        """Settle a screened candidate: promoted to the full evaluation, or done with its screening's values."""
+        with self.sessions.begin() as session:
+            evaluation = self._evaluation(session, candidate_id)
+            if evaluation.screening is None:
+                raise StorageError(f"candidate {candidate_id} has no screening to settle")
+            evaluation.promoted = promoted
+            if not promoted:
+                evaluation.status = "done"
+                evaluation.metrics = evaluation.screening["metrics"]
+                evaluation.objective_0, evaluation.objective_1 = evaluation.screening["objectives"]
+                for name in ("attempts", "worker", "device", "duration_s"):
+                    setattr(evaluation, name, evaluation.screening[name])
+                evaluation.finished_at = utcnow()
+
     def evaluations(
         self,
         search_id: int | None = None,
@@ -249,13 +282,14 @@ class Store:
             return [_pair(c, e) for c, e in session.execute(query)]
 
     def done_objectives(self, search_id: int) -> list[tuple[int, float, float]]:
-        """``(candidate id, objective 0, objective 1)`` of every successful evaluation within the guardrails, oldest first:
-        all a front needs."""
+        """``(candidate id, objective 0, objective 1)`` of every successful evaluation on all images within the guardrails,
+        oldest first: all a front needs."""
         query = (
             select(Candidate.id, Evaluation.objective_0, Evaluation.objective_1)
             .join(Evaluation)
             .where(Candidate.search_id == search_id, Evaluation.status == "done")
             .where((Evaluation.violation.is_(None)) | (Evaluation.violation == 0))
+            .where(Evaluation.promoted.is_not(False))
             .order_by(Candidate.id)
         )
         with self.sessions() as session:

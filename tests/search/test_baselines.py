@@ -19,6 +19,7 @@ from prunesched.search.evaluators import SyntheticEvaluator
 from prunesched.search.spaces import DatoSpace
 from prunesched.storage import Store
 from prunesched.storage.store import BASELINE_GENERATION
+from tests.search.tiny import tiny_sd_search
 
 SPACE = DatoSpace(steps=11, ratios=(0.0, 0.3, 0.4, 0.5, 0.6, 0.7))
 
@@ -96,23 +97,9 @@ def test_baselines_are_stored_seeded_and_compared_in_a_real_search(tmp_path):
 
 @pytest.mark.usefixtures("ray_local")
 def test_baselines_of_a_pipeline_search_are_evaluated_with_the_candidates_settings(tmp_path):
-    config = SearchConfig.from_dict(
-        {
-            "name": "tiny-sd-baselines",
-            "objectives": ["mse", "relative_macs"],
-            "space": {"kind": "dato", "steps": 5, "ratios": [0.0, 0.5], "method": {"name": "dato"}},
-            "evaluator": {
-                "kind": "pipeline",
-                "model": "tiny-sd",
-                "images": 2,
-                "num_inference_steps": 4,
-                "cost": ["macs"],
-                "cache_dir": str(tmp_path / "cache"),
-            },
-            "baselines": {"deepcache_intervals": [2], "deepcache_branches": [0], "uniform_ratios": [0.5], "dato_ours_b1": False},
-            "proposer": {"population": 2, "generations": 1},
-            "dispatch": {"workers": 1, "timeout_s": 300},
-        }
+    config = tiny_sd_search(
+        tmp_path / "cache",
+        baselines={"deepcache_intervals": [2], "deepcache_branches": [0], "uniform_ratios": [0.5], "dato_ours_b1": False},
     )
     db = tmp_path / "search.db"
     search_id = launch(config, db)

@@ -107,6 +107,6 @@ def test_a_candidate_outside_the_guardrails_never_reaches_a_front_or_an_export(t
     out = tmp_path / "refused.json"
     result = runner.invoke(main, ["export", str(search_id), "--candidate", str(victim), "-o", str(out), "--db", str(db)])
     assert result.exit_code == 2 and not out.exists()
-    assert f"candidate {victim} breaks the search's guardrails (error " in result.output
+    assert f"candidate {victim} is outside the guardrails: error " in result.output
     history = runner.invoke(main, ["history", "--search", str(search_id), "--status", "done", "--db", str(db)])
     assert history.exit_code == 0 and "refused" in history.output and f"> {LIMIT:g} (the max set)" in history.output

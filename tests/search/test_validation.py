@@ -12,12 +12,12 @@ from prunesched.cli import main
 from prunesched.errors import ConfigError
 from prunesched.evaluation.settings import PipelineSettings
 from prunesched.search import review
-from prunesched.search.config import SearchConfig
 from prunesched.search.coordinator import launch
 from prunesched.search.evaluators import SyntheticSettings
 from prunesched.search.validation import SEED_OFFSET, ValidationConfig, validation_settings
 from prunesched.storage import Store
 from prunesched.storage.store import BASELINE_GENERATION
+from tests.search.tiny import tiny_sd_search
 
 
 def test_a_validation_uses_more_images_on_fresh_seeds_with_fid_and_measured_latency():
@@ -33,29 +33,25 @@ def test_a_validation_uses_more_images_on_fresh_seeds_with_fid_and_measured_late
         ValidationConfig(factor=0)
 
 
+def test_a_long_front_is_thinned_evenly_along_its_cost_keeping_both_ends():
+    costs = [0.9, 0.1, 0.5, 0.3, 0.7, 0.2, 0.8]
+    assert ValidationConfig().thinned(costs) == [1, 5, 3, 2, 4, 6, 0]  # by default every point, cheapest first
+    assert ValidationConfig(max_front_points=3).thinned(costs) == [1, 2, 0]  # cheapest, middle, dearest
+    assert ValidationConfig(max_front_points=10).thinned(costs) == ValidationConfig().thinned(costs)
+    with pytest.raises(ConfigError, match=r"\[validation\] max_front_points must be an integer from 0 to 10,000, got -1"):
+        ValidationConfig(max_front_points=-1)
+
+
 @pytest.mark.usefixtures("ray_local")
 def test_the_final_front_and_the_baselines_are_validated_and_export_picks_from_their_front(tmp_path):
     db = tmp_path / "search.db"
-    config = SearchConfig.from_dict(
-        {
-            "name": "validated",
-            "objectives": ["feature_distance", "relative_macs"],
-            "space": {"kind": "dato", "steps": 5, "ratios": [0.0, 0.5], "method": {"name": "dato"}},
-            "evaluator": {
-                "kind": "pipeline",
-                "model": "tiny-sd",
-                "images": 2,
-                "num_inference_steps": 4,
-                "feature_extractor": "shapes-judge",
-                "cost": ["macs"],
-                "repeats": 1,
-                "cache_dir": str(tmp_path / "cache"),
-            },
-            "baselines": {"deepcache_intervals": [2], "deepcache_branches": [0], "uniform_ratios": [], "dato_ours_b1": False},
-            "validation": {"factor": 3},
-            "proposer": {"population": 3, "generations": 2},
-            "dispatch": {"workers": 1, "timeout_s": 300},
-        }
+    config = tiny_sd_search(
+        tmp_path / "cache",
+        {"feature_extractor": "shapes-judge", "repeats": 1},
+        objectives=["feature_distance", "relative_macs"],
+        baselines={"deepcache_intervals": [2], "deepcache_branches": [0], "uniform_ratios": [], "dato_ours_b1": False},
+        validation={"factor": 3},
+        proposer={"population": 3, "generations": 2},
     )
     search_id = launch(config, db)
     store = Store(db)
