@@ -44,6 +44,8 @@ def figures(record: SearchRecord) -> dict[str, Figure]:
     }
     if front:
         out["schedules"] = plots.strips_plot(front)
+    if record.validated:
+        out["validated"] = plots.validated_plot(record)
     return out
 
 
@@ -87,6 +89,7 @@ def write_report(
         _front_table(record, front),
         "<h2>Baselines</h2>",
         _baselines_table(record),
+        _img(pictures["validated"], "validated") if "validated" in pictures else "",
         _refused_table(record),
     ]
     if "schedules" in pictures:

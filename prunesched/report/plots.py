@@ -44,11 +44,12 @@ def _baselines(ax: Any, record: SearchRecord) -> None:
 
 
 def evaluations_plot(record: SearchRecord) -> Figure:
-    """Every searched evaluation, coloured by the generation it was born in (grey crosses: outside the guardrails),
-    the baselines, and the latest front."""
+    """Every searched evaluation, coloured by the generation it was born in (grey crosses: outside the guardrails; small
+    faint dots: screened out on a few images), the baselines, and the latest front."""
     figure, ax = _figure()
-    searched = [p for p in record.points if p.baseline is None and not p.refused]
+    searched = [p for p in record.points if p.baseline is None and not p.refused and not p.screened_out]
     refused = [p for p in record.points if p.baseline is None and p.refused]
+    screened = [p for p in record.points if p.baseline is None and p.screened_out]
     scatter = ax.scatter(
         [p.cost for p in searched],
         [p.quality for p in searched],
@@ -59,12 +60,15 @@ def evaluations_plot(record: SearchRecord) -> Figure:
     )
     if refused:
         ax.scatter([p.cost for p in refused], [p.quality for p in refused], marker="x", color="grey", s=18, label="outside guardrails")
+    if screened:
+        label = "screened out (few images)"
+        ax.scatter([p.cost for p in screened], [p.quality for p in screened], marker=".", color="grey", alpha=0.5, s=10, label=label)
     _baselines(ax, record)
     front = record.front()
     if front:
         _staircase(ax, front, color="crimson", label="latest front")
         ax.scatter([p.cost for p in front], [p.quality for p in front], facecolors="none", edgecolors="crimson", s=60)
-    if front or refused or any(p.baseline for p in record.points):
+    if front or refused or screened or any(p.baseline for p in record.points):
         ax.legend(loc="upper right", fontsize=8)
     figure.colorbar(scatter, ax=ax, label="generation born", ticks=sorted({p.generation for p in searched}))
     ax.set_title(f"search {record.id}: {len(record.points)} evaluations")
@@ -87,6 +91,37 @@ def fronts_plot(record: SearchRecord) -> Figure:
     if record.generations:
         ax.legend(title="generation", fontsize=8, ncols=2 if len(record.generations) > 8 else 1)
     ax.set_title("Pareto front per generation")
+    _axes_labels(ax, record)
+    return figure
+
+
+def validated_plot(record: SearchRecord) -> Figure:
+    """The validation's values, each with its quality's 95 % interval: the validated front against the baselines
+    (hollow where the validation found a guardrail broken), and the other validated front points of the search."""
+    figure, ax = _figure()
+    front = {p.candidate for p in record.validated_front}
+    quality = record.objectives[0]
+
+    def draw(points: Sequence[Point], **style: Any) -> None:
+        intervals = [p.metrics.get(quality, {}).get("ci") or [p.quality, p.quality] for p in points]
+        errors = [[p.quality - ci[0] for p, ci in zip(points, intervals)], [ci[1] - p.quality for p, ci in zip(points, intervals)]]
+        ax.errorbar([p.cost for p in points], [p.quality for p in points], yerr=errors, linestyle="none", capsize=2, **style)
+
+    searched = [p for p in record.validated if p.baseline is None]
+    baselines = [p for p in record.validated if p.baseline is not None]
+    if record.validated_front:
+        _staircase(ax, record.validated_front, color="crimson", linewidth=1, label="validated front")
+    draw([p for p in searched if p.candidate in front], marker="o", color="crimson", label="searched, on the validated front")
+    draw([p for p in searched if p.candidate not in front], marker="o", color="grey", alpha=0.6, label="searched, dominated when validated")
+    for point in baselines:
+        face = "none" if point.refused else "black"
+        draw([point], marker="D", color="black", markerfacecolor=face)
+        ax.annotate(point.baseline, (point.cost, point.quality), fontsize=6, xytext=(4, 3), textcoords="offset points")
+    if baselines:
+        ax.scatter([], [], marker="D", color="black", label="baselines")
+    n = max((p.metrics.get(quality, {}).get("n", 0) for p in record.validated), default=0)
+    ax.set_title(f"search {record.id}, validated on {n} new images per point")
+    ax.legend(loc="upper right", fontsize=8)
     _axes_labels(ax, record)
     return figure
 

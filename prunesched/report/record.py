@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from prunesched.search.review import BaselineComparison, baselines
+from prunesched.search.review import BaselineComparison, FrontPoint, baselines, validated_front
 from prunesched.storage.records import FrozenCandidate, FrozenEvaluation, FrozenGeneration
 
 if TYPE_CHECKING:
@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Point:
     """One successfully evaluated candidate: the generation it was born in, its two objectives, its schedule,
-    the baseline it is (if it is one) and why it breaks the guardrails (if it does)."""
+    the baseline it is (if it is one), why it breaks the guardrails (if it does), and whether it was screened out
+    (its values are from the screening's few images: :mod:`prunesched.search.screening`)."""
 
     candidate: int
     generation: int
@@ -31,21 +32,23 @@ class Point:
     metrics: dict[str, Any]
     baseline: str | None = None
     refused: str | None = None
+    screened_out: bool = False
 
     @classmethod
-    def of(cls, candidate: FrozenCandidate, evaluation: FrozenEvaluation) -> Point:
-        """The point of a successfully evaluated candidate."""
-        quality, cost = evaluation.objectives
-        refused = None if evaluation.feasible else evaluation.violation_reason
+    def of(cls, candidate: FrozenCandidate, evaluation: FrozenEvaluation, validated: bool = False) -> Point:
+        """The point of a successfully evaluated candidate, with its validation's values when ``validated``."""
+        point = FrontPoint(candidate, evaluation, validated)
+        quality, cost = point.objectives
         return cls(
             candidate.id,
             candidate.generation_born,
             quality,
             cost,
             candidate.schedule,
-            evaluation.metrics or {},
+            dict(point.metrics),
             candidate.baseline,
-            refused,
+            None if point.feasible else point.reason,
+            evaluation.promoted is False,
         )
 
 
@@ -60,6 +63,8 @@ class SearchRecord:
     generations: tuple[FrozenGeneration, ...]
     failed: int
     baselines: tuple[BaselineComparison, ...] = ()
+    validated: tuple[Point, ...] = ()  # the final front and the baselines with their validation's values (more images)
+    validated_front: tuple[Point, ...] = ()  # of them, the front :func:`prunesched.search.review.validated_front` gives
 
     def front(self, generation: int | None = None) -> list[Point]:
         """The front after ``generation`` (default: the latest), sorted by quality; empty before the first generation."""
@@ -79,11 +84,23 @@ def read_search(store: Store, search_id: int) -> SearchRecord:
     # generations first: every front member was evaluated before its generation was stored, so
     # evaluations read after them include every front of a search that is still writing
     generations = tuple(store.generations(search_id))
-    points = tuple(Point.of(c, e) for c, e in store.evaluations(search_id, status="done"))
+    rows = store.evaluations(search_id, status="done")
+    points = tuple(Point.of(c, e) for c, e in rows)
     objectives = (str(search.objectives[0]), str(search.objectives[1]))
-    failed = store.counts(search_id).failed
+    validated = tuple(Point.of(c, e, validated=True) for c, e in rows if e.validation and FrontPoint(c, e, validated=True).measured)
+    front = {p.candidate.id for p in validated_front(store, search_id)}
     return SearchRecord(
-        search.id, search.name, search.status, objectives, search.config, points, generations, failed, tuple(baselines(store, search_id))
+        search.id,
+        search.name,
+        search.status,
+        objectives,
+        search.config,
+        points,
+        generations,
+        store.counts(search_id).failed,
+        tuple(baselines(store, search_id)),
+        validated,
+        tuple(p for p in validated if p.candidate in front),
     )
 
 

@@ -94,7 +94,7 @@ def screenshot(page: Path, out: Path) -> Path:
             "--proxy-server=127.0.0.1:9",
             "--hide-scrollbars",
             f"--screenshot={out}",
-            "--window-size=1200,2600",
+            "--window-size=1200,4000",
             page.as_uri(),
         ],
         check=True,
@@ -116,10 +116,11 @@ def test_the_report_of_a_real_search_is_one_offline_page_that_chromium_renders_w
     sources = re.findall(r"src='([^']*)'", html)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)  # nothing to fetch
     assert not re.search(r"(href|src)=['\"]?https?:", html)
-    # evaluations, fronts, hypervolume, schedule strips, then the full model's samples and one row per front point
-    assert len(sources) == 4 + 1 + len(front)
+    # evaluations, fronts, the validated front against the baselines, hypervolume, schedule strips, then the full
+    # model's samples and one row per front point
+    assert len(sources) == 5 + 1 + len(front)
     assert all(f"<td>{candidate}</td>" in html for candidate in front)
-    assert sorted(p.name for p in pngs.iterdir()) == ["evaluations.png", "fronts.png", "hypervolume.png", "schedules.png"]
+    assert sorted(p.name for p in pngs.iterdir()) == ["evaluations.png", "fronts.png", "hypervolume.png", "schedules.png", "validated.png"]
 
     shot = saturated_share(screenshot(page, tmp_path / "page.png"))
     blank = tmp_path / "blank.html"  # the same page with every picture removed: what a page whose images failed looks like

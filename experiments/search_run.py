@@ -1,0 +1,181 @@
+"""Run a search from empty caches, time its stages, and write what it found: the README's main job, and the proof
+that searching beats the hand-made schedules.
+
+    python experiments/search_run.py                     # the embedded default -> results/default_search.json
+    python experiments/search_run.py --no-screening -o experiments/results/default_search_unscreened.json
+    python experiments/search_run.py --config experiments/configs/shapes_search_vs_baselines.toml \\
+        -o experiments/results/shapes_search_vs_baselines.json --plot docs/images/shapes_search_vs_baselines.png
+
+The search runs as ``prunesched search launch`` runs it (the same coordinator, a private local Ray), in a
+new database, with ``PRUNESCHED_CACHE`` pointed at an empty folder so that the full model's images, reference
+features and the cost table are all made within the measured time. The JSON holds the wall time of each stage,
+what the screening saved (candidates and images evaluated), the validated front with intervals, every baseline
+beside the searched point nearest it, the cost model against measured latency, and two goals against DeepCache
+N=3 (branch 0): the quality loss at its cost, and the cost at its quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from prunesched.cli.render import comparison_dict
+from prunesched.report import plots
+from prunesched.report.record import read_search
+from prunesched.search import review
+from prunesched.search.config import SearchConfig
+from prunesched.search.coordinator import Progress, launch
+from prunesched.storage import Store
+from prunesched.storage.store import BASELINE_GENERATION
+
+ROOT = Path(__file__).resolve().parent
+GOAL_BASELINE = "DeepCache N=3 branch 0"
+
+
+def load(path: Path | None, screening: bool) -> SearchConfig:
+    """The embedded default, or a search config (a plain one, or an experiment config's ``[search]`` table)."""
+    if path is None:
+        data = SearchConfig.default().to_dict()
+    else:
+        data = tomllib.loads(path.read_text())
+        data = data.get("search", data)
+    if not screening:
+        data["screening"] = {**data.get("screening", {}), "enabled": False}
+    return SearchConfig.from_dict(data)
+
+
+def run(config: SearchConfig, db: Path) -> tuple[int, dict[str, float]]:
+    """Launch the search; returns its id and the wall time of each stage in seconds."""
+    marks: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def progress(update: Progress) -> None:
+        if update.stage not in marks:
+            marks[update.stage] = time.perf_counter() - start
+            print(f"{marks[update.stage]:7.0f} s  {update.stage}", flush=True)
+
+    search_id = launch(config, db, progress=progress)
+    end = time.perf_counter() - start
+    stages = ["workers start", *marks]
+    times = [0.0, *marks.values(), end]
+    return search_id, {stage: round(times[i + 1] - times[i], 1) for i, stage in enumerate(stages)} | {"total": round(end, 1)}
+
+
+def spent(store: Store, search_id: int) -> dict[str, Any]:
+    """What the search evaluated: candidates, how many the screening left behind, and the images generated."""
+    rows = store.evaluations(search_id)
+    searched = [(c, e) for c, e in rows if c.generation_born != BASELINE_GENERATION]
+
+    def images(evaluation: Any) -> int:
+        full = 0 if evaluation.promoted is False or not evaluation.metrics else max(m["n"] for m in evaluation.metrics.values())
+        screened = max(m["n"] for m in evaluation.screening["metrics"].values()) if evaluation.screening else 0
+        return full + screened
+
+    return {
+        "baselines": len(rows) - len(searched),
+        "searched": len(searched),
+        "screened_out": sum(e.promoted is False for _, e in searched),
+        "promoted": sum(e.promoted is True for _, e in searched),
+        "failed": sum(e.status == "failed" for _, e in rows),
+        "images_generated": sum(images(e) for _, e in rows),
+    }
+
+
+def described(point: review.FrontPoint, quality: str) -> dict[str, Any]:
+    """A validated point: which it is, and its validation's metrics that matter, with their intervals."""
+    names = (quality, "predicted_relative_latency", "relative_latency", "caption_accuracy", "fid", "kid", "psnr")
+    return {
+        "candidate": point.candidate.id,
+        "baseline": point.candidate.baseline,
+        "generation_born": point.candidate.generation_born,
+        "objectives": list(point.objectives),
+        "violation_reason": point.reason,
+        "metrics": {name: point.metrics[name] for name in names if name in point.metrics},
+    }
+
+
+def goals(store: Store, search_id: int) -> dict[str, Any] | None:
+    """Against DeepCache N=3 (branch 0), on the validation's values: the searched point of least quality loss at its
+    cost or lower (and whether it is better beyond both intervals), and the cheapest searched point at its quality or better."""
+    comparisons = {row.name: row for row in review.baselines(store, search_id)}
+    if GOAL_BASELINE not in comparisons:
+        return None
+    baseline = comparisons[GOAL_BASELINE].baseline
+    quality = str(store.search(search_id).objectives[0])
+    searched = [p for p in review.validated_front(store, search_id) if p.candidate.baseline is None]
+    loss, cost = baseline.objectives
+    nearest = comparisons[GOAL_BASELINE].nearest
+    equal = [p for p in searched if p.objectives[0] <= loss]
+    cheapest = min(equal, key=lambda p: p.objectives[1], default=None)
+    return {
+        "baseline": GOAL_BASELINE,
+        "baseline_objectives": [loss, cost],
+        "baseline_interval": baseline.metrics[quality].get("ci"),
+        "at_its_cost": None
+        if nearest is None
+        else {
+            "candidate": nearest.candidate.id,
+            "objectives": list(nearest.objectives),
+            "interval": nearest.metrics[quality].get("ci"),
+            "loss_reduction": 1 - nearest.objectives[0] / loss,
+            "beyond_intervals": comparisons[GOAL_BASELINE].dominated,
+            "goal": ">= 0.30 lower loss beyond the intervals",
+        },
+        "at_its_quality": None
+        if cheapest is None
+        else {
+            "candidate": cheapest.candidate.id,
+            "objectives": list(cheapest.objectives),
+            "speedup": cost / cheapest.objectives[1],
+            "goal": ">= 1.5x cheaper at equal or better quality",
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, help="search config [default: the embedded default]")
+    parser.add_argument("-o", "--out", type=Path, default=ROOT / "results" / "default_search.json")
+    parser.add_argument("--no-screening", action="store_true", help="evaluate every candidate on all images")
+    parser.add_argument("--plot", type=Path, help="write the validated front against the baselines as a PNG here")
+    args = parser.parse_args()
+    config = load(args.config, screening=not args.no_screening)
+    folder = Path(tempfile.mkdtemp(prefix="prunesched-run-"))
+    os.environ["PRUNESCHED_CACHE"] = str(folder / "cache")  # before Ray starts: its workers inherit it
+    db = folder / "search.db"
+    search_id, stages = run(config, db)
+    store = Store(db)
+    quality = config.objectives[0]
+    validated = review.validated_front(store, search_id)
+    agreement = review.latency_agreement([p for p in validated if p.candidate.baseline is None])
+    result = {
+        "what": f"{args.config or 'the embedded default search'}, from empty caches, on {os.cpu_count()} CPU cores, "
+        f"{time.strftime('%Y-%m-%d')}; python experiments/search_run.py{' --no-screening' if args.no_screening else ''}",
+        "config": config.to_dict(),
+        "wall_s": stages,
+        "evaluations": spent(store, search_id),
+        "front_points": len(latest.front) if (latest := store.generation(search_id)) else 0,
+        "validated_front": [described(p, quality) for p in validated],
+        "baselines": [comparison_dict(row) for row in review.baselines(store, search_id)],
+        "latency_agreement_on_validated_front": None
+        if agreement is None
+        else {"spearman": agreement[0], "measured_over_predicted_median": agreement[1], "points": agreement[2]},
+        "goals": goals(store, search_id),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out} (database: {db})")
+    if args.plot:
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        args.plot.write_bytes(plots.png(plots.validated_plot(read_search(store, search_id))))
+        print(f"wrote {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
