@@ -40,7 +40,7 @@ from prunesched.search.evaluators import Evaluator, evaluator_factory
 from prunesched.search.guardrails import FULL
 from prunesched.search.pareto import front_indices, hypervolume, reference_point
 from prunesched.search.proposers import Proposer, make_proposer
-from prunesched.search.screening import can_reach, optimistic
+from prunesched.search.screening import can_reach
 from prunesched.search.validation import validation_settings
 from prunesched.storage.records import Counts, FrozenCandidate, FrozenEvaluation, FrozenGeneration, Outcome, thaw
 from prunesched.storage.store import BASELINE_GENERATION, FINISHED, Store
@@ -275,12 +275,19 @@ def _proposer(store: Store, search_id: int, config: SearchConfig) -> Proposer:
 def _baselines(
     store: Store, search_id: int, config: SearchConfig, dispatcher: RayDispatcher, guard: Guard, progress: ProgressCallback | None
 ) -> None:
-    """Evaluate the baselines not evaluated yet, as candidates born in generation -1 that carry their names."""
+    """Evaluate the baselines not evaluated yet, as candidates born in generation -1 that carry their names (screened
+    first where the search screens, and then all promoted)."""
     members = []
     for name, schedule in config.baselines.schedules(config.space).items():
         genome = genome_of(config.space, schedule) or ()  # a baseline outside the space has no genome
         members.append(store.candidate(search_id, schedule.hash, schedule.to_dict(), genome, BASELINE_GENERATION, baseline=name))
-    _evaluate(store, members, dispatcher, guard, _reporter(store, search_id, BASELINE_GENERATION, config, progress, dispatcher))
+    report = _reporter(store, search_id, BASELINE_GENERATION, config, progress, dispatcher)
+    images = config.screening.images_for(config.evaluator)
+    if images is not None:  # screened too, so that the candidates' screenings have theirs to be compared with
+        _screen(store, members, dispatcher, report, images)
+        _promote(store, search_id, [c.id for c, _ in members], everyone=True)
+        members = store.candidates_by_id([c.id for c, _ in members])
+    _evaluate(store, members, dispatcher, guard, report)
 
 
 def _validate(
@@ -342,15 +349,12 @@ def _evaluate(
 
 def _screen(
     store: Store,
-    search_id: int,
-    config: SearchConfig,
     members: list[tuple[FrozenCandidate, FrozenEvaluation]],
     dispatcher: RayDispatcher,
     report: Callable[..., None],
     images: int,
 ) -> None:
-    """Screen the members not screened yet on ``images`` images, then promote those that can still reach the front
-    of the full evaluations stored so far; the others are done with their screening's values."""
+    """Evaluate the members not screened yet on the first ``images`` images, storing each screening as it arrives."""
     pending = [(c, e) for c, e in members if e.status not in FINISHED and e.screening is None and e.promoted is None]
     tasks = [Task(c.id, thaw(c.schedule), e.attempts, images) for c, e in pending]
 
@@ -363,13 +367,20 @@ def _screen(
         started=lambda task, worker, attempt: store.mark_running(task.candidate_id, worker, attempt),
         finished=finished,
     )
-    front = [(first, second) for _, first, second in store.done_objectives(search_id)]
-    front = [front[i] for i in front_indices(front)]
-    for candidate, evaluation in store.candidates_by_id([c.id for c, _ in members]):
+
+
+def _promote(store: Store, search_id: int, ids: list[int], everyone: bool = False) -> None:
+    """Settle the screened candidates ``ids``: promote those that can still reach the front (``everyone``: all of them).
+
+    A candidate can still reach the front when its screening is dominated by no screening of the front's members
+    (the same images and seeds, so the comparison is paired); a member screened on none is compared by its full values.
+    """
+    front = store.candidates_by_id([i for i, _, _ in store.done_objectives(search_id)])
+    front = [front[i] for i in front_indices([e.objectives for _, e in front])]
+    points = [e.screening["objectives"] if e.screening else e.objectives for _, e in front]
+    for candidate, evaluation in store.candidates_by_id(ids):
         if evaluation.screening is not None and evaluation.promoted is None and evaluation.status not in FINISHED:
-            point = optimistic(evaluation.screening["metrics"], config.objectives)
-            store.promote(candidate.id, can_reach(point, front))
-    report(False, recount=True)
+            store.promote(candidate.id, everyone or can_reach(evaluation.screening["objectives"], points))
 
 
 def _generation(
@@ -391,7 +402,9 @@ def _generation(
     report = _reporter(store, search_id, number, config, progress, dispatcher)
     images = config.screening.images_for(config.evaluator)
     if images is not None:
-        _screen(store, search_id, config, members, dispatcher, report, images)
+        _screen(store, members, dispatcher, report, images)
+        _promote(store, search_id, ids)
+        report(False, recount=True)
         members = store.candidates_by_id(ids)
     _evaluate(store, members, dispatcher, guard, report)
     rows = store.candidates_by_id(ids)

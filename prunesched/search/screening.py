@@ -4,12 +4,15 @@ still reach the front go on to all of them.
 Most of a generation's candidates end up dominated, and their full evaluation is spent for nothing.
 So each searched candidate is first evaluated on the first ``images`` of the evaluator's images
 (the same prompts and seeds every candidate gets). It is promoted to the full evaluation when its
-optimistic point, the lower end of each objective's 95 % interval at that sample size, is not
-dominated by the front of the full evaluations stored so far (the baselines' from the first
-generation on): only then could it still stand on the front. A candidate left behind is stored as
-done with its screening's values, each carrying its ``n``, is told to the proposer with them, and
-never stands on a front or in an export. Baselines and validations are never screened. Guardrails
-are checked on the full evaluation only (a handful of images cannot bound a rate like caption accuracy).
+screening is dominated by no screening of the members of the front of full evaluations stored so
+far: the baselines are screened too (and all promoted), so from the first generation on every
+front member has a screening on the same images and seeds to be compared with. Comparing on
+the same images pairs the comparison: what makes a few images a noisy sample (some prompts are
+harder than others) is the same on both sides, where each side's own 95 % interval at four
+images would span most of the objective's range. A candidate left behind is stored as done with
+its screening's values, each carrying its ``n``, is told to the proposer with them, and never
+stands on a front or in an export. Validations are never screened. Guardrails are checked on the
+full evaluation only (a handful of images cannot bound a rate like caption accuracy).
 
 ```toml
 [screening]      # the defaults
@@ -20,9 +23,8 @@ images = 4       # first-rung images; no screening when the evaluator has this m
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from prunesched.checks import check_number
 from prunesched.errors import ConfigError
@@ -48,15 +50,6 @@ class ScreeningConfig:
         if not self.enabled or not isinstance(settings, PipelineSettings) or settings.images <= self.images:
             return None
         return self.images
-
-
-def optimistic(metrics: Mapping[str, Any], objectives: Sequence[str]) -> tuple[float, float]:
-    """The best a screened candidate's objectives could be: each one's lower 95 % bound, or its value where it has none."""
-    out = []
-    for name in objectives:
-        ci = metrics[name].get("ci")
-        out.append(float(ci[0]) if ci else float(metrics[name]["value"]))
-    return out[0], out[1]
 
 
 def can_reach(point: Sequence[float], front: Sequence[Sequence[float]]) -> bool:

@@ -3,16 +3,19 @@ evaluated on all; the others keep their screening's values (with their n) and ne
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
 from prunesched.cli import main
 from prunesched.errors import ConfigError
 from prunesched.evaluation.settings import PipelineSettings
-from prunesched.search.coordinator import launch
+from prunesched.search.config import SearchConfig
+from prunesched.search.coordinator import Progress, launch, resume
 from prunesched.search.evaluators import SyntheticSettings
 from prunesched.search.pareto import front_indices
-from prunesched.search.screening import ScreeningConfig, can_reach, optimistic
+from prunesched.search.screening import ScreeningConfig, can_reach
 from prunesched.storage import Store
 from prunesched.storage.store import BASELINE_GENERATION
 from tests.search.tiny import tiny_sd_search
@@ -27,19 +30,15 @@ def test_screening_runs_only_where_it_saves_images():
         ScreeningConfig(images=1)
 
 
-def test_a_candidate_is_promoted_when_its_optimistic_point_is_not_dominated():
-    metrics = {"q": {"value": 0.5, "n": 4, "ci": [0.3, 0.7]}, "c": {"value": 0.6, "n": 1, "ci": None}}
-    point = optimistic(metrics, ["q", "c"])
-    assert point == (0.3, 0.6)  # the lower bound of an interval, the value where there is none
-    assert can_reach(point, [(0.4, 0.5), (0.1, 0.9)])  # better than the front's point at its cost, within its interval
-    assert not can_reach(point, [(0.2, 0.6)])  # even its best case is dominated
-    assert can_reach(point, [(0.3, 0.6)]) and can_reach(point, [])  # equal is not dominated; an empty front takes all
+def test_a_candidate_can_reach_the_front_unless_a_point_of_it_dominates():
+    assert can_reach((0.3, 0.6), [(0.4, 0.5), (0.1, 0.9)])  # better at its cost than the front's points
+    assert not can_reach((0.3, 0.6), [(0.2, 0.6)])
+    assert can_reach((0.3, 0.6), [(0.3, 0.6)]) and can_reach((0.3, 0.6), [])  # equal is not dominated; an empty front takes all
 
 
-@pytest.mark.usefixtures("ray_local")
-def test_a_screened_search_promotes_by_the_rule_and_keeps_screened_out_candidates_off_fronts_and_exports(tmp_path):
-    config = tiny_sd_search(
-        tmp_path / "cache",
+def screened_search(cache: Path) -> SearchConfig:
+    return tiny_sd_search(
+        cache,
         {"images": 4},
         space={"kind": "dato", "steps": 5, "caches": ["reuse", 0, "full"], "ratios": [0.0, 0.7], "method": {"name": "dato"}},
         baselines={"deepcache_intervals": [2, 3], "deepcache_branches": [0], "uniform_ratios": [0.7], "dato_ours_b1": False},
@@ -47,19 +46,24 @@ def test_a_screened_search_promotes_by_the_rule_and_keeps_screened_out_candidate
         validation={"enabled": False},
         proposer={"population": 4, "generations": 2},
     )
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_a_screened_search_promotes_by_the_rule_and_keeps_screened_out_candidates_off_fronts_and_exports(tmp_path):
+    config = screened_search(tmp_path / "cache")
     db = tmp_path / "search.db"
     search_id = launch(config, db)
     store = Store(db)
     rows = store.evaluations(search_id, status="done")
-    full = {c.id: (c.generation_born, e.objectives) for c, e in rows if e.promoted is not False}
+    assert rows and all(e.screening["metrics"]["mse"]["n"] == 2 for _, e in rows)  # the baselines too
+    assert all(e.promoted and e.metrics["mse"]["n"] == 4 for c, e in rows if c.generation_born == BASELINE_GENERATION)
+    full = [(c.generation_born, e) for c, e in rows if e.promoted]
     screened = [(c, e) for c, e in rows if c.generation_born != BASELINE_GENERATION]
-    assert screened and all(e.screening["metrics"]["mse"]["n"] == 2 for _, e in screened)
-    assert all(e.screening is None and e.metrics["mse"]["n"] == 4 for c, e in rows if c.generation_born == BASELINE_GENERATION)
     for candidate, evaluation in screened:
-        before = [objectives for born, objectives in full.values() if born < candidate.generation_born]
-        front = [before[i] for i in front_indices(before)]
-        expected = can_reach(optimistic(evaluation.screening["metrics"], config.objectives), front)
-        assert evaluation.promoted is expected  # the rule, against the front of full evaluations before its generation
+        before = [e for born, e in full if born < candidate.generation_born]
+        front = [before[i].screening["objectives"] for i in front_indices([e.objectives for e in before])]
+        expected = can_reach(evaluation.screening["objectives"], front)
+        assert evaluation.promoted is expected  # compared on the same two images with the front before its generation
         n = evaluation.metrics["mse"]["n"]
         assert n == (4 if expected else 2)  # every stored value carries its n
         if not expected:
@@ -75,3 +79,32 @@ def test_a_screened_search_promotes_by_the_rule_and_keeps_screened_out_candidate
     assert refused.exit_code == 2 and "is screened out on 2 images" in refused.output and not out.exists()
     history = runner.invoke(main, ["history", "--search", str(search_id), "--db", str(db)])
     assert history.exit_code == 0 and "screened out" in history.output
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_a_search_interrupted_while_screening_resumes_to_the_same_decisions_and_fronts(tmp_path):
+    config = screened_search(tmp_path / "cache")
+    launch(config, tmp_path / "whole.db")
+    calls = []
+
+    def stop_in_generation_1(update: Progress) -> None:
+        calls.append(update)
+        if update.generation == 1 and sum(c.generation == 1 for c in calls) == 2:  # two screenings of it are stored
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        launch(config, tmp_path / "cut.db", progress=stop_in_generation_1)
+    cut = Store(tmp_path / "cut.db")
+    assert any(e.screening is not None and e.promoted is None for _, e in cut.evaluations(1, generation=1))  # cut mid-screening
+    resume(1, tmp_path / "cut.db")
+
+    def outcome(store: Store) -> tuple[list, dict]:
+        fronts = [sorted(c.schedule_hash for c, _ in store.candidates_by_id(g.front)) for g in store.generations(1)]
+        decisions = {c.schedule_hash: (e.status, e.promoted, e.objective_0) for c, e in store.evaluations(1)}
+        return fronts, decisions
+
+    assert outcome(cut) == outcome(Store(tmp_path / "whole.db"))
