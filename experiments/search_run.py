@@ -22,6 +22,7 @@ import os
 import tempfile
 import time
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,20 +52,28 @@ def load(path: Path | None, screening: bool) -> SearchConfig:
 
 
 def run(config: SearchConfig, db: Path) -> tuple[int, dict[str, float]]:
-    """Launch the search; returns its id and the wall time of each stage in seconds."""
-    marks: dict[str, float] = {}
-    start = time.perf_counter()
+    """Launch the search; returns its id and the wall time of each stage in seconds, from the times the database holds."""
+    begun = _now()
 
     def progress(update: Progress) -> None:
-        if update.stage not in marks:
-            marks[update.stage] = time.perf_counter() - start
-            print(f"{marks[update.stage]:7.0f} s  {update.stage}", flush=True)
+        if update.generation_stored:
+            print(f"{_now() - begun} generation {update.generation} stored: {update.done} done", flush=True)
 
     search_id = launch(config, db, progress=progress)
-    end = time.perf_counter() - start
-    stages = ["workers start", *marks]
-    times = [0.0, *marks.values(), end]
-    return search_id, {stage: round(times[i + 1] - times[i], 1) for i, stage in enumerate(stages)} | {"total": round(end, 1)}
+    ended = _now()
+    store = Store(db)
+    created = store.search(search_id).created_at
+    baselines = [e.finished_at for _, e in store.evaluations(search_id, generation=BASELINE_GENERATION) if e.finished_at]
+    searched = max(g.created_at for g in store.generations(search_id))
+    marks = [begun, created, max(baselines, default=created), searched, ended]
+    stages = ["workers start", "baselines", "search", "validation"]
+    times = {stage: round((marks[i + 1] - marks[i]).total_seconds(), 1) for i, stage in enumerate(stages)}
+    return search_id, times | {"total": round((ended - begun).total_seconds(), 1)}
+
+
+def _now() -> datetime:
+    """Now in UTC without a zone, as SQLite gives the database's times back."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def spent(store: Store, search_id: int) -> dict[str, Any]:
