@@ -162,7 +162,7 @@ def main() -> None:
     store = Store(db)
     quality = config.objectives[0]
     validated = review.validated_front(store, search_id)
-    agreement = review.latency_agreement([p for p in validated if p.candidate.baseline is None])
+    agreement = review.latency_agreement(validated)
     result = {
         "what": f"{args.config or 'the embedded default search'}, from empty caches, on {os.cpu_count()} CPU cores, "
         f"{time.strftime('%Y-%m-%d')}; python experiments/search_run.py{' --no-screening' if args.no_screening else ''}",

@@ -69,8 +69,9 @@ class PipelineEvaluator:
         self.costs = CostModel(self.generator, self.cache, settings.repeats) if {"predicted", "macs"} & set(settings.cost) else None
         self.device = f"{device}, batch {self.generator.batch_size}, {self.generator.attention}, latency: {settings.latency_scope}"
 
-    def evaluate(self, schedule: Schedule, images: int | None = None) -> Metrics:
-        """The schedule's metrics on the first ``images`` prompts and seeds (None: all of them)."""
+    def evaluate(self, schedule: Schedule, images: int | None = None, timed: bool = True) -> Metrics:
+        """The schedule's metrics on the first ``images`` prompts and seeds (None: all of them); ``timed`` False
+        leaves out the measured latency (the cost model's, which needs no runs, stays)."""
         if len(schedule) != self.steps:
             raise ScheduleError(
                 f"schedule has {len(schedule)} steps but the pipeline's loop has {self.steps} at num_inference_steps="
@@ -83,7 +84,7 @@ class PipelineEvaluator:
         generated = time.perf_counter()
         out = self.quality(generated_images)
         scored = time.perf_counter()
-        out.update(self.cost(schedule))
+        out.update(self.cost(schedule, timed))
         out["generation_s"] = metric([generated - start])
         out["metrics_s"] = metric([scored - generated])
         out["cost_s"] = metric([time.perf_counter() - scored])
@@ -108,9 +109,10 @@ class PipelineEvaluator:
                 out.update(self.fidelity.score(generated, self.reference, self.settings.seed))
         return out
 
-    def cost(self, schedule: Schedule) -> Metrics:
+    def cost(self, schedule: Schedule, timed: bool = True) -> Metrics:
+        """The cost sources the settings ask for; the measured latency only where ``timed``."""
         out: Metrics = {}
-        if "measured" in self.settings.cost:
+        if "measured" in self.settings.cost and timed:
             accelerated, full = self.generator.latency(schedule, self.settings.repeats, self.settings.latency_scope)
             out["latency_s"] = metric([s.wall for s in accelerated], center=np.median)
             out["relative_latency"] = metric([a.wall / f.wall for a, f in zip(accelerated, full)], center=np.median)

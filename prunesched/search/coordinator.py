@@ -302,7 +302,7 @@ def _validate(
     front = store.candidates_by_id(latest.front)
     picked = [front[i][0].id for i in config.validation.thinned([e.objectives[1] for _, e in front])]
     rows = store.candidates_by_id(sorted({*picked, *baselines}))
-    tasks = [Task(c.id, thaw(c.schedule), 0) for c, e in rows if e.validation is None]
+    tasks = [Task(c.id, thaw(c.schedule), 0, timed=c.id in picked) for c, e in rows if e.validation is None]
     if not tasks:
         return
     with _workers(config, factory, validating=True) as dispatcher:

@@ -44,6 +44,7 @@ class Task:
     schedule: dict[str, Any]
     attempts: int = 0  # attempts already spent (a resumed search carries them over)
     images: int | None = None  # score on the evaluator's first this many images (screening); None: all
+    timed: bool = True  # False: no measured latency (a baseline's validation: its cost is the search's cost source's)
 
 
 class EvaluatorActor:
@@ -60,12 +61,12 @@ class EvaluatorActor:
             "full": self.evaluator.full_metrics,
         }
 
-    def evaluate(self, schedule: dict[str, Any], images: int | None = None) -> dict[str, Any]:
+    def evaluate(self, schedule: dict[str, Any], images: int | None = None, timed: bool = True) -> dict[str, Any]:
         from prunesched.runtime.schedule import Schedule
 
         try:
             plan = Schedule.from_dict(schedule)
-            metrics = self.evaluator.evaluate(plan) if images is None else self.evaluator.evaluate(plan, images)
+            metrics = self.evaluator.evaluate(plan, images, timed)
             return {"ok": True, "metrics": metrics}
         except Exception as exc:  # the evaluator's failure is the candidate's, not the actor's
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
@@ -241,7 +242,7 @@ class RayDispatcher:
                 slot, task = idle.pop(0), queue.popleft()
                 attempts[task.candidate_id] += 1
                 started(task, self.infos[slot]["worker"], attempts[task.candidate_id])
-                ref = self.actors[slot].evaluate.remote(task.schedule, task.images)
+                ref = self.actors[slot].evaluate.remote(task.schedule, task.images, task.timed)
                 running[ref] = (slot, task, time.monotonic(), utcnow())
             now = time.monotonic()
             if running or idle:

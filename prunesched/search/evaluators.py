@@ -36,7 +36,8 @@ class Evaluator(Protocol):
     ``full_metrics`` are the unaccelerated model's quality metrics measured the same way (what a
     guardrail bounded by ``"full"`` compares with; empty where there is no such model). ``evaluate``
     scores on the first ``images`` of its images when a search screens candidates on fewer
-    (:mod:`prunesched.search.screening`); evaluators without images are never asked to.
+    (:mod:`prunesched.search.screening`), and leaves out measured latency when ``timed`` is False
+    (a validation of a baseline); evaluators without images or timings are never asked to.
     """
 
     @property
@@ -51,7 +52,7 @@ class Evaluator(Protocol):
     @property
     def full_metrics(self) -> Metrics: ...
 
-    def evaluate(self, schedule: Schedule, images: int | None = None) -> Metrics: ...
+    def evaluate(self, schedule: Schedule, images: int | None = None, timed: bool = True) -> Metrics: ...
 
 
 def worker_name() -> str:
@@ -102,8 +103,8 @@ class SyntheticEvaluator:
         """None: the problem has no unaccelerated model, so its guardrails are bounded by numbers."""
         return {}
 
-    def evaluate(self, schedule: Schedule, images: int | None = None) -> Metrics:
-        """The problem's exact values (``images`` changes nothing: the problem has no images and no noise)."""
+    def evaluate(self, schedule: Schedule, images: int | None = None, timed: bool = True) -> Metrics:
+        """The problem's exact values (``images`` and ``timed`` change nothing: the problem has no images, noise or timings)."""
         if self.settings.delay_s:
             time.sleep(self.settings.delay_s)
         n = len(schedule)

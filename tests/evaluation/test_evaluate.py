@@ -12,7 +12,7 @@ from torch_fidelity.metric_fid import fid_features_to_statistics
 from prunesched.errors import ConfigError, ScheduleError
 from prunesched.evaluation.evaluate import PipelineEvaluator
 from prunesched.evaluation.fidelity import fid_resampler
-from prunesched.evaluation.generation import load_images
+from prunesched.evaluation.generation import ImageGenerator, load_images
 from prunesched.evaluation.settings import PipelineSettings
 from prunesched.evaluation.stats import interval, metric
 from prunesched.runtime.schedule import Schedule
@@ -36,6 +36,26 @@ def test_same_prompts_and_seeds_give_bit_identical_images_and_exact_paired_metri
     assert torch.equal(kept, evaluation.generator.images(accelerated))
     assert first["mse"] == second["mse"] and first["mse"]["value"] > 0
     assert first["relative_latency"]["value"] > 0 and first["latency_s"]["n"] == 1
+
+
+def test_latency_warms_up_only_a_side_that_has_not_run_the_timed_batch_and_timed_false_measures_none(settings, monkeypatch):
+    evaluation = PipelineEvaluator(settings)  # the full model's images come from this evaluator's run, not a cache
+    runs: list[int] = []
+    loop = ImageGenerator._loop
+    monkeypatch.setattr(ImageGenerator, "_loop", lambda self, inputs, seeds: runs.append(len(seeds)) or loop(self, inputs, seeds))
+    schedule, other = Schedule.deepcache(5, 2), Schedule.deepcache(5, 3)
+    accelerated, full = evaluation.generator.latency(schedule, 2)
+    assert (len(runs), len(accelerated), len(full)) == (5, 2, 2)  # the full model is warm: one warm-up, then 2 pairs
+    runs.clear()
+    evaluation.generator.latency(schedule, 2)
+    assert len(runs) == 4  # both sides warm
+    evaluation.generator.images(other, 1)  # a smaller batch than the timed one warms nothing
+    runs.clear()
+    evaluation.generator.latency(other, 2)
+    assert len(runs) == 5
+    runs.clear()
+    untimed = evaluation.evaluate(Schedule.deepcache(5, 4), timed=False)
+    assert runs == [2, 1] and "relative_latency" not in untimed and untimed["mse"]["n"] == 3  # its images and nothing else
 
 
 @pytest.mark.parametrize("model", ["tiny-sd3", "tiny-pixart"])

@@ -36,7 +36,7 @@ class FaultyEvaluator(SyntheticEvaluator):
         super().__init__()
         self.folder, self.fault, self.times = Path(folder), fault, times
 
-    def evaluate(self, schedule: Schedule) -> Metrics:
+    def evaluate(self, schedule: Schedule, images: int | None = None, timed: bool = True) -> Metrics:
         metrics = super().evaluate(schedule)
         if self._strikes(schedule):
             metrics = self._inject(metrics)
@@ -72,7 +72,7 @@ class FaultyEvaluator(SyntheticEvaluator):
 class NumpyEvaluator(SyntheticEvaluator):
     """The synthetic problem with its values as numpy scalars and a NaN in a metric that is no objective."""
 
-    def evaluate(self, schedule: Schedule) -> Metrics:
+    def evaluate(self, schedule: Schedule, images: int | None = None, timed: bool = True) -> Metrics:
         metrics = super().evaluate(schedule)
         as_numpy = {name: {**m, "value": np.float32(m["value"])} for name, m in metrics.items()}
         return {**as_numpy, "spread": {"value": float("nan"), "n": np.int64(1), "ci": None}}

@@ -23,7 +23,7 @@ class RecordingEvaluator(SyntheticEvaluator):
         super().__init__(SyntheticSettings(delay_s))
         self.log = Path(log)
 
-    def evaluate(self, schedule: Schedule) -> Metrics:
+    def evaluate(self, schedule: Schedule, images: int | None = None, timed: bool = True) -> Metrics:
         with self.log.open("a") as f:
             f.write(schedule.hash + "\n")
         return super().evaluate(schedule)
@@ -32,7 +32,7 @@ class RecordingEvaluator(SyntheticEvaluator):
 class FailingEvaluator(RecordingEvaluator):
     """Raises for every schedule that reuses at iteration 1; the synthetic problem otherwise."""
 
-    def evaluate(self, schedule: Schedule) -> Metrics:
+    def evaluate(self, schedule: Schedule, images: int | None = None, timed: bool = True) -> Metrics:
         metrics = super().evaluate(schedule)
         if schedule.steps[1].cache == "reuse":
             raise RuntimeError("injected failure: reuse at iteration 1")
@@ -50,7 +50,7 @@ class CrashingOnceEvaluator(RecordingEvaluator):
         super().__init__(log)
         self.marker, self.hang_s = Path(marker), hang_s
 
-    def evaluate(self, schedule: Schedule) -> Metrics:
+    def evaluate(self, schedule: Schedule, images: int | None = None, timed: bool = True) -> Metrics:
         if not self.marker.exists():
             self.marker.write_text(schedule.hash)
             if self.hang_s:
