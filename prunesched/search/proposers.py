@@ -128,18 +128,19 @@ class Proposer:
 
     def initial(self, rng: np.random.Generator) -> np.ndarray:
         """The first generation: :meth:`seed_genomes`, then random genomes up to the population."""
-        seeds = self.seed_genomes(rng)
+        seeds = self.seed_genomes()
         return np.concatenate([seeds, self.space.random(rng, self.config.population - len(seeds))]).astype(int)
 
-    def seed_genomes(self, rng: np.random.Generator) -> np.ndarray:
-        """The first generation's chosen genomes: the baselines the space holds, then a spread of its uniform schedules.
+    def seed_genomes(self) -> np.ndarray:
+        """The first generation's chosen genomes: the baselines the space holds, then its uniform schedules taken evenly
+        from the list :meth:`Space.seeds` gives (every pattern and ratio in turn, so both ends of the cost range).
 
         Together they fill ``seed_fraction`` of the population, or more when there are more baselines.
         """
         baselines = list(dict.fromkeys(self.baselines))[: self.config.population]
         uniform = [g for g in dict.fromkeys(self.space.seeds()) if g not in baselines]
         count = min(len(uniform), max(0, round(self.config.seed_fraction * self.config.population) - len(baselines)))
-        picked = [uniform[i] for i in np.sort(rng.choice(len(uniform), size=count, replace=False))] if count else []
+        picked = [uniform[i] for i in np.unique(np.linspace(0, len(uniform) - 1, count).round().astype(int))] if count else []
         return np.array(baselines + picked, dtype=int).reshape(-1, len(self.space.upper))
 
     def _genome(self, value: Any, what: str) -> list[int]:
@@ -309,7 +310,7 @@ class OptunaProposer(Proposer):
         self._storage = optuna_storage()
         self._study = self._build(self._storage)
         if self.generation == 0:
-            for genome in self.seed_genomes(np.random.default_rng(self.seed)):
+            for genome in self.seed_genomes():
                 self._study.enqueue_trial({f"g{i}": int(g) for i, g in enumerate(genome)})
         self._trials = [self._study.ask(self.distributions) for _ in range(self.config.population)]
         return np.array([[t.params[name] for name in self.distributions] for t in self._trials], dtype=int)

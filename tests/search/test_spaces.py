@@ -34,15 +34,19 @@ def test_every_dato_genome_round_trips_through_its_canonical_form():
     assert len(hashes) == (2 * 2 + 1) ** 2
 
 
-def test_dato_seeds_are_uniform_deepcache_style_schedules_inside_the_bounds():
+def test_dato_seeds_are_uniform_deepcache_style_schedules_from_the_dearest_to_the_cheapest():
     space = DatoSpace(steps=11, caches=("reuse", 1, 0, "full"))
     seeds = np.array(space.seeds())
-    assert len(seeds) == len(set(map(tuple, seeds))) == 4 * 5
+    # branch 0 between: 5 patterns x 5 ratios; reuse between: 3 more (all-full is the same either way) and all-reuse
+    assert len(seeds) == len(set(map(tuple, seeds))) == 5 * 5 + 3 * 5 + 1
     assert (seeds >= 0).all() and (seeds <= space.upper).all()
-    for seed in seeds:
-        steps = space.decode(seed).steps[1:]
-        assert len({s.prune for s in steps}) == 1  # one ratio for every step: not step-aware
-        assert {s.cache for s in steps} <= {"full", 0}  # full every k iterations, the shallowest branch between
+    schedules = [space.decode(seed) for seed in seeds]
+    for schedule in schedules:
+        steps = schedule.steps[1:]
+        assert len({s.prune for s in steps if s.cache != "reuse"}) <= 1  # one ratio for every step: not step-aware
+        assert {s.cache for s in steps} in ({"full"}, {"full", 0}, {0}, {"full", "reuse"}, {"reuse"})  # shallowest branch or reuse
+    assert [s.cache for s in schedules[0].steps] == ["full"] * 11  # the dearest first
+    assert [s.cache for s in schedules[-1].steps] == ["full"] + ["reuse"] * 10  # the cheapest last
 
 
 def test_dsap_decodes_tau_rho_blocks_and_deepcache_interval():
