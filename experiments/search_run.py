@@ -10,8 +10,9 @@ The search runs as ``prunesched search launch`` runs it (the same coordinator, a
 new database, with ``PRUNESCHED_CACHE`` pointed at an empty folder so that the full model's images, reference
 features and the cost table are all made within the measured time. The JSON holds the wall time of each stage,
 what the screening saved (candidates and images evaluated), the validated front with intervals, every baseline
-beside the searched point nearest it, the cost model against measured latency, and two goals against DeepCache
-N=3 (branch 0): the quality loss at its cost, and the cost at its quality.
+beside the searched point nearest it, whether the front dominates each DeepCache baseline, the cost model
+against measured latency, and two goals against DeepCache N=3 (branch 0): the quality loss at its cost, and
+the cost at its quality.
 """
 
 from __future__ import annotations
@@ -147,6 +148,21 @@ def goals(store: Store, search_id: int) -> dict[str, Any] | None:
     }
 
 
+def deepcache_dominated(store: Store, search_id: int) -> dict[str, Any]:
+    """Whether the validated front dominates each DeepCache baseline: a searched point at its cost or lower with a lower
+    quality loss, and whether it is lower beyond both intervals."""
+    rows = [row for row in review.baselines(store, search_id) if row.name.startswith("DeepCache")]
+    each = {
+        row.name: {
+            "by": None if row.nearest is None else row.nearest.candidate.id,
+            "dominated": row.difference is not None and row.difference < 0,
+            "beyond_intervals": row.dominated,
+        }
+        for row in rows
+    }
+    return {"all_dominated": all(entry["dominated"] for entry in each.values()), "each": each}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, help="search config [default: the embedded default]")
@@ -176,6 +192,7 @@ def main() -> None:
         if agreement is None
         else {"spearman": agreement[0], "measured_over_predicted_median": agreement[1], "points": agreement[2]},
         "goals": goals(store, search_id),
+        "deepcache_dominated": deepcache_dominated(store, search_id),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
