@@ -1,6 +1,6 @@
 """Run the search benchmark (prunesched.bench.search) with its full-run defaults and write the JSON result.
 
-Usage: python experiments/bench_search.py [--output experiments/results/bench_search_cpu.json]
+Usage: python experiments/bench_search.py [--output experiments/results/bench_search_cpu.json] [--time-limit SECONDS]
 """
 
 from __future__ import annotations
@@ -16,8 +16,12 @@ from prunesched.bench.search import SearchBenchConfig, run_search_bench
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path, default=Path("experiments/results/bench_search_cpu.json"))
+    parser.add_argument(
+        "--time-limit", type=float, default=SearchBenchConfig.time_limit_s, help="seconds after which a front run stops (TPE slows down)"
+    )
     args = parser.parse_args()
-    result = run_search_bench(SearchBenchConfig(), log=lambda message: print(message, file=sys.stderr, flush=True))
+    config = SearchBenchConfig(time_limit_s=args.time_limit)
+    result = run_search_bench(config, log=lambda message: print(message, file=sys.stderr, flush=True))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     for name, goal in result["goals"].items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prunesched.bench.search import SearchBenchConfig, run_search_bench
+from prunesched.bench.search import SearchBenchConfig, goals, run_search_bench
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -30,3 +30,15 @@ def test_the_search_benchmark_runs_and_no_proposer_beats_the_exact_front():
         assert reached and all(0 < v <= 1 + 1e-9 for v in reached)
         assert reached == sorted(reached)  # more evaluations never lose hypervolume
     assert set(result["goals"]) == {"coordinator_overhead_per_evaluation_s", "throughput_2_vs_1_workers"}
+
+
+def test_the_hypervolume_goal_is_the_best_proposers_fraction_at_500_evaluations():
+    fractions = {"pymoo-nsga2": 0.93, "optuna-tpe": 0.96, "random": None}  # random stopped short of 500
+    result = {
+        "dispatch": {"overhead_per_evaluation_s": 0.01, "throughput_ratio_2_vs_1": 1.9},
+        "fronts": {"proposers": {name: {"fraction_of_optimum_at": {"500": value}} for name, value in fractions.items()}},
+    }
+    goal = goals(result)["hypervolume_fraction_at_500"]
+    assert goal["value"] == 0.96 and goal["met"] and "(optuna-tpe)" in goal["goal"]
+    result["fronts"]["proposers"]["optuna-tpe"]["fraction_of_optimum_at"]["500"] = 0.94
+    assert not goals(result)["hypervolume_fraction_at_500"]["met"]
