@@ -2,7 +2,7 @@
 that searching beats the hand-made schedules.
 
     python experiments/search_run.py                     # the embedded default -> results/default_search.json
-    python experiments/search_run.py --no-screening -o experiments/results/default_search_unscreened.json
+    python experiments/search_run.py --screening on -o experiments/results/default_search_screened.json
     python experiments/search_run.py --config experiments/configs/shapes_search_vs_baselines.toml \\
         -o experiments/results/shapes_search_vs_baselines.json --plot docs/images/shapes_search_vs_baselines.png
 
@@ -40,15 +40,16 @@ ROOT = Path(__file__).resolve().parent
 GOAL_BASELINE = "DeepCache N=3 branch 0"
 
 
-def load(path: Path | None, screening: bool) -> SearchConfig:
-    """The embedded default, or a search config (a plain one, or an experiment config's ``[search]`` table)."""
+def load(path: Path | None, screening: bool | None) -> SearchConfig:
+    """The embedded default, or a search config (a plain one, or an experiment config's ``[search]`` table), with
+    screening turned on or off where ``screening`` says."""
     if path is None:
         data = SearchConfig.default().to_dict()
     else:
         data = tomllib.loads(path.read_text())
         data = data.get("search", data)
-    if not screening:
-        data["screening"] = {**data.get("screening", {}), "enabled": False}
+    if screening is not None:
+        data["screening"] = {**data.get("screening", {}), "enabled": screening}
     return SearchConfig.from_dict(data)
 
 
@@ -167,10 +168,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, help="search config [default: the embedded default]")
     parser.add_argument("-o", "--out", type=Path, default=ROOT / "results" / "default_search.json")
-    parser.add_argument("--no-screening", action="store_true", help="evaluate every candidate on all images")
+    parser.add_argument("--screening", choices=("on", "off"), help="turn the config's screening on or off [default: as it says]")
     parser.add_argument("--plot", type=Path, help="write the validated front against the baselines as a PNG here")
     args = parser.parse_args()
-    config = load(args.config, screening=not args.no_screening)
+    config = load(args.config, screening=None if args.screening is None else args.screening == "on")
     folder = Path(tempfile.mkdtemp(prefix="prunesched-run-"))
     os.environ["PRUNESCHED_CACHE"] = str(folder / "cache")  # before Ray starts: its workers inherit it
     db = folder / "search.db"
@@ -181,7 +182,7 @@ def main() -> None:
     agreement = review.latency_agreement(validated)
     result = {
         "what": f"{args.config or 'the embedded default search'}, from empty caches, on {os.cpu_count()} CPU cores, "
-        f"{time.strftime('%Y-%m-%d')}; python experiments/search_run.py{' --no-screening' if args.no_screening else ''}",
+        f"{time.strftime('%Y-%m-%d')}; python experiments/search_run.py{f' --screening {args.screening}' if args.screening else ''}",
         "config": config.to_dict(),
         "wall_s": stages,
         "evaluations": spent(store, search_id),
