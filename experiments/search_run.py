@@ -111,10 +111,10 @@ def described(point: review.FrontPoint, quality: str) -> dict[str, Any]:
     }
 
 
-def goals(store: Store, search_id: int) -> dict[str, Any] | None:
+def goals(store: Store, search_id: int, rows: list[review.BaselineComparison]) -> dict[str, Any] | None:
     """Against DeepCache N=3 (branch 0), on the validation's values: the searched point of least quality loss at its
     cost or lower (and whether it is better beyond both intervals), and the cheapest searched point at its quality or better."""
-    comparisons = {row.name: row for row in review.baselines(store, search_id)}
+    comparisons = {row.name: row for row in rows}
     if GOAL_BASELINE not in comparisons:
         return None
     baseline = comparisons[GOAL_BASELINE].baseline
@@ -149,10 +149,9 @@ def goals(store: Store, search_id: int) -> dict[str, Any] | None:
     }
 
 
-def deepcache_dominated(store: Store, search_id: int) -> dict[str, Any]:
+def deepcache_dominated(rows: list[review.BaselineComparison]) -> dict[str, Any]:
     """Whether the validated front dominates each DeepCache baseline: a searched point at its cost or lower with a lower
     quality loss, and whether it is lower beyond both intervals."""
-    rows = [row for row in review.baselines(store, search_id) if row.name.startswith("DeepCache")]
     each = {
         row.name: {
             "by": None if row.nearest is None else row.nearest.candidate.id,
@@ -160,6 +159,7 @@ def deepcache_dominated(store: Store, search_id: int) -> dict[str, Any]:
             "beyond_intervals": row.dominated,
         }
         for row in rows
+        if row.name.startswith("DeepCache")
     }
     return {"all_dominated": all(entry["dominated"] for entry in each.values()), "each": each}
 
@@ -180,6 +180,7 @@ def main() -> None:
     quality = config.objectives[0]
     validated = review.validated_front(store, search_id)
     agreement = review.latency_agreement(validated)
+    comparisons = review.baselines(store, search_id)
     result = {
         "what": f"{args.config or 'the embedded default search'}, from empty caches, on {os.cpu_count()} CPU cores, "
         f"{time.strftime('%Y-%m-%d')}; python experiments/search_run.py{f' --screening {args.screening}' if args.screening else ''}",
@@ -188,12 +189,12 @@ def main() -> None:
         "evaluations": spent(store, search_id),
         "front_points": len(latest.front) if (latest := store.generation(search_id)) else 0,
         "validated_front": [described(p, quality) for p in validated],
-        "baselines": [comparison_dict(row) for row in review.baselines(store, search_id)],
+        "baselines": [comparison_dict(row) for row in comparisons],
         "latency_agreement_on_validated_front": None
         if agreement is None
         else {"spearman": agreement[0], "measured_over_predicted_median": agreement[1], "points": agreement[2]},
-        "goals": goals(store, search_id),
-        "deepcache_dominated": deepcache_dominated(store, search_id),
+        "goals": goals(store, search_id, comparisons),
+        "deepcache_dominated": deepcache_dominated(comparisons),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

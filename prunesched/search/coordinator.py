@@ -375,8 +375,7 @@ def _promote(store: Store, search_id: int, ids: list[int], everyone: bool = Fals
     A candidate can still reach the front when its screening is dominated by no screening of the front's members
     (the same images and seeds, so the comparison is paired); a member screened on none is compared by its full values.
     """
-    front = store.candidates_by_id([i for i, _, _ in store.done_objectives(search_id)])
-    front = [front[i] for i in front_indices([e.objectives for _, e in front])]
+    front = store.candidates_by_id(_front_ids(store.done_objectives(search_id)))
     points = [e.screening["objectives"] if e.screening else e.objectives for _, e in front]
     for candidate, evaluation in store.candidates_by_id(ids):
         if evaluation.screening is not None and evaluation.promoted is None and evaluation.status not in FINISHED:
@@ -421,7 +420,7 @@ def _front(store: Store, search_id: int) -> tuple[list[int], float | None]:
     """The front of everything evaluated so far within the guardrails (candidate ids) and its hypervolume."""
     done = store.done_objectives(search_id)
     points = [[first, second] for _, first, second in done]
-    front = [done[i][0] for i in front_indices(points)]
+    front = _front_ids(done)
     stored = store.search(search_id).reference_point
     if stored is not None:
         return front, hypervolume(points, stored)
@@ -430,6 +429,11 @@ def _front(store: Store, search_id: int) -> tuple[list[int], float | None]:
     reference = reference_point(points)
     store.set_reference_point(search_id, reference)
     return front, hypervolume(points, reference)
+
+
+def _front_ids(done: list[tuple[int, float, float]]) -> list[int]:
+    """The candidate ids of the non-dominated rows of ``done`` (:meth:`Store.done_objectives`), by the first objective."""
+    return [done[i][0] for i in front_indices([[first, second] for _, first, second in done])]
 
 
 def _reporter(
