@@ -17,6 +17,7 @@ from prunesched.lazy import lazy_names
 if TYPE_CHECKING:
     from prunesched.runtime import (
         AtedmConfig,
+        BlockCache,
         CatConfig,
         DatoConfig,
         PatchHandle,
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AtedmConfig",
+    "BlockCache",
     "CatConfig",
     "DatoConfig",
     "PatchHandle",

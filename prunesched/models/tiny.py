@@ -1,4 +1,4 @@
-"""Tiny SD-1.x, SDXL, SD3 and PixArt-Σ-style pipelines built from configs, with random weights.
+"""Tiny SD-1.x, SDXL, SD3, PixArt-Σ and Flux-style pipelines built from configs, with random weights.
 
 They run every code path of the real pipelines in well under a second per image on a CPU, which
 makes them the test bed of the runtime. Their images are noise: use them to test mechanics,
@@ -15,6 +15,8 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
     PixArtSigmaPipeline,
     PixArtTransformer2DModel,
     PNDMScheduler,
@@ -140,15 +142,15 @@ def tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
     return pipe
 
 
-def tiny_sd3_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
-    """An SD3-shaped pipeline: a two-layer MMDiT (joint attention, patch 2), both CLIP encoders, no T5, flow matching."""
+def tiny_sd3_pipeline(seed: int = 0, layers: int = 2) -> StableDiffusion3Pipeline:
+    """An SD3-shaped pipeline: an MMDiT of ``layers`` blocks (joint attention, patch 2), both CLIP encoders, no T5, flow matching."""
     torch.manual_seed(seed)
     transformer = SD3Transformer2DModel(
         sample_size=16,
         patch_size=2,
         in_channels=4,
         out_channels=4,
-        num_layers=2,
+        num_layers=layers,
         attention_head_dim=8,
         num_attention_heads=4,
         joint_attention_dim=64,
@@ -170,12 +172,12 @@ def tiny_sd3_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
     return pipe
 
 
-def tiny_pixart_pipeline(seed: int = 0) -> PixArtSigmaPipeline:
-    """A PixArt-Σ-shaped pipeline: a two-layer DiT with ada_norm_single, learned variance, a tiny T5, DPM-Solver."""
+def tiny_pixart_pipeline(seed: int = 0, layers: int = 2) -> PixArtSigmaPipeline:
+    """A PixArt-Σ-shaped pipeline: a DiT of ``layers`` blocks with ada_norm_single, learned variance, a tiny T5, DPM-Solver."""
     torch.manual_seed(seed)
     transformer = PixArtTransformer2DModel(
         sample_size=16,
-        num_layers=2,
+        num_layers=layers,
         patch_size=2,
         attention_head_dim=8,
         num_attention_heads=3,
@@ -202,10 +204,44 @@ def tiny_pixart_pipeline(seed: int = 0) -> PixArtSigmaPipeline:
     return pipe
 
 
+def tiny_flux_pipeline(seed: int = 0, layers: tuple[int, int] = (2, 3), guidance_embeds: bool = True) -> FluxPipeline:
+    """A Flux-shaped pipeline: ``layers`` double- and single-stream blocks, rotary positions, CLIP and a tiny T5, flow matching.
+
+    ``guidance_embeds=True`` is FLUX.1-dev's distilled guidance (one transformer call per step);
+    true CFG (``true_cfg_scale > 1`` with a negative prompt) runs two calls per step.
+    """
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,
+        num_layers=layers[0],
+        num_single_layers=layers[1],
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        guidance_embeds=guidance_embeds,
+        axes_dims_rope=(4, 4, 8),
+    )
+    text_encoder_2 = T5EncoderModel(T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4))
+    pipe = FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=_vae(shift_factor=0.0609, scaling_factor=1.5035),
+        text_encoder=CLIPTextModel(_text_config()),
+        tokenizer=_tokenizer(),
+        text_encoder_2=text_encoder_2.eval(),
+        tokenizer_2=word_tokenizer(),
+        transformer=transformer.eval(),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 TINY_PIPELINES = {
     "tiny-sd": tiny_sd_pipeline,
     "tiny-sdxl": tiny_sdxl_pipeline,
     "tiny-sd3": tiny_sd3_pipeline,
     "tiny-pixart": tiny_pixart_pipeline,
+    "tiny-flux": tiny_flux_pipeline,
 }
 """The random-weight pipelines a config can name, for tests of mechanics."""

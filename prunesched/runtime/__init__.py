@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from prunesched.lazy import lazy_names
 from prunesched.runtime.methods import METHODS, AtedmConfig, CatConfig, DatoConfig, RandomConfig, SimilarityMethod, SitoConfig, TokenMethod
-from prunesched.runtime.schedule import PruneLess, Schedule, StepPlan
+from prunesched.runtime.schedule import BlockCache, PruneLess, Schedule, StepPlan
 
 if TYPE_CHECKING:
     from prunesched.runtime.patch import PatchHandle, apply, remove
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 __all__ = [
     "METHODS",
     "AtedmConfig",
+    "BlockCache",
     "CatConfig",
     "DatoConfig",
     "PatchHandle",

@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any
 
 import torch
+from diffusers import FluxTransformer2DModel
 from diffusers.models.attention_processor import Attention
 from torch import Tensor, nn
 
@@ -84,6 +85,10 @@ def check(target: PatchTarget, schedule: Schedule, method: CatConfig) -> None:
     """Refuse a UNet, and (when the schedule prunes) what CAT pruning cannot run correctly."""
     if target.unet is not None:
         raise ScheduleError("method 'cat' prunes the tokens of a DiT (SD3, PixArt-Σ); for a UNet pipeline use sito, dato, random or atedm")
+    if schedule.prunes and isinstance(target.denoiser, FluxTransformer2DModel):
+        raise ScheduleError(
+            "method 'cat' prunes the tokens of SD3 and PixArt-Σ transformers; on Flux use block-cache and reuse steps without pruning"
+        )
     if schedule.prunes:
         check_cat_pipeline(target.pipe, target.denoiser)
 
@@ -134,6 +139,7 @@ class _CatRun:
         with state.selecting():
             selection = self._select(stream, rows, grid, count)
         stream.index = torch.cat([selection, selection]) if stream.pairs else selection
+        state.token_index = stream.index
         state.record_tokens(RECORD_NAME, count, total)
         return tokens.gather(1, _expand(stream.index, tokens.shape[-1]))
 

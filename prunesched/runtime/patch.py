@@ -8,17 +8,19 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from diffusers import PixArtTransformer2DModel, SD3Transformer2DModel, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from prunesched.errors import ScheduleError, UnsupportedModelError
 from prunesched.runtime import atedm_pruning, cat_pruning, similarity_pruning
+from prunesched.runtime.block_caching import install_block_caching
 from prunesched.runtime.caching import install_caching
+from prunesched.runtime.dit_layout import DIT_TYPES, BlockPlan, block_plan
 from prunesched.runtime.methods import AtedmConfig, CatConfig, DatoConfig, RandomConfig, SitoConfig, TokenMethod
 from prunesched.runtime.patcher import Patcher
 from prunesched.runtime.pruner import Denoiser, PatchTarget, Pruner
-from prunesched.runtime.schedule import Cache, Schedule
+from prunesched.runtime.schedule import BlockCache, Cache, Schedule
 from prunesched.runtime.state import RunState, StepRecord
 from prunesched.runtime.tracking import StepTracker
 from prunesched.runtime.unet_layout import CacheUnit, cache_units, prune_less_blocks, select_slots
@@ -40,8 +42,9 @@ def apply(pipe: Any, schedule: Schedule, *, resample: bool = False) -> PatchHand
 
     Works with diffusers pipelines whose denoiser is a ``UNet2DConditionModel`` at ``pipe.unet``
     (SD 1.x/2.x, SDXL, and their img2img and inpaint variants: every method but ``cat``) or an
-    ``SD3Transformer2DModel`` or ``PixArtTransformer2DModel`` at ``pipe.transformer`` (SD3,
-    PixArt-Σ: method ``cat``, and ``full``/``reuse`` steps). Applying again replaces the previous
+    ``SD3Transformer2DModel``, ``PixArtTransformer2DModel`` or ``FluxTransformer2DModel`` at
+    ``pipe.transformer`` (SD3, PixArt-Σ, Flux: block-cache and reuse steps, and method ``cat`` on
+    SD3 and PixArt-Σ). Applying again replaces the previous
     schedule; nothing stacks. ``apply`` is all or nothing: a schedule that is refused, or any
     error while patching, leaves the pipeline exactly as it was, the previous schedule still in
     place. The schedule must have one step per position of the scheduler's timesteps; with
@@ -60,14 +63,17 @@ def apply(pipe: Any, schedule: Schedule, *, resample: bool = False) -> PatchHand
     if pruner is None:
         raise ScheduleError(f"method {schedule.method.name!r} has no runtime; valid: {', '.join(cls.name for cls in PRUNERS)}")
     if isinstance(denoiser, UNet2DConditionModel):
+        _check_unet_schedule(schedule)
         target = PatchTarget(pipe, denoiser, select_slots(denoiser, schedule))
         units = cache_units(denoiser, {s.cache for s in schedule.steps if isinstance(s.cache, int)})
         prune_less = prune_less_blocks(denoiser, schedule)
+        blocks = None
     else:
         _check_dit_schedule(schedule)
         target, units, prune_less = PatchTarget(pipe, denoiser, []), [], frozenset()
+        blocks = block_plan(denoiser, schedule)
     pruner.check(target, schedule, schedule.method)
-    handle = PatchHandle(target, schedule, pruner, units, prune_less, resample)
+    handle = PatchHandle(target, schedule, pruner, units, blocks, prune_less, resample)
     previous = _handles(pipe)
     for old in previous:
         old.remove()
@@ -93,24 +99,28 @@ def _handles(pipe: Any) -> list[PatchHandle]:
 
 
 def find_denoiser(pipe: Any) -> Denoiser:
-    """The network a schedule governs: ``pipe.unet`` (a ``UNet2DConditionModel``) or ``pipe.transformer`` (SD3, PixArt)."""
+    """The network a schedule governs: ``pipe.unet`` (a ``UNet2DConditionModel``) or ``pipe.transformer`` (SD3, PixArt, Flux)."""
     unet, transformer = getattr(pipe, "unet", None), getattr(pipe, "transformer", None)
     if isinstance(unet, UNet2DConditionModel):
         return unet
-    if isinstance(transformer, (SD3Transformer2DModel, PixArtTransformer2DModel)):
+    if isinstance(transformer, DIT_TYPES):
         return transformer
     found = type(unet if unet is not None else transformer).__name__
     raise UnsupportedModelError(
-        "prunesched.apply needs a pipeline with a UNet2DConditionModel at pipe.unet, or an SD3Transformer2DModel or "
-        f"PixArtTransformer2DModel at pipe.transformer; got {found}"
+        "prunesched.apply needs a pipeline with a UNet2DConditionModel at pipe.unet, or an SD3Transformer2DModel, "
+        f"PixArtTransformer2DModel or FluxTransformer2DModel at pipe.transformer; got {found}"
     )
 
 
-def _check_dit_schedule(schedule: Schedule) -> None:
-    """A DiT schedule: whole-network steps, and nothing that names UNet blocks (its method's pruner checks the rest)."""
+def _check_unet_schedule(schedule: Schedule) -> None:
+    """A UNet's partial steps are DeepCache branches: a DiT's explicit block cache means nothing to it."""
     for i, step in enumerate(schedule.steps):
-        if step.cache not in ("full", "reuse"):
-            raise ScheduleError(f"step {i}: cache {step.cache!r} is a UNet cache branch; a DiT pipeline's steps are 'full' or 'reuse'")
+        if isinstance(step.cache, BlockCache):
+            raise ScheduleError(f"step {i}: cache {step.cache} is a DiT block cache; a UNet's partial steps are DeepCache branch ids >= 0")
+
+
+def _check_dit_schedule(schedule: Schedule) -> None:
+    """A DiT schedule names no UNet blocks (its block-cache steps are checked by ``block_plan``, its method by its pruner)."""
     if schedule.prune_less is not None or not isinstance(schedule.slots, str):
         raise ScheduleError(
             "prune_less and a list of slots name UNet attention blocks; a DiT schedule has neither (CAT prunes every block)"
@@ -126,6 +136,7 @@ class PatchHandle:
         schedule: Schedule,
         pruner: Pruner[Any],
         units: list[CacheUnit],
+        blocks: BlockPlan | None,
         prune_less: frozenset[str],
         resample: bool,
     ) -> None:
@@ -137,6 +148,7 @@ class PatchHandle:
         self._target = target
         self._pruner = pruner
         self._units = units
+        self._blocks = blocks
         self._resample = resample
         self._output_type = UNet2DConditionOutput if target.unet is not None else Transformer2DModelOutput
         self._state = RunState(schedule, prune_less)
@@ -148,6 +160,8 @@ class PatchHandle:
         denoiser = self._target.denoiser
         try:
             install_caching(self._patcher, self._units, self._state)
+            if self._blocks is not None:
+                install_block_caching(self._patcher, self._blocks, self._state)
             if self.schedule.prunes:
                 self._pruner.install(self._patcher, self._target, self._state, self.schedule.method)
             self._patcher.replace_method(denoiser, "forward", self._wrap_denoiser)
@@ -203,7 +217,7 @@ class PatchHandle:
                 reused = state.last_output[position.stream].clone()
                 return self._output_type(sample=reused) if kwargs.get("return_dict", True) else (reused,)
             cfg = getattr(self.pipe, "do_classifier_free_guidance", None)
-            branch = performed if isinstance(performed, int) else None
+            branch = performed if isinstance(performed, (int, BlockCache)) else None
             if branch is not None and kwargs.get("down_intrablock_additional_residuals") is not None:
                 raise UnsupportedModelError(
                     "cache steps cannot be combined with T2I-Adapter residuals (the UNet adds them in place to cached features)"
@@ -238,6 +252,6 @@ class PatchHandle:
         state = self._state
         if cache == "reuse":
             return ("reuse", False) if stream in state.last_output else ("full", True)
-        if isinstance(cache, int):
+        if isinstance(cache, (int, BlockCache)):
             return (cache, False) if stream in state.has_full else ("full", True)
         return "full", False

@@ -12,16 +12,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeAlias, TypeVar
 
-from diffusers import PixArtTransformer2DModel, SD3Transformer2DModel, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 
 from prunesched.errors import ScheduleError
+from prunesched.runtime.dit_layout import DiT
 from prunesched.runtime.methods import TokenMethod
 from prunesched.runtime.patcher import Patcher
 from prunesched.runtime.schedule import Schedule
 from prunesched.runtime.state import RunState
 from prunesched.runtime.unet_layout import Slot
 
-Denoiser: TypeAlias = UNet2DConditionModel | SD3Transformer2DModel | PixArtTransformer2DModel
+Denoiser: TypeAlias = UNet2DConditionModel | DiT
 Method = TypeVar("Method", bound=TokenMethod)
 
 

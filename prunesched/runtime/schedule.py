@@ -26,8 +26,40 @@ from prunesched.runtime.methods import METHODS, TokenMethod, method_from_dict
 FORMAT = "prunesched.schedule"
 VERSION = 1
 
-Cache = str | int
-"""``"full"``, ``"reuse"``, or a DeepCache branch id (an int >= 0; 0 is the shallowest, cheapest)."""
+
+@dataclass(frozen=True)
+class BlockCache:
+    """A DiT step that computes the first ``first`` and the last ``last`` transformer blocks and adds the residual
+    the blocks between them produced at the last full step (the Δ-DiT / DBCache idea).
+
+    Written ``{"first": F, "last": B}`` in a schedule document; ``str`` gives cache-dit's name, ``F2B1``.
+    A DiT step with an integer cache ``b`` means ``BlockCache(b + 1, b + 1)`` (see :meth:`of`).
+    """
+
+    first: int
+    last: int
+
+    def __post_init__(self) -> None:
+        for key in ("first", "last"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ScheduleError(f"block cache {key!r} must be an integer >= 0 (a count of transformer blocks), got {value!r}")
+
+    def __str__(self) -> str:
+        return f"F{self.first}B{self.last}"
+
+    def to_dict(self) -> dict[str, int]:
+        return {"first": self.first, "last": self.last}
+
+    @classmethod
+    def of(cls, cache: int | BlockCache) -> BlockCache:
+        """The blocks a DiT step computes: an integer depth ``b`` mirrors DeepCache's U (the first and the last ``b + 1``)."""
+        return cache if isinstance(cache, BlockCache) else cls(cache + 1, cache + 1)
+
+
+Cache = str | int | BlockCache
+"""``"full"``, ``"reuse"``, a cache depth (an int >= 0; 0 is the shallowest, cheapest: a UNet's DeepCache branch,
+a DiT's first and last block) or a DiT's :class:`BlockCache`."""
 
 _DATO_CACHE: dict[int, Cache] = {0: "reuse", 1: 0}
 """DaTo's cache ids: 0 reuses the previous output, 1 is DeepCache's shallowest branch; any other id is a full step."""
@@ -46,8 +78,10 @@ class StepPlan:
 
     Attributes:
         cache: ``"full"`` computes the whole network and refreshes the cache; an int b recomputes
-            only the shallow part of the UNet (DeepCache's ``cache_branch_id``) and takes the rest
-            from the cache; ``"reuse"`` skips the network and reuses the previous output.
+            only the shallow part of the network and takes the rest from the cache (a UNet's DeepCache
+            ``cache_branch_id``; on a DiT the first and last b + 1 blocks); a :class:`BlockCache`
+            names a DiT's first and last blocks explicitly; ``"reuse"`` skips the network and
+            reuses the previous output.
         prune: fraction of *all* N tokens of each pruning slot that is removed before
             self-attention in this iteration (``N - int(prune * N)`` tokens are attended).
     """
@@ -60,7 +94,7 @@ class StepPlan:
             object.__setattr__(self, "prune", float(self.prune))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"cache": self.cache, "prune": self.prune}
+        return {"cache": self.cache.to_dict() if isinstance(self.cache, BlockCache) else self.cache, "prune": self.prune}
 
 
 @dataclass(frozen=True)
@@ -364,7 +398,12 @@ def _step_from_dict(i: int, data: Any) -> StepPlan:
     unknown = sorted(set(data) - {"cache", "prune"})
     if unknown:
         raise ScheduleError(f"step {i} has unknown field {unknown[0]!r}; valid fields: cache, prune")
-    return StepPlan(cache=data.get("cache", "full"), prune=data.get("prune", 0.0))
+    cache = data.get("cache", "full")
+    if isinstance(cache, dict):
+        if set(cache) != {"first", "last"}:
+            raise ScheduleError(f'step {i}: a block cache is an object {{"first": F, "last": B}}, got {cache!r:.80}')
+        cache = BlockCache(cache["first"], cache["last"])
+    return StepPlan(cache=cache, prune=data.get("prune", 0.0))
 
 
 def _slot_list(slots: Any) -> tuple[str, ...]:
@@ -388,8 +427,11 @@ def _validate(schedule: Schedule) -> None:
             raise ScheduleError(f"step {i} must be a StepPlan, got {step!r}")
         cache = step.cache
         valid_int = isinstance(cache, int) and not isinstance(cache, bool) and cache >= 0
-        if not (valid_int or cache in ("full", "reuse")):
-            raise ScheduleError(f"step {i}: unknown cache value {cache!r}; valid: 'full', 'reuse' or a branch id >= 0")
+        if not (valid_int or isinstance(cache, BlockCache) or cache in ("full", "reuse")):
+            raise ScheduleError(
+                f"step {i}: unknown cache value {cache!r}; valid: 'full', 'reuse', a cache depth >= 0 or a DiT block cache "
+                '{"first": F, "last": B}'
+            )
         prune = step.prune
         if isinstance(prune, bool) or not isinstance(prune, (int, float)) or not 0.0 <= prune <= limit:
             raise ScheduleError(f"step {i}: prune ratio {prune!r} is out of range; {schedule.method.describe_limit()}")

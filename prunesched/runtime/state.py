@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from prunesched.runtime.schedule import Cache, Schedule
+from prunesched.runtime.schedule import BlockCache, Cache, Schedule
 
 
 @dataclass
@@ -57,7 +57,10 @@ class RunState:
         self.records: list[StepRecord] = []
         self.iteration = 0
         self.stream = 0
-        self.branch: int | None = None
+        self.branch: int | BlockCache | None = None
+        """The partial step of the current call: a UNet's DeepCache branch, a DiT's depth or block cache; None for a full step."""
+        self.token_index: Tensor | None = None
+        """The image tokens ``(B, k)`` the current DiT call computes when CAT prunes it; None when it computes all."""
         self.prune = 0.0
         self.latent_hw: tuple[int, int] = (0, 0)
         self.cfg: bool | None = False
@@ -87,9 +90,10 @@ class RunState:
         return self._generators[self.stream]
 
     def begin_call(
-        self, iteration: int, stream: int, branch: int | None, prune: float, latent_hw: tuple[int, int], cfg: bool | None
+        self, iteration: int, stream: int, branch: int | BlockCache | None, prune: float, latent_hw: tuple[int, int], cfg: bool | None
     ) -> None:
         self.iteration, self.stream, self.branch, self.prune, self.latent_hw, self.cfg = iteration, stream, branch, prune, latent_hw, cfg
+        self.token_index = None
 
     def ratio(self, attention_block: str) -> float:
         """The prune ratio of ``attention_block`` in the current call: the step's, or 0 while DSAP keeps the block prune-less."""

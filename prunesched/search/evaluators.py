@@ -25,7 +25,7 @@ from prunesched.checks import check_keys, check_number
 from prunesched.errors import ConfigError
 from prunesched.evaluation.settings import PipelineSettings
 from prunesched.evaluation.stats import Metrics, metric
-from prunesched.runtime.schedule import Schedule, StepPlan
+from prunesched.runtime.schedule import BlockCache, Cache, Schedule, StepPlan
 
 
 class Evaluator(Protocol):
@@ -116,7 +116,7 @@ class SyntheticEvaluator:
 def step_cost(step: StepPlan) -> float:
     if step.cache == "reuse":
         return 0.02
-    base = 1.0 if step.cache == "full" else min(0.9, 0.3 * (int(step.cache) + 1))
+    base = 1.0 if step.cache == "full" else min(0.9, 0.15 * _computed_blocks(step.cache))
     return base * (1.0 - 0.6 * step.prune)
 
 
@@ -124,8 +124,15 @@ def step_error(step: StepPlan, index: int, steps: int) -> float:
     weight = 1.0 + 2.0 * (1.0 - index / steps)
     if step.cache == "reuse":
         return weight
-    cache = 0.0 if step.cache == "full" else 0.3 / (int(step.cache) + 1)
+    cache = 0.0 if step.cache == "full" else 0.6 / max(_computed_blocks(step.cache), 1)
     return weight * (cache + 0.8 * step.prune**2)
+
+
+def _computed_blocks(cache: Cache) -> int:
+    """The blocks a partial step computes in the synthetic problem: depth b computes 2 (b + 1), as on a DiT."""
+    assert isinstance(cache, (int, BlockCache))  # the callers price full and reuse steps
+    spec = BlockCache.of(cache)
+    return spec.first + spec.last
 
 
 def synthetic_front(options: Sequence[Sequence[StepPlan]]) -> np.ndarray:

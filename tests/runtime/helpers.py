@@ -26,3 +26,32 @@ def loop_iterations(pipe: Any, **kwargs: Any) -> list[tuple[int, float]]:
 
     generate(pipe, callback_on_step_end=callback, **kwargs)
     return seen
+
+
+def dit_inputs(kind: str, pipe: Any) -> dict[str, Any]:
+    """Inputs for a direct transformer call on a 16x24 latent. SD3 and PixArt: one CFG batch, the same latents twice
+    and different text per half; Flux: one image with its distilled guidance scale."""
+    generator = torch.Generator().manual_seed(1)
+    config = pipe.transformer.config
+    if kind == "flux":
+        tokens, text = 8 * 12, 7  # Flux packs 2x2 latent patches into one token
+        return {
+            "hidden_states": torch.randn(1, tokens, config.in_channels, generator=generator),
+            "encoder_hidden_states": torch.randn(1, text, config.joint_attention_dim, generator=generator),
+            "pooled_projections": torch.randn(1, config.pooled_projection_dim, generator=generator),
+            "img_ids": torch.stack(torch.meshgrid(torch.zeros(1), torch.arange(8.0), torch.arange(12.0), indexing="ij"), -1).reshape(-1, 3),
+            "txt_ids": torch.zeros(text, 3),
+            "guidance": torch.full((1,), 3.5),
+        }
+    latents = torch.randn(1, config.in_channels, 16, 24, generator=generator).repeat(2, 1, 1, 1)
+    if kind == "sd3":
+        return {
+            "hidden_states": latents,
+            "encoder_hidden_states": torch.randn(2, 7, config.joint_attention_dim, generator=generator),
+            "pooled_projections": torch.randn(2, config.pooled_projection_dim, generator=generator),
+        }
+    return {
+        "hidden_states": latents,
+        "encoder_hidden_states": torch.randn(2, 7, config.caption_channels, generator=generator),
+        "added_cond_kwargs": {"resolution": None, "aspect_ratio": None},
+    }

@@ -13,7 +13,7 @@ from prunesched import CatConfig, Schedule, ScheduleError, StepPlan, Unsupported
 from prunesched.models.tiny import tiny_pixart_pipeline, tiny_sd3_pipeline, tiny_sd_pipeline
 from prunesched.runtime import cat_pruning
 from prunesched.runtime.tokens.cat import cat_clusters, cat_select
-from tests.runtime.helpers import PROMPT
+from tests.runtime.helpers import PROMPT, dit_inputs
 
 STEPS, T0, PRUNE = 6, 3, 0.7
 BUILDERS = {"sd3": tiny_sd3_pipeline, "pixart": tiny_pixart_pipeline}
@@ -174,31 +174,13 @@ def test_remove_restores_bit_identical_outputs(dit):
     assert (after == before).all() and not (pruned == before).all()
 
 
-def _direct_inputs(kind: str, pipe: Any) -> dict[str, Any]:
-    """One CFG batch for a direct transformer call: the same latents twice, different text per half."""
-    generator = torch.Generator().manual_seed(1)
-    config = pipe.transformer.config
-    latents = torch.randn(1, config.in_channels, 16, 24, generator=generator).repeat(2, 1, 1, 1)
-    if kind == "sd3":
-        return {
-            "hidden_states": latents,
-            "encoder_hidden_states": torch.randn(2, 7, config.joint_attention_dim, generator=generator),
-            "pooled_projections": torch.randn(2, config.pooled_projection_dim, generator=generator),
-        }
-    return {
-        "hidden_states": latents,
-        "encoder_hidden_states": torch.randn(2, 7, config.caption_channels, generator=generator),
-        "added_cond_kwargs": {"resolution": None, "aspect_ratio": None},
-    }
-
-
 def test_a_pruned_step_on_unchanged_inputs_reproduces_the_full_step(dit):
     """Recomputed tokens attend to cached keys and values of the others, and the others keep their output: when
     nothing changed since the last step, the pruned step must equal the full one. Any misaligned gather or
     scatter, or a per-token modulation (SD3's AdaLayerNormZero, PixArt's ada_norm_single) applied to the wrong
     tokens, would break this."""
     kind, pipe = dit
-    inputs = _direct_inputs(kind, pipe)
+    inputs = dit_inputs(kind, pipe)
     scheduler = pipe.scheduler
     scheduler.set_timesteps(4)
     timestep = scheduler.timesteps[0].expand(2)
@@ -235,7 +217,7 @@ def test_reuse_steps_work_on_a_dit(dit):
     "schedule, message",
     [
         (Schedule.uniform(STEPS, prune=0.5, method="sito"), "a DiT pipeline .* prunes with method 'cat'"),
-        (Schedule.deepcache(STEPS, interval=2, method=CatConfig()), "UNet cache branch"),
+        (Schedule.deepcache(STEPS, interval=2, method=CatConfig()), "of this transformer.s 2 blocks and caches none"),
         (
             Schedule(steps=(StepPlan("full", 0.5),) * STEPS, method=CatConfig(), slots=("transformer_blocks.0",)),
             "a DiT schedule has neither",

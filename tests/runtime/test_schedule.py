@@ -4,8 +4,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from prunesched import Schedule, ScheduleError, StepPlan
-from prunesched.runtime.methods import DatoConfig, SitoConfig
+from prunesched import BlockCache, Schedule, ScheduleError, StepPlan
+from prunesched.runtime.methods import CatConfig, DatoConfig, SitoConfig
 from prunesched.runtime.paper_tables import DATO_OURS_B1_CACHE_IDS, DATO_OURS_B1_RATIOS, dato_ours_b1
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "schedule.schema.json").read_text())
@@ -101,6 +101,8 @@ BAD_DOCUMENTS = [
     ('{"format": "prunesched.schedule", "version": 1, "steps": [{"cache": "half"}]}', "unknown cache value 'half'"),
     ('{"format": "prunesched.schedule", "version": 1, "steps": [{"cache": -1}]}', "unknown cache value -1"),
     ('{"format": "prunesched.schedule", "version": 1, "steps": [{"cache": true}]}', "unknown cache value True"),
+    ('{"format": "prunesched.schedule", "version": 1, "steps": [{"cache": {"first": 1}}]}', "a block cache is an object"),
+    ('{"format": "prunesched.schedule", "version": 1, "steps": [{"cache": {"first": 1, "last": -1}}]}', "'last' must be an integer >= 0"),
     ('{"format": "prunesched.schedule", "version": 1, "steps": [{"prune": -0.1}]}', "out of range"),
     ('{"format": "prunesched.schedule", "version": 1, "steps": [{"prune": "0.5"}]}', "out of range"),
     ('{"format": "prunesched.schedule", "version": 1, "steps": [{"ratio": 0.5}]}', "unknown field 'ratio'"),
@@ -179,3 +181,15 @@ def test_load_reads_only_schedule_documents_and_names_load_dato_for_a_table(tmp_
     Schedule.uniform(3).save(tmp_path / "s.json")
     with pytest.raises(ScheduleError, match=r"is not a DaTo table.*a schedule document is read with Schedule.load"):
         Schedule.load_dato(tmp_path / "s.json")
+
+
+def test_block_cache_steps_round_trip_and_validate(tmp_path):
+    steps = (StepPlan("full"), StepPlan(BlockCache(2, 1)), StepPlan(1), StepPlan("reuse"))
+    schedule = Schedule(steps=steps, method=CatConfig())
+    schedule.save(tmp_path / "s.json")
+    document = json.loads((tmp_path / "s.json").read_text())
+    jsonschema.validate(document, SCHEMA)
+    assert document["steps"][1]["cache"] == {"first": 2, "last": 1}
+    loaded = Schedule.load(tmp_path / "s.json")
+    assert loaded == schedule and loaded.hash == schedule.hash and str(loaded.steps[1].cache) == "F2B1"
+    assert BlockCache.of(1) == BlockCache(2, 2) and BlockCache.of(BlockCache(0, 3)) == BlockCache(0, 3)
