@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from prunesched.errors import ConfigError
 from prunesched.evaluation.generation import ImageGenerator, key_hash, median_ratio, step_callback
-from prunesched.runtime.schedule import Schedule, StepPlan
+from prunesched.runtime.schedule import BlockCache, Schedule, StepPlan
 from prunesched.timing import Marks
 
 FULL = "full@0.0"
@@ -234,4 +234,6 @@ class CostModel:
 
 def _plan(name: str) -> StepPlan:
     cache, prune = name.split("@")
-    return StepPlan(cache if cache in ("full", "reuse") else int(cache), float(prune))
+    if cache in ("full", "reuse"):
+        return StepPlan(cache, float(prune))
+    return StepPlan(BlockCache.from_name(cache) if cache.startswith("F") else int(cache), float(prune))

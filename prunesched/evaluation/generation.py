@@ -43,7 +43,7 @@ class ImageGenerator:
         self.stopwatch = Stopwatch(self.device)
         pipe.scheduler.set_timesteps(spec.num_inference_steps)
         self.loop_length = len(pipe.scheduler.timesteps)
-        self.size = self.denoiser.config.sample_size * pipe.vae_scale_factor
+        self.size = (getattr(self.denoiser.config, "sample_size", None) or pipe.default_sample_size) * pipe.vae_scale_factor  # Flux: none
         self._timed_batch = self._embed(self._batches()[0][0])
         self._warm: set[tuple[str, bool]] = set()  # (schedule hash, "" unaccelerated; decoded) run on a first batch here
 
@@ -120,19 +120,19 @@ class ImageGenerator:
         return nullcontext() if schedule is None else prunesched.apply(self.pipe, schedule)
 
     def _embed(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Text embeddings as pipeline keyword arguments (SD returns two tensors, SDXL and SD3 four, PixArt four with masks)."""
+        """Text embeddings as pipeline keyword arguments (SD returns two tensors, SDXL and SD3 four, PixArt four with masks,
+        Flux two and its text ids, which its pipeline makes again)."""
         names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
         if "prompt_attention_mask" in _parameters(self.pipe):
             names = ("prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds", "negative_prompt_attention_mask")
-        others = {k: None for k in ("prompt_2", "prompt_3") if k in inspect.signature(self.pipe.encode_prompt).parameters}  # SD3: the same
+        parameters = inspect.signature(self.pipe.encode_prompt).parameters
+        others: dict[str, Any] = {k: None for k in ("prompt_2", "prompt_3") if k in parameters}  # SD3, Flux: the same prompt
+        if "do_classifier_free_guidance" in parameters:
+            others["do_classifier_free_guidance"] = self.spec.guidance_scale > 1
+        else:  # Flux: guidance is distilled into the model, one call per step and no negative prompt
+            names = ("prompt_embeds", "pooled_prompt_embeds")
         with torch.no_grad():
-            out = self.pipe.encode_prompt(
-                prompt=list(prompts),
-                **others,
-                device=self.device,
-                num_images_per_prompt=1,
-                do_classifier_free_guidance=self.spec.guidance_scale > 1,
-            )
+            out = self.pipe.encode_prompt(prompt=list(prompts), **others, device=self.device, num_images_per_prompt=1)
         embeddings = {name: value for name, value in zip(names, out) if value is not None}
         if "negative_prompt_embeds" in embeddings:  # PixArt's negative_prompt defaults to "", which would conflict
             embeddings["negative_prompt"] = None
@@ -147,6 +147,8 @@ class ImageGenerator:
                 **inputs,
                 **options,
                 generator=generators,
+                height=self.size,
+                width=self.size,
                 output_type="latent",
                 num_inference_steps=self.spec.num_inference_steps,
                 guidance_scale=self.spec.guidance_scale,
@@ -154,6 +156,8 @@ class ImageGenerator:
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.pipe.vae
+        if latents.ndim == 3:  # Flux returns its latents packed as 2x2 patch tokens
+            latents = self.pipe._unpack_latents(latents, self.size, self.size, self.pipe.vae_scale_factor)
         shift = getattr(vae.config, "shift_factor", None) or 0.0  # SD3's VAE is shifted
         with torch.no_grad():
             decoded = vae.decode(latents / vae.config.scaling_factor + shift).sample

@@ -233,6 +233,7 @@ def tiny_flux_pipeline(seed: int = 0, layers: tuple[int, int] = (2, 3), guidance
         tokenizer_2=word_tokenizer(),
         transformer=transformer.eval(),
     )
+    pipe.default_sample_size = 16  # 32x32 images, as the other tiny pipelines make (Flux's default is 128, for 1024x1024)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

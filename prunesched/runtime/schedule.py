@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,6 +51,14 @@ class BlockCache:
 
     def to_dict(self) -> dict[str, int]:
         return {"first": self.first, "last": self.last}
+
+    @classmethod
+    def from_name(cls, name: str) -> BlockCache:
+        """The block cache named ``FnBm`` (the inverse of ``str``)."""
+        match = re.fullmatch(r"F(\d+)B(\d+)", name)
+        if match is None:
+            raise ScheduleError(f"{name!r} is not a block cache name; valid names are like F8B0 (first 8 blocks, last 0)")
+        return cls(int(match[1]), int(match[2]))
 
     @classmethod
     def of(cls, cache: int | BlockCache) -> BlockCache:

@@ -15,7 +15,7 @@ from prunesched.evaluation.fidelity import fid_resampler
 from prunesched.evaluation.generation import ImageGenerator, load_images
 from prunesched.evaluation.settings import PipelineSettings
 from prunesched.evaluation.stats import interval, metric
-from prunesched.runtime.schedule import Schedule
+from prunesched.runtime.schedule import BlockCache, Schedule, StepPlan
 from prunesched.search.config import SearchConfig
 
 
@@ -69,6 +69,18 @@ def test_dit_pipelines_are_evaluated_with_cat_schedules_measured_and_counted(mod
     assert full["mse"]["value"] == 0.0 and full["relative_macs"]["value"] == 1.0
     cat = evaluation.evaluate(Schedule.cat(evaluation.steps, t0=2, alpha=0.5))
     assert cat["mse"]["value"] > 0 and 0 < cat["relative_macs"]["value"] < 1 and cat["relative_latency"]["value"] > 0
+
+
+def test_flux_is_evaluated_with_block_cache_schedules_measured_and_counted(tmp_path):
+    """Flux: two embeddings and no negative prompt, packed latents, no sample size in its config."""
+    settings = PipelineSettings(
+        model="tiny-flux", images=2, num_inference_steps=4, batch_size=2, repeats=1, cost=("measured", "macs"), cache_dir=str(tmp_path)
+    )
+    evaluation = PipelineEvaluator(settings)
+    full = evaluation.evaluate(Schedule.uniform(evaluation.steps))
+    assert full["mse"]["value"] == 0.0 and full["relative_macs"]["value"] == 1.0
+    cached = evaluation.evaluate(Schedule(steps=(StepPlan("full"), StepPlan(0), StepPlan(BlockCache(1, 0)), StepPlan("full"))))
+    assert cached["mse"]["value"] > 0 and 0.5 < cached["relative_macs"]["value"] < 1 and cached["relative_latency"]["value"] > 0
 
 
 def test_the_unaccelerated_images_are_generated_once_per_machine(settings, monkeypatch):
