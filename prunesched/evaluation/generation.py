@@ -122,7 +122,7 @@ class ImageGenerator:
     def _embed(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Text embeddings as pipeline keyword arguments (SD returns two tensors, SDXL and SD3 four, PixArt four with masks,
         Flux two and its text ids, which its pipeline makes again)."""
-        names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+        names: tuple[str, ...] = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
         if "prompt_attention_mask" in _parameters(self.pipe):
             names = ("prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds", "negative_prompt_attention_mask")
         parameters = inspect.signature(self.pipe.encode_prompt).parameters
