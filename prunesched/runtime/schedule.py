@@ -55,7 +55,7 @@ class BlockCache:
     @classmethod
     def from_name(cls, name: str) -> BlockCache:
         """The block cache named ``FnBm`` (the inverse of ``str``)."""
-        match = re.fullmatch(r"F(\d+)B(\d+)", name)
+        match = re.fullmatch(r"F(\d+)B(\d+)", name) if isinstance(name, str) else None
         if match is None:
             raise ScheduleError(f"{name!r} is not a block cache name; valid names are like F8B0 (first 8 blocks, last 0)")
         return cls(int(match[1]), int(match[2]))
@@ -183,8 +183,12 @@ class Schedule:
         return cls(steps=(StepPlan(cache, prune),) * steps, method=_method(method))
 
     @classmethod
-    def deepcache(cls, steps: int, interval: int = 3, branch: int = 0, prune: float = 0.0, method: str | TokenMethod = "sito") -> Schedule:
-        """DeepCache's uniform schedule: a full iteration every ``interval`` iterations, branch ``branch`` between."""
+    def deepcache(
+        cls, steps: int, interval: int = 3, branch: int | BlockCache = 0, prune: float = 0.0, method: str | TokenMethod = "sito"
+    ) -> Schedule:
+        """DeepCache's uniform schedule: a full iteration every ``interval`` iterations, ``branch`` between (a UNet's
+        branch id, a DiT's depth or :class:`BlockCache`: with ``BlockCache(1, 0)`` it is cache-dit's DBCache F1B0
+        with a fixed compute mask)."""
         _check_step_count(steps)
         if not isinstance(interval, int) or interval < 1:
             raise ScheduleError(f"interval must be an integer >= 1, got {interval!r}")

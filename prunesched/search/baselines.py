@@ -10,8 +10,9 @@ beats it beyond the intervals and which searched point is nearest at equal or lo
 ```toml
 [baselines]                       # the defaults
 enabled = true
-deepcache_intervals = [2, 3, 4, 5]  # not for CAT spaces: a DiT has no UNet branches
+deepcache_intervals = [2, 3, 4, 5]  # a full step every N; not for CAT's dato spaces: a DiT has no UNet branches
 deepcache_branches = [0, 1]
+block_caches = ["F1B0", "F8B0"]   # blocks spaces (DiTs): cache-dit's DBCache presets, at the same intervals
 uniform_ratios = [0.3, 0.5, 0.7]  # with the space's token method
 dato_ours_b1 = true               # DaTo's Ours-b1, resampled to the loop, when the space's method is dato
 ```
@@ -25,8 +26,8 @@ from dataclasses import dataclass, replace
 from prunesched.checks import check_number
 from prunesched.errors import ConfigError, ScheduleError
 from prunesched.runtime.paper_tables import dato_ours_b1
-from prunesched.runtime.schedule import Schedule, StepPlan
-from prunesched.search.spaces import MAX_STEPS, MAX_VALUES, Genome, Space
+from prunesched.runtime.schedule import BlockCache, Schedule, StepPlan
+from prunesched.search.spaces import MAX_STEPS, MAX_VALUES, BlockSpace, Genome, Space
 
 DIT_METHODS = ("cat",)
 """Token methods that run on DiTs only: a space with one of them gets no DeepCache baselines (a DiT has no UNet branches)."""
@@ -41,11 +42,12 @@ class BaselinesConfig:
     enabled: bool = True
     deepcache_intervals: tuple[int, ...] = (2, 3, 4, 5)
     deepcache_branches: tuple[int, ...] = (0, 1)
+    block_caches: tuple[str, ...] = ("F1B0", "F8B0")
     uniform_ratios: tuple[float, ...] = (0.3, 0.5, 0.7)
     dato_ours_b1: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("deepcache_intervals", "deepcache_branches", "uniform_ratios"):
+        for name in ("deepcache_intervals", "deepcache_branches", "block_caches", "uniform_ratios"):
             values = getattr(self, name)
             if not isinstance(values, (list, tuple)) or len(values) > MAX_VALUES:
                 raise ConfigError(f"[baselines] {name} must be a list of at most {MAX_VALUES} values, got {values!r:.80}")
@@ -56,6 +58,12 @@ class BaselinesConfig:
             check_number(branch, "deepcache_branches", "[baselines]", integer=True, high=MAX_BRANCH)
         for ratio in self.uniform_ratios:
             check_number(ratio, "uniform_ratios", "[baselines]", high=0.99)
+        for name in self.block_caches:
+            try:
+                BlockCache.from_name(name)
+            except ScheduleError:
+                message = f"[baselines] block_caches must name block caches like F8B0 (first 8 blocks, last 0), got {name!r:.40}"
+                raise ConfigError(message) from None
         for name in ("enabled", "dato_ours_b1"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"[baselines] {name} must be true or false, got {getattr(self, name)!r}")
@@ -66,11 +74,16 @@ class BaselinesConfig:
         named: dict[str, Schedule] = {}
         if not self.enabled:
             return named
-        unet = method.name not in DIT_METHODS  # DeepCache's branches are a UNet's
+        blocks = space.kind == BlockSpace.kind
+        unet = method.name not in DIT_METHODS and not blocks  # DeepCache's branches are a UNet's
         try:
             for branch in self.deepcache_branches if unet else ():
                 for interval in self.deepcache_intervals:
                     named[f"DeepCache N={interval} branch {branch}"] = Schedule.deepcache(steps, interval, branch, method=method)
+            for name in self.block_caches if blocks else ():
+                for interval in self.deepcache_intervals:
+                    cached = BlockCache.from_name(name)
+                    named[f"{name} N={interval}"] = Schedule.deepcache(steps, interval, cached, method=method)
             for ratio in self.uniform_ratios:
                 named[f"{method.name} uniform {ratio:g}"] = Schedule.uniform(steps, "full", ratio, method=method)
         except ScheduleError as exc:

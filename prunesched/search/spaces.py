@@ -18,7 +18,7 @@ import numpy as np
 from prunesched.checks import check_keys, check_number
 from prunesched.errors import ConfigError, ScheduleError
 from prunesched.runtime.methods import TokenMethod, method_from_dict
-from prunesched.runtime.schedule import Cache, Schedule, Slots, StepPlan
+from prunesched.runtime.schedule import BlockCache, Cache, Schedule, Slots, StepPlan
 
 Genome = tuple[int, ...]
 
@@ -194,7 +194,79 @@ class DsapSpace(Space):
         return [tuple(int(v) for v in row) for row in np.stack([g.ravel() for g in grids], 1)]
 
 
-SPACES: dict[str, type[Space]] = {cls.kind: cls for cls in (DatoSpace, DsapSpace)}
+@dataclass(frozen=True)
+class BlockSpace(Space):
+    """DiT block caching by phase: the loop is cut into ``phases`` equal parts, and each part picks the blocks its
+    cached steps compute (the first F and the last B, see :class:`~prunesched.runtime.schedule.BlockCache`), how
+    often a full step refreshes the cache, and the share of image tokens CAT reuses (``ratios``, 0 by default).
+
+    Genes: ``[first, last, interval, ratio]`` per phase, each an index into its value list. Iteration i
+    of a phase that starts at s is full when ``(i - s) % interval == 0``, else it computes the phase's
+    F and B blocks; every iteration of the phase prunes its ratio. Early and late steps of a DiT
+    change differently (Δ-DiT caches the back blocks early and the front ones late), which one
+    setting for the whole loop cannot express.
+    """
+
+    kind: ClassVar[str] = "blocks"
+    method: TokenMethod = field(default_factory=lambda: method_from_dict("cat"))
+    phases: int = 3
+    firsts: tuple[int, ...] = (1, 2, 4, 8)
+    lasts: tuple[int, ...] = (0, 1, 2)
+    intervals: tuple[int, ...] = (1, 2, 3, 4, 6)
+    ratios: tuple[float, ...] = (0.0,)
+
+    @property
+    def upper(self) -> np.ndarray:
+        return np.array([len(v) - 1 for v in (self.firsts, self.lasts, self.intervals, self.ratios)] * self.phases)
+
+    def decode(self, genome: Sequence[int]) -> Schedule:
+        values = self._check_genome(genome)
+        plans: list[StepPlan] = []
+        for phase, (start, stop) in enumerate(self._bounds()):
+            plans += self._phase(start, stop, *values[4 * phase : 4 * phase + 4])
+        return self._schedule(plans, "highest-resolution")
+
+    def encode(self, schedule: Schedule) -> Genome:
+        if len(schedule) != self.steps:
+            raise ScheduleError(f"the blocks space holds {self.steps}-step schedules, got {len(schedule)} steps")
+        genome: list[int] = []
+        for start, stop in self._bounds():
+            plans = list(schedule.steps[start:stop])
+            cached = next((p.cache for p in plans if isinstance(p.cache, BlockCache)), BlockCache(self.firsts[0], self.lasts[0]))
+            first, last = _index(self.firsts, cached.first, "first"), _index(self.lasts, cached.last, "last")
+            ratio = _index(self.ratios, plans[0].prune, "prune ratio")
+            interval = next((k for k in range(len(self.intervals)) if self._phase(start, stop, first, last, k, ratio) == plans), None)
+            if interval is None:
+                raise ScheduleError(f"steps {start}-{stop - 1} are not a phase of this blocks space (a full step every N, one block cache)")
+            genome += [first, last, interval, ratio]
+        return tuple(genome)
+
+    def check(self) -> None:
+        if not isinstance(self.phases, int) or isinstance(self.phases, bool) or not 1 <= self.phases <= self.steps:
+            raise ScheduleError(f"phases must be an integer from 1 to the step count {self.steps}, got {self.phases!r}")
+        for first in self.firsts:
+            BlockCache(first, 0)
+        for last in self.lasts:
+            BlockCache(0, last)
+        for ratio in self.ratios:
+            self._schedule([StepPlan("full", ratio)], "highest-resolution")
+
+    def seeds(self) -> list[Genome]:
+        """At every interval and ratio, the whole loop at the fewest blocks computed and at the most: uniform schedules
+        from the cheapest of the space to the dearest."""
+        ends = {(0, 0), (len(self.firsts) - 1, len(self.lasts) - 1)}
+        phase = [(f, b, k, r) for f, b in sorted(ends) for k in range(len(self.intervals)) for r in range(len(self.ratios))]
+        return list(dict.fromkeys(self.canonical(genes * self.phases) for genes in phase))
+
+    def _bounds(self) -> list[tuple[int, int]]:
+        return [(p * self.steps // self.phases, (p + 1) * self.steps // self.phases) for p in range(self.phases)]
+
+    def _phase(self, start: int, stop: int, first: int, last: int, interval: int, ratio: int) -> list[StepPlan]:
+        cached, every, prune = BlockCache(self.firsts[first], self.lasts[last]), self.intervals[interval], self.ratios[ratio]
+        return [StepPlan("full" if (i - start) % every == 0 else cached, prune) for i in range(start, stop)]
+
+
+SPACES: dict[str, type[Space]] = {cls.kind: cls for cls in (DatoSpace, DsapSpace, BlockSpace)}
 
 
 def space_from_config(table: Mapping[str, Any]) -> Space:
@@ -221,6 +293,11 @@ def space_from_config(table: Mapping[str, Any]) -> Space:
         check_number(interval, "intervals", "[space]", integer=True, low=1, high=MAX_STEPS)
     for tau in data.get("taus", ()):
         check_number(tau, "taus", "[space]", integer=True, high=MAX_STEPS)
+    for key in ("firsts", "lasts"):  # transformer blocks: the model refuses more than it has
+        for count in data.get(key, ()):
+            check_number(count, key, "[space]", integer=True, high=MAX_STEPS)
+    if "phases" in data:
+        check_number(data["phases"], "phases", "[space]", integer=True, low=1, high=data["steps"])
     space = cls(**data)
     if isinstance(space, DsapSpace) and (size := math.prod(int(u) + 1 for u in space.upper)) > MAX_DSAP_SCHEDULES:
         raise ConfigError(f"[space] of kind 'dsap' holds {size:,} schedules, more than {MAX_DSAP_SCHEDULES:,}; shorten its value lists")

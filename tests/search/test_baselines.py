@@ -16,7 +16,7 @@ from prunesched.search.baselines import BaselinesConfig, genome_of
 from prunesched.search.config import SearchConfig
 from prunesched.search.coordinator import launch
 from prunesched.search.evaluators import SyntheticEvaluator
-from prunesched.search.spaces import DatoSpace
+from prunesched.search.spaces import BlockSpace, DatoSpace
 from prunesched.storage import Store
 from prunesched.storage.store import BASELINE_GENERATION
 from tests.search.tiny import tiny_sd_search
@@ -121,3 +121,13 @@ def test_baselines_of_a_pipeline_search_are_evaluated_with_the_candidates_settin
 def test_a_cat_space_on_a_dit_gets_no_deepcache_baselines():
     space = DatoSpace(steps=4, caches=("reuse", "full"), ratios=(0.5, 0.7), method=method_from_dict("cat"))
     assert list(BaselinesConfig().schedules(space)) == ["cat uniform 0.3", "cat uniform 0.5", "cat uniform 0.7"]
+
+
+def test_a_blocks_space_gets_block_cache_baselines_at_the_deepcache_intervals_and_holds_them():
+    space = BlockSpace(steps=8, phases=2, firsts=(1, 8), lasts=(0,), intervals=(1, 2, 3, 4, 5))
+    schedules = BaselinesConfig(uniform_ratios=(0.5,)).schedules(space)
+    assert list(schedules) == [*(f"{name} N={n}" for name in ("F1B0", "F8B0") for n in (2, 3, 4, 5)), "cat uniform 0.5"]
+    assert [str(s.cache) for s in schedules["F8B0 N=3"].steps] == ["full", "F8B0", "F8B0"] * 2 + ["full", "F8B0"]
+    assert genome_of(space, schedules["F1B0 N=2"]) is not None  # the phases restart their interval: 8 = 4 + 4 steps
+    with pytest.raises(ConfigError, match="block_caches must name block caches like F8B0"):
+        BaselinesConfig(block_caches=("first8",))

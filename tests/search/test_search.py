@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 import prunesched
 from prunesched.cli import main
-from prunesched.runtime.schedule import Schedule
+from prunesched.models.tiny import tiny_flux_pipeline
+from prunesched.runtime.schedule import BlockCache, Schedule
 from prunesched.search import snapshot
 from prunesched.search.config import SearchConfig
 from prunesched.search.coordinator import Progress, launch, resume
@@ -86,17 +87,18 @@ def test_a_pipeline_search_on_two_actors_stores_everything_and_exports_a_schedul
     assert [e.candidate_id for e in store.exports(search_id)] == [chosen.id]
 
 
-def test_a_search_over_cat_schedules_runs_on_a_dit_pipeline(tmp_path):
-    """The same space and proposer search CAT schedules on SD3: full or reuse per step, and the share of image tokens reused."""
-    db = tmp_path / "cat.db"
+def test_a_search_over_block_caches_and_cat_pruning_runs_on_a_dit_pipeline(tmp_path):
+    """The blocks space on SD3 (two blocks: F1B0 or F0B0), with CAT reusing half of the image tokens in some phases."""
+    db = tmp_path / "blocks.db"
     config = SearchConfig.from_dict(
         {
-            "name": "tiny-sd3-cat",
+            "name": "tiny-sd3-blocks",
             "seed": 0,
             "objectives": ["mse", "relative_latency"],
-            "space": {"kind": "dato", "steps": 4, "caches": ["reuse", "full"], "ratios": [0.5, 0.7], "method": "cat"},
+            "space": {"kind": "blocks", "steps": 4, "phases": 2, "firsts": [0, 1], "lasts": [0], "intervals": [1, 2], "ratios": [0.0, 0.5]},
             "evaluator": {"kind": "pipeline", "model": "tiny-sd3", "images": 2, "num_inference_steps": 4},
             "proposer": {"population": 4, "generations": 1},
+            "baselines": {"deepcache_intervals": [2], "block_caches": ["F1B0"], "uniform_ratios": [0.5]},
             "dispatch": {"workers": 1, "timeout_s": 300},
         }
     )
@@ -104,8 +106,39 @@ def test_a_search_over_cat_schedules_runs_on_a_dit_pipeline(tmp_path):
     store = Store(db)
     rows = store.evaluations(search_id)
     assert store.search(search_id).status == "finished" and rows and all(e.status == "done" for _, e in rows)
-    schedules = [Schedule.from_dict(c.schedule) for c, _ in rows]
-    assert all(s.method.name == "cat" for s in schedules) and any(step.prune > 0 for s in schedules for step in s.steps)
+    assert {c.baseline for c, _ in rows} >= {"F1B0 N=2", "cat uniform 0.5"}
+    steps = [step for c, _ in rows for step in Schedule.from_dict(c.schedule).steps]
+    assert any(isinstance(step.cache, BlockCache) and step.prune > 0 for step in steps)
+
+
+def test_a_dato_space_search_on_flux_exports_a_schedule_that_applies_unchanged(tmp_path):
+    """DaTo's per-step space with no pruning on Flux: reuse, depth 0 (the first and last blocks) or full per step."""
+    db = tmp_path / "flux.db"
+    config = SearchConfig.from_dict(
+        {
+            "name": "tiny-flux-dato",
+            "seed": 0,
+            "objectives": ["mse", "relative_latency"],
+            "space": {"kind": "dato", "steps": 4, "ratios": [0.0]},
+            "evaluator": {"kind": "pipeline", "model": "tiny-flux", "images": 2, "num_inference_steps": 4},
+            "proposer": {"population": 4, "generations": 1},
+            "baselines": {"deepcache_intervals": [2], "uniform_ratios": [], "dato_ours_b1": False},
+            "dispatch": {"workers": 1, "timeout_s": 300},
+        }
+    )
+    search_id = launch(config, db)
+    store = Store(db)
+    rows = store.evaluations(search_id)
+    assert store.search(search_id).status == "finished" and rows and all(e.status == "done" for _, e in rows)
+    out = tmp_path / "flux.json"
+    exported = CliRunner().invoke(main, ["export", str(search_id), "--pick", "fastest", "-o", str(out), "--db", str(db)])
+    assert exported.exit_code == 0, exported.output
+    schedule = Schedule.load(out)
+    assert any(step.cache != "full" for step in schedule.steps)
+    pipe = tiny_flux_pipeline()
+    with prunesched.apply(pipe, schedule) as handle:
+        pipe("a red circle", num_inference_steps=4, output_type="latent", max_sequence_length=16)
+    assert [r.requested for r in handle.records] == [s.cache for s in schedule.steps]
 
 
 class Interrupt(Exception):

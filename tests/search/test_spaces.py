@@ -9,7 +9,7 @@ import pytest
 
 from prunesched.errors import ConfigError, ScheduleError
 from prunesched.runtime.schedule import StepPlan
-from prunesched.search.spaces import DatoSpace, DsapSpace, space_from_config, space_to_config
+from prunesched.search.spaces import BlockSpace, DatoSpace, DsapSpace, space_from_config, space_to_config
 
 
 def test_dato_genomes_decode_to_their_steps_with_the_first_iteration_full():
@@ -58,15 +58,35 @@ def test_dsap_decodes_tau_rho_blocks_and_deepcache_interval():
     assert space.encode(schedule) == (1, 1, 1, 1, 1)
 
 
+def test_blocks_genomes_decode_phase_by_phase_and_round_trip_through_their_canonical_form():
+    space = BlockSpace(steps=10, phases=2, firsts=(1, 2), lasts=(0, 1), intervals=(1, 2, 5), ratios=(0.0, 0.5))
+    schedule = space.decode([1, 0, 1, 1, 0, 1, 2, 0])  # F2B0 every 2nd step at 0.5, then F1B1 after one full step unpruned
+    assert [str(s.cache) for s in schedule.steps] == ["full", "F2B0", "full", "F2B0", "full", "full", "F1B1", "F1B1", "F1B1", "F1B1"]
+    assert [s.prune for s in schedule.steps] == [0.5] * 5 + [0.0] * 5
+    assert space.encode(schedule) == (1, 0, 1, 1, 0, 1, 2, 0)
+    assert space.canonical([1, 1, 0, 0, 1, 1, 0, 0]) == (0,) * 8  # all full: the blocks do not matter
+    for genome in space.random(np.random.default_rng(0), 100):
+        assert space.decode(space.canonical(genome)) == space.decode(genome)
+    seeds = [space.decode(g) for g in space.seeds()]
+    assert {str(s.steps[1].cache) for s in seeds} == {"full", "F1B0", "F2B1"} and len({s.hash for s in seeds}) == len(seeds)
+
+
 def test_space_tables_round_trip_through_their_config():
-    for space in (DatoSpace(steps=5, ratios=(0.2, 0.4)), DsapSpace(steps=9, block_sets=("all", ("down_blocks.0.attentions.0",)))):
+    for space in (
+        DatoSpace(steps=5, ratios=(0.2, 0.4)),
+        DsapSpace(steps=9, block_sets=("all", ("down_blocks.0.attentions.0",))),
+        BlockSpace(steps=9, phases=2, firsts=(0, 3), ratios=(0.0, 0.7)),
+    ):
         assert space_from_config(space_to_config(space)) == space
 
 
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({"kind": "tome", "steps": 5}, "unknown space kind 'tome'; valid: dato, dsap"),
+        ({"kind": "tome", "steps": 5}, "unknown space kind 'tome'; valid: dato, dsap, blocks"),
+        ({"kind": "blocks", "steps": 5, "phases": 6}, "phases must be an integer from 1 to 5"),
+        ({"kind": "blocks", "steps": 5, "firsts": [-1]}, "firsts must be an integer from 0"),
+        ({"kind": "blocks", "steps": 5, "ratios": [0.0, 1.0]}, "prune ratio 1.0 is out of range"),
         ({"kind": "dato"}, "needs 'steps'"),
         ({"kind": "dato", "steps": 1}, "steps must be an integer from 2 to 1,000"),
         ({"kind": "dato", "steps": 5, "ratio": [0.3]}, "unknown key 'ratio' in \\[space\\]"),
