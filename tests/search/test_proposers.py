@@ -6,12 +6,13 @@ import itertools
 import json
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
 
 from prunesched.errors import StorageError
-from prunesched.runtime.schedule import StepPlan
+from prunesched.runtime.schedule import BlockCache, Schedule, StepPlan
 from prunesched.search import snapshot
 from prunesched.search.evaluators import SyntheticEvaluator, synthetic_front
 from prunesched.search.pareto import front_indices
@@ -125,3 +126,18 @@ def test_the_synthetic_front_is_the_brute_force_front():
     brute = points[front_indices(points)]
     options = [[StepPlan("full", 0.0)]] + [[StepPlan("reuse", 0.0)] + [StepPlan(c, r) for c in (0, "full") for r in (0.3, 0.6)]] * 3
     np.testing.assert_allclose(synthetic_front(options), brute)
+
+
+def test_the_synthetic_problem_prices_block_caches_by_the_blocks_they_compute():
+    """A depth b computes 2 (b + 1) blocks, as on a DiT: it costs what its block cache costs, and computing fewer
+    blocks is cheaper and worse."""
+    evaluator = SyntheticEvaluator()
+
+    def values(cache: Any) -> tuple[float, float]:
+        metrics = evaluator.evaluate(Schedule(steps=(StepPlan("full"), StepPlan(cache), StepPlan(cache))))
+        return metrics["error"]["value"], metrics["cost"]["value"]
+
+    assert values(1) == values(BlockCache(2, 2)) and values(0) == values(BlockCache(1, 1))
+    error_few, cost_few = values(BlockCache(1, 0))
+    error_many, cost_many = values(BlockCache(3, 1))
+    assert cost_few < cost_many and error_few > error_many
