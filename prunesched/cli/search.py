@@ -165,7 +165,7 @@ def front_command(search_id: int, generation: int | None, validated: bool, as_js
     extra = ["relative_latency", "fid"] if validated else []
     shown = [f"{n} (measured)" if n == "relative_latency" else n for n in extra]
     table(
-        ["candidate", "born", names[0], names[1], *shown, "cache (full/branch/reuse)", "mean prune"],
+        ["candidate", "born", names[0], names[1], *shown, "cache (full/partial/reuse)", "mean prune"],
         [
             [
                 p.candidate.id,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from prunesched.runtime.schedule import Schedule
 from prunesched.storage.store import Store
 
 if TYPE_CHECKING:
@@ -33,15 +34,16 @@ def mirror_to_optuna(store: Store, search_id: int, storage: str, name: str | Non
         study.set_metric_names([str(o) for o in search.objectives])
     study.set_user_attr("prunesched_search", search.id)
     rows = [(c, e) for c, e in store.evaluations(search_id) if e.status in ("done", "failed")]  # oldest first
-    cache = CategoricalDistribution(sorted({str(s["cache"]) for c, _ in rows for s in c.schedule["steps"]}))
+    plans = {c.id: Schedule.from_dict(c.schedule).steps for c, _ in rows}
+    cache = CategoricalDistribution(sorted({str(s.cache) for steps in plans.values() for s in steps}))
     prune = FloatDistribution(0.0, 1.0)
     trials = []
     for candidate, evaluation in rows:
         params: dict[str, Any] = {}
         distributions: dict[str, BaseDistribution] = {}
-        for i, step in enumerate(candidate.schedule["steps"]):
-            params[f"step{i:03d}_cache"], distributions[f"step{i:03d}_cache"] = str(step["cache"]), cache
-            params[f"step{i:03d}_prune"], distributions[f"step{i:03d}_prune"] = float(step["prune"]), prune
+        for i, step in enumerate(plans[candidate.id]):
+            params[f"step{i:03d}_cache"], distributions[f"step{i:03d}_cache"] = str(step.cache), cache
+            params[f"step{i:03d}_prune"], distributions[f"step{i:03d}_prune"] = step.prune, prune
         metrics = {k: v["value"] for k, v in (evaluation.metrics or {}).items() if isinstance(v, dict) and "value" in v}
         attrs = {
             "candidate": candidate.id,

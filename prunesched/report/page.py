@@ -108,7 +108,7 @@ def _img(data: bytes, alt: str) -> str:
 def _front_table(record: SearchRecord, front: list[Point]) -> str:
     if not front:
         return "<p>No front yet: no generation has finished.</p>"
-    head = ["candidate", "born in generation", *record.objectives, "steps full/branch/reuse", "mean prune ratio"]
+    head = ["candidate", "born in generation", *record.objectives, "steps full/partial/reuse", "mean prune ratio"]
     rows: list[list[object]] = [
         [p.candidate, p.generation, f"{p.quality:.4g}", f"{p.cost:.4g}", cache_summary(p.schedule), mean_prune(p.schedule)] for p in front
     ]

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from prunesched.report.record import Point, SearchRecord
+from prunesched.runtime.schedule import BlockCache, Cache, Schedule, cache_label
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -138,24 +139,20 @@ def hypervolume_plot(record: SearchRecord) -> Figure:
     return figure
 
 
-def cache_label(cache: str | int) -> str:
-    return f"branch {cache}" if isinstance(cache, int) else str(cache)
-
-
 def strips_plot(points: Sequence[Point]) -> Figure:
     """Each front point's schedule as a strip: the cache choice per step as colour, the prune ratio as a line over it."""
     from matplotlib import colormaps
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    choices = sorted({cache_label(s["cache"]) for p in points for s in p.schedule["steps"]}, key=_cache_order)
+    schedules = [Schedule.from_dict(p.schedule).steps for p in points]
+    choices = [cache_label(c) for c in sorted({s.cache for plans in schedules for s in plans}, key=_cache_order)]
     colors = [colormaps["Blues_r"](0.1 + 0.75 * i / max(len(choices) - 1, 1)) for i in range(len(choices))]
     palette = ListedColormap(colors)
-    steps = max((len(p.schedule["steps"]) for p in points), default=1)
+    steps = max((len(plans) for plans in schedules), default=1)
     figure, ax = _figure(8, 0.5 + 0.45 * max(len(points), 1))
-    for row, point in enumerate(points):
-        plans = point.schedule["steps"]
-        codes = [[choices.index(cache_label(s["cache"])) for s in plans]]
+    for row, plans in enumerate(schedules):
+        codes = [[choices.index(cache_label(s.cache)) for s in plans]]
         ax.imshow(
             codes,
             cmap=palette,
@@ -164,7 +161,7 @@ def strips_plot(points: Sequence[Point]) -> Figure:
             aspect="auto",
             extent=(-0.5, len(plans) - 0.5, row + 0.45, row - 0.45),
         )
-        ax.plot(range(len(plans)), [row + 0.4 - 0.8 * s["prune"] for s in plans], color="black", linewidth=1.2)
+        ax.plot(range(len(plans)), [row + 0.4 - 0.8 * s.prune for s in plans], color="black", linewidth=1.2)
     ax.set_xlim(-0.5, steps - 0.5)
     ax.set_ylim(len(points) - 0.5, -0.5)
     ax.set_yticks(range(len(points)), [f"#{p.candidate}" for p in points])
@@ -174,11 +171,12 @@ def strips_plot(points: Sequence[Point]) -> Figure:
     return figure
 
 
-def _cache_order(label: str) -> tuple[int, int]:
-    """full first, then branches deepest first (the most computed), then reuse: darkest to lightest."""
-    if label in ("full", "reuse"):
-        return (0 if label == "full" else 2, 0)
-    return (1, -int(label.split()[1]))
+def _cache_order(cache: Cache) -> tuple[int, int]:
+    """full first, then partial steps from the most computed (deepest branch, most blocks), then reuse: darkest to lightest."""
+    if isinstance(cache, (int, BlockCache)):
+        spec = BlockCache.of(cache)
+        return (1, -(spec.first + spec.last))
+    return (0 if cache == "full" else 2, 0)
 
 
 def compare_plot(records: Sequence[SearchRecord]) -> Figure:

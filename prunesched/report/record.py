@@ -105,9 +105,11 @@ def read_search(store: Store, search_id: int) -> SearchRecord:
 
 
 def cache_summary(schedule: dict[str, Any]) -> str:
-    """How many steps of a stored schedule compute in full, from a cached branch, and reuse: ``"full/branch/reuse"``."""
+    """How many steps of a stored schedule compute in full, in part (a cache branch or block cache), and reuse:
+    ``"full/partial/reuse"``."""
     caches = [s["cache"] for s in schedule["steps"]]
-    return f"{caches.count('full')}/{sum(isinstance(c, int) for c in caches)}/{caches.count('reuse')}"
+    full, reuse = caches.count("full"), caches.count("reuse")
+    return f"{full}/{len(caches) - full - reuse}/{reuse}"
 
 
 def mean_prune(schedule: dict[str, Any]) -> str:

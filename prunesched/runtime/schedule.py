@@ -70,6 +70,12 @@ Cache = str | int | BlockCache
 """``"full"``, ``"reuse"``, a cache depth (an int >= 0; 0 is the shallowest, cheapest: a UNet's DeepCache branch,
 a DiT's first and last block) or a DiT's :class:`BlockCache`."""
 
+
+def cache_label(cache: Cache) -> str:
+    """How tables and plots name a cache choice: ``full``, ``reuse``, ``branch 0`` (an integer depth), ``F8B0``."""
+    return f"branch {cache}" if isinstance(cache, int) else str(cache)
+
+
 _DATO_CACHE: dict[int, Cache] = {0: "reuse", 1: 0}
 """DaTo's cache ids: 0 reuses the previous output, 1 is DeepCache's shallowest branch; any other id is a full step."""
 

@@ -183,3 +183,15 @@ def test_the_optuna_mirror_has_every_evaluation_as_a_trial_and_the_front_as_its_
     trial = next(t for t in study.trials if t.user_attrs["candidate"] == done[0][0].id)
     assert trial.values == [done[0][1].objective_0, done[0][1].objective_1]
     assert [trial.params[f"step{i:03d}_cache"] for i in range(8)] == [str(s["cache"]) for s in done[0][0].schedule["steps"]]
+
+
+def test_schedule_strips_order_block_caches_by_the_blocks_they_compute():
+    """A DiT front mixes full steps, block caches and reuse: the legend runs from the most computed to the least."""
+    from prunesched.report.plots import strips_plot
+    from prunesched.report.record import Point
+    from prunesched.runtime.schedule import BlockCache, Schedule, StepPlan
+
+    steps = (StepPlan("full"), StepPlan(BlockCache(1, 0)), StepPlan(BlockCache(4, 2), 0.5), StepPlan("reuse"), StepPlan(0))
+    points = [Point(i, 0, 0.1 * i, 1.0, Schedule(steps=steps[: 3 + i]).to_dict(), {}) for i in range(3)]
+    figure = strips_plot(points)
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["full", "F4B2", "branch 0", "F1B0", "reuse"]
