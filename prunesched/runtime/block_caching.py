@@ -47,9 +47,12 @@ def _cached_block(original: Callable[..., Any], index: int, plan: BlockPlan, sta
         start, end = plan.span(state.branch)
         if not start <= index <= end:
             return original(*args, **kwargs)
+        before, after = store.get(f"block_in.{start}"), store.get(f"block_out.{end}")
+        if before is None or after is None:  # a call that skipped a boundary block at full steps (SD3's skip-layer guidance)
+            state.record_missing()
+            return original(*args, **kwargs)
         if index < end:
             return _as_output(plan, inputs)
-        before, after = store[f"block_in.{start}"], store[f"block_out.{end}"]
         image = inputs[0] + _at_tokens(after[0] - before[0], state)
         if after[1] is None or inputs[1] is None:  # no text stream (PixArt), or SD3's last block, which returns none
             return _as_output(plan, (image, None))

@@ -213,6 +213,7 @@ class PatchHandle:
                 state.records.append(StepRecord(position.iteration, step.cache, performed, missing, step.prune))
             else:
                 state.records[-1].denoiser_calls += 1
+                state.records[-1].cache_missing |= missing  # e.g. SD3's skip-layer call, which starts after the first step
             if performed == "reuse":
                 reused = state.last_output[position.stream].clone()
                 return self._output_type(sample=reused) if kwargs.get("return_dict", True) else (reused,)

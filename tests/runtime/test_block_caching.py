@@ -159,3 +159,16 @@ def test_block_caches_are_refused_on_a_unet_and_cat_pruning_on_flux():
         prunesched.apply(tiny_sd_pipeline(), alternating(BlockCache(1, 1)))
     with pytest.raises(ScheduleError, match="on Flux use block-cache and reuse steps without pruning"):
         prunesched.apply(BUILDERS["flux"](), Schedule.cat(STEPS, t0=2))
+
+
+def test_skip_layer_guidance_that_skips_a_boundary_block_computes_that_call_in_full():
+    """SD3's skip-layer guidance adds a call that skips some blocks, from the second step on: where it skipped the block
+    a cached span starts at, that call has no residual to add and runs its blocks, and the step record says a cache was
+    missing (at step 1 the call has no full step of its own yet)."""
+    pipe = BUILDERS["sd3"]()
+    schedule = alternating(BlockCache(2, 1))  # caches blocks 2 and 3; the skip-layer call never runs block 2
+    options = {"skip_guidance_layers": [2], "skip_layer_guidance_start": 0.0, "skip_layer_guidance_stop": 1.0}
+    with prunesched.apply(pipe, schedule) as handle:
+        generate("sd3", pipe, **options)
+    assert [r.denoiser_calls for r in handle.records] == [1] + [2] * (STEPS - 1)
+    assert [r.cache_missing for r in handle.records] == [False, True] * (STEPS // 2)
