@@ -260,6 +260,6 @@ def test_pipelines_without_a_supported_denoiser_are_refused():
 
     with pytest.raises(
         UnsupportedModelError,
-        match=r"at pipe.unet, or an SD3Transformer2DModel or PixArtTransformer2DModel at pipe.transformer; got Linear",
+        match=r"at pipe.unet, or an SD3Transformer2DModel, PixArtTransformer2DModel or FluxTransformer2DModel at pipe.transformer; got Linear",
     ):
         prunesched.apply(OtherDiTPipeline(), Schedule.uniform(3))
