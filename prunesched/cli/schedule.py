@@ -24,7 +24,7 @@ def schedule_show(path: Path, dato: bool) -> None:
     loaded = Schedule.load_dato(path) if dato else Schedule.load(path)
     method = ", ".join(f"{k}={v}" for k, v in loaded.method.to_dict().items() if k != "name")
     click.echo(f"{len(loaded)} steps, method {loaded.method.name} ({method}), slots {loaded.slots}, hash {loaded.hash[:12]}")
-    counts = Counter("branch " + str(s.cache) if isinstance(s.cache, int) else s.cache for s in loaded.steps)
+    counts = Counter("branch " + str(s.cache) if isinstance(s.cache, int) else str(s.cache) for s in loaded.steps)
     click.echo("cache: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())))
     click.echo(f"mean prune ratio: {sum(s.prune for s in loaded.steps) / len(loaded):.3f}")
     for i, step in enumerate(loaded.steps):
