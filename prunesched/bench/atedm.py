@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
-from torch.utils.flop_counter import FlopCounterMode
 
 from prunesched import AtedmConfig, PruneLess, Schedule, StepPlan
 from prunesched.bench.goals import latency_tracks_macs, matches_paper
@@ -95,9 +94,7 @@ def count_macs(config: AtedmBenchConfig, latent: int, ratio: float | None = None
     for name, schedule in step_schedules(config, 1, ratio).items():
         if kinds is not None and name not in kinds:
             continue
-        counter = FlopCounterMode(display=False)
-        loop.run(schedule, lambda _i: counter)  # noqa: B023 (run returns before the loop moves on)
-        macs[name] = counter.get_total_flops() // 2
+        macs[name] = loop.count_macs(schedule)[0]
     return macs
 
 

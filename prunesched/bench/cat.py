@@ -15,17 +15,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
-from torch.utils.flop_counter import FlopCounterMode
+from diffusers import SD3Transformer2DModel
 
-from prunesched import Schedule, StepPlan
+from prunesched import Schedule
 from prunesched.bench.goals import latency_tracks_macs, matches_paper
-from prunesched.bench.loop import DenoiserLoop, inputs_like
-from prunesched.bench.paired_timing import RELATIVE, paired
+from prunesched.bench.loop import dit_loop
+from prunesched.bench.paired_timing import RELATIVE, alternating, paired
 from prunesched.models.configs import SD3_MEDIUM_TRANSFORMER
 from prunesched.timing import timing_device
 
@@ -62,36 +60,13 @@ class CatBenchConfig:
     repeats: int = 2
 
 
-def sd3_loop(transformer: SD3Transformer2DModel, latent: int, batch: int, text_tokens: int) -> DenoiserLoop:
-    """Transformer calls driven like the SD3 pipeline drives them (flow-matching Euler, shift 3), on the transformer's device."""
-    config, tensor = transformer.config, inputs_like(transformer)
-    context = {
-        "encoder_hidden_states": tensor(batch, text_tokens, config.joint_attention_dim),
-        "pooled_projections": tensor(batch, config.pooled_projection_dim),
-    }
-    sample = tensor(batch, config.in_channels, latent, latent)
-
-    def call(sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return transformer(hidden_states=sample, timestep=t.expand(batch).to(sample.device), **context).sample
-
-    pipe = SimpleNamespace(
-        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), do_classifier_free_guidance=batch % 2 == 0
-    )
-    return DenoiserLoop(pipe, call, sample)
-
-
 def count_macs(config: CatBenchConfig, latent: int) -> dict[str, list[int]]:
     """MACs of every step of a full and of a CAT generation at ``latent``, counted on the meta device."""
     with torch.device("meta"):
         transformer = SD3Transformer2DModel.from_config(config.transformer)
-    loop = sd3_loop(transformer, latent, config.batch, config.text_tokens)
-    schedules = {"full": Schedule(steps=(StepPlan(),) * config.steps), "cat": Schedule.cat(config.steps, config.t0, config.alpha)}
-    macs = {}
-    for name, schedule in schedules.items():
-        counters = [FlopCounterMode(display=False) for _ in range(config.steps)]
-        loop.run(schedule, counters.__getitem__)  # step i counts into counters[i]
-        macs[name] = [counter.get_total_flops() // 2 for counter in counters]
-    return macs
+    loop = dit_loop(transformer, latent, config.batch, config.text_tokens)
+    schedules = {"full": Schedule.uniform(config.steps), "cat": Schedule.cat(config.steps, config.t0, config.alpha)}
+    return {name: loop.count_macs(schedule) for name, schedule in schedules.items()}
 
 
 def time_steps(config: CatBenchConfig, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
@@ -101,10 +76,9 @@ def time_steps(config: CatBenchConfig, device: torch.device, dtype: torch.dtype)
     warm-up pair); the next one clusters, so the one-time K-means is inside the timed pairs.
     """
     transformer = SD3Transformer2DModel.from_config(config.transformer).to(device, dtype).eval()
-    loop = sd3_loop(transformer, config.latency_latent, config.batch, config.text_tokens)
+    loop = dit_loop(transformer, config.latency_latent, config.batch, config.text_tokens)
     pruned = Schedule.cat(1, t0=0, alpha=config.alpha)
-    alternating = dataclasses.replace(pruned, steps=(StepPlan(), pruned.steps[0]) * (1 + config.repeats))
-    return paired(loop.time_schedule(alternating))
+    return paired(loop.time_schedule(alternating(pruned.steps[0], config.repeats, pruned.method)))
 
 
 def run_cat_bench(config: CatBenchConfig, log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The goals the method benchmarks share (``bench atedm``, ``bench cat``), each with the measured value and whether it is met."""
+"""The goals the benchmarks share (``bench atedm``, ``bench cat``, ``bench dit``), each with the measured value and whether it is met."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from typing import Any
 
 
 def matches_paper(reduction: float, paper: float, tolerance: float = 0.05) -> dict[str, Any]:
-    """Our MAC reduction is within ``tolerance`` (relative) of the paper's at the same settings."""
+    """A measured value (a MAC reduction, our count over a published one) is within ``tolerance`` (relative) of the
+    paper's ``paper`` at the same settings."""
     return {"value": reduction, "goal": f"{paper:.4f} +- {tolerance:.0%} relative", "met": abs(reduction / paper - 1) <= tolerance}
 
 

@@ -12,6 +12,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from prunesched.runtime.methods import TokenMethod
+from prunesched.runtime.schedule import Schedule, StepPlan
 from prunesched.timing import Sample
 
 RELATIVE = "relative_to_full"
@@ -39,6 +41,13 @@ class Timing:
             "cpu_median_s": median.cpu,
             "cpu_repeats_s": [s.cpu for s in self.samples],
         }
+
+
+def alternating(plan: StepPlan, repeats: int, method: TokenMethod | None = None) -> Schedule:
+    """The loop :func:`paired` reads: ``[full, plan]``, a warm-up pair, then ``repeats`` timed pairs, with ``method``
+    (the schedule's default when None) pruning any tokens ``plan`` prunes."""
+    steps = (StepPlan(), plan) * (1 + repeats)
+    return Schedule(steps=steps) if method is None else Schedule(steps=steps, method=method)
 
 
 def paired(times: list[Sample]) -> dict[str, Any]:

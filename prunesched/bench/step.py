@@ -28,7 +28,7 @@ from diffusers import DDIMScheduler, PNDMScheduler, UNet2DConditionModel
 import prunesched
 from prunesched import Schedule, StepPlan
 from prunesched.bench.loop import DenoiserLoop, inputs_like
-from prunesched.bench.paired_timing import RELATIVE, Timing, paired
+from prunesched.bench.paired_timing import RELATIVE, Timing, alternating, paired
 from prunesched.evaluation.cost import FULL, CostTable, label
 from prunesched.models.configs import SD15_UNET
 from prunesched.models.tiny import SD_SCHEDULER
@@ -75,12 +75,6 @@ def sd15_loop(unet: UNet2DConditionModel, latent: int, batch: int) -> DenoiserLo
     return DenoiserLoop(SimpleNamespace(unet=unet, scheduler=scheduler), call, sample)
 
 
-def _step_schedule(cache: Cache, prune: float, method: str, repeats: int) -> Schedule:
-    """Full unpruned reference steps alternating with the step under test: one warm-up pair, then ``repeats`` pairs."""
-    pair = (StepPlan("full", 0.0), StepPlan(cache, prune))
-    return Schedule(steps=pair * (1 + repeats), method=prunesched.runtime.METHODS[method]())
-
-
 @contextlib.contextmanager
 def _selection_timer(loop: DenoiserLoop, handle: prunesched.PatchHandle) -> Iterator[list[Sample]]:
     """The time of token selection in each UNet call of the loop (the part a method adds besides the gathers),
@@ -117,7 +111,7 @@ def _entry(times: list[Sample], selection: list[Sample] | None = None) -> dict[s
 
 
 def _ours(loop: DenoiserLoop, cache: Cache, prune: float, method: str, repeats: int) -> dict[str, Any]:
-    schedule = _step_schedule(cache, prune, method, repeats)
+    schedule = alternating(StepPlan(cache, prune), repeats, prunesched.runtime.METHODS[method]())
     times: list[Sample] = []
     with prunesched.apply(loop.pipe, schedule) as handle, _selection_timer(loop, handle) as selection:
         loop.drive(len(schedule), lambda _i: loop.watch.region(times))

@@ -121,3 +121,42 @@ def bench_cat(output: Path, **options: Any) -> None:
         f"MACs per generation: full {macs['full'] / 1e12:.1f} T, CAT {macs['cat'] / 1e12:.1f} T "
         f"({result['mac_reduction']:.1%} fewer; paper {result['paper']['mac_reduction']:.1%})",
     )
+
+
+@bench.command("dit")
+@click.option(
+    "--model",
+    "models",
+    type=click.Choice(["sd3-medium", "pixart-sigma", "flux1-dev"]),
+    multiple=True,
+    help="A DiT to count at 1024x1024 on the meta device (repeatable; default: all three). SD3-medium and FLUX.1-dev are also timed.",
+)
+@click.option(
+    "--latency-latent", default=32, show_default=True, help="Latent side of the timed runs (a CPU handles 32; a GPU the full 128)."
+)
+@click.option("--latency-text-tokens", default=64, show_default=True, help="Conditioning tokens of the timed runs.")
+@click.option("--repeats", default=3, show_default=True, help="Timed [full, cached] pairs per cache kind (0 skips timing).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench_dit.json"), show_default=True)
+def bench_dit(models: tuple[str, ...], latency_latent: int, latency_text_tokens: int, repeats: int, output: Path) -> None:
+    """Block caching's MACs on SD3-medium, PixArt-Σ and FLUX.1-dev (full model, F8B0/F1B0 every N, integer depths, a mix),
+    FLUX.1-dev's beside cache-dit's published counts, and CPU latency on reduced-width SD3 and Flux."""
+    from prunesched.bench.dit import MODELS, REDUCED, DitBenchConfig, run_dit_bench
+
+    _at_least_one({"latency-latent": latency_latent, "latency-text-tokens": latency_text_tokens})
+    if repeats < 0:
+        raise click.BadParameter(f"must be >= 0, got {repeats}", param_hint="--repeats")
+    keys = models or tuple(MODELS)
+    config = DitBenchConfig(
+        models={key: MODELS[key] for key in keys},
+        latency={key: REDUCED[key] for key in keys if key in REDUCED},
+        latency_latent=latency_latent,
+        latency_text_tokens=latency_text_tokens,
+        repeats=repeats,
+    )
+    result = run_dit_bench(config, log=lambda message: click.echo(message, err=True))
+    lines = [
+        f"{count['model']}: full {count['macs']['full'] / 1e12:.1f} T MACs; "
+        + ", ".join(f"{name} {share:.2f}" for name, share in count["relative_to_full"].items() if name != "full")
+        for count in result["macs"].values()
+    ]
+    _report(result, output, "\n".join(lines))

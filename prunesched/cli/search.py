@@ -11,6 +11,7 @@ import click
 
 from prunesched.cli.render import ProgressView, comparison_dict, metric, number, row_dict, table
 from prunesched.report.record import cache_summary, mean_prune
+from prunesched.runtime.interop import FORMATS
 
 if TYPE_CHECKING:
     from prunesched.search.config import SearchConfig
@@ -23,6 +24,15 @@ STORED_NUMBER = click.IntRange(min=0, max=LARGEST)
 
 OUTPUT_RULE = "A new name or a regular file (replaced whole); never the search database, a link or a device."
 """What an output path may be (:mod:`prunesched.storage.outputs`), for the help of every option that names one."""
+
+FORMAT_OPTION = click.option(
+    "--format",
+    type=click.Choice(FORMATS),
+    default="prunesched",
+    show_default=True,
+    help="prunesched: the schedule document; cache-dit: its config (per-step compute mask, block span) for cache_dit.load_configs.",
+)
+"""The file format of a written schedule (:mod:`prunesched.runtime.interop`); one that cannot express the schedule is refused."""
 
 DB_OPTION = click.option(
     "--db",
@@ -236,11 +246,12 @@ def baselines_command(search_id: int, as_json: bool, db: str) -> None:
 @click.option("--weight", type=float, default=1.0, show_default=True, help="w of the weighted pick.")
 @click.option("--candidate", "candidate_id", type=STORED_NUMBER, default=None, help="Export this candidate instead of picking.")
 @click.option("--generation", type=STORED_NUMBER, default=None, help="Pick from the front after this generation (default: the latest).")
+@FORMAT_OPTION
 @DB_OPTION
 def export_command(
-    search_id: int, output: Path, how: str, weight: float, candidate_id: int | None, generation: int | None, db: str
+    search_id: int, output: Path, how: str, weight: float, candidate_id: int | None, generation: int | None, format: str, db: str
 ) -> None:
-    """Write one schedule of a search, with its provenance, to a JSON file that prunesched.apply loads."""
+    """Write one schedule of a search, with its provenance, to a JSON file that prunesched.apply loads (or cache-dit, --format)."""
     from prunesched.search import review
     from prunesched.storage import Store
 
@@ -251,8 +262,8 @@ def export_command(
         raise click.UsageError(
             f"--candidate names the schedule to export; {', '.join(picking)} (which pick from a front) cannot come with it"
         )
-    schedule = review.export(Store(db), search_id, output, how, weight, candidate_id, generation)
-    click.echo(f"wrote candidate {schedule.provenance['candidate']} ({schedule.provenance['pick']}) to {output}")
+    schedule = review.export(Store(db), search_id, output, how, weight, candidate_id, generation, format)
+    click.echo(f"wrote candidate {schedule.provenance['candidate']} ({schedule.provenance['pick']}) to {output} as {format}")
 
 
 @click.command("history")

@@ -1,4 +1,4 @@
-"""UNet and DiT configs of the real Stable Diffusion / PixArt architectures (from their public ``config.json``).
+"""UNet and DiT configs of the real Stable Diffusion / PixArt / Flux architectures (from their public ``config.json``).
 
 Built with random weights they have the real shapes and costs, which is all a per-step
 latency or FLOP benchmark needs.
@@ -89,3 +89,19 @@ PIXART_SIGMA_TRANSFORMER: dict[str, Any] = {
     "use_additional_conditions": False,
 }
 """``PixArt-alpha/PixArt-Sigma-XL-2-1024-MS``' transformer: CAT's PixArt-Σ numbers are for it."""
+
+FLUX1_DEV_TRANSFORMER: dict[str, Any] = {
+    "attention_head_dim": 128,
+    "axes_dims_rope": [16, 56, 56],
+    "guidance_embeds": True,
+    "in_channels": 64,
+    "joint_attention_dim": 4096,
+    "num_attention_heads": 24,
+    "num_layers": 19,
+    "num_single_layers": 38,
+    "patch_size": 1,
+    "pooled_projection_dim": 768,
+}
+"""``black-forest-labs/FLUX.1-dev``'s transformer: 19 double-stream and 38 single-stream blocks of width 3072
+(24 heads of 128), guidance-distilled (a guidance embedding instead of a second CFG pass); its 64 input channels
+are 16 latent channels packed 2x2, so a 128x128 latent (1024x1024 images) is 4,096 tokens."""

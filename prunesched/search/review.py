@@ -2,7 +2,8 @@
 
 Exports carry their provenance (search, candidate, generation, metrics, evaluator, versions) in
 the schedule document itself; the schedule part is exactly what was evaluated, so it applies
-with :func:`prunesched.apply` unchanged.
+with :func:`prunesched.apply` unchanged. An export in another tool's format
+(:mod:`~prunesched.runtime.interop`) carries that document beside the tool's config.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from prunesched.errors import ConfigError
+from prunesched.runtime.interop import export_text
 from prunesched.runtime.schedule import Schedule
 from prunesched.search.pareto import front_indices, pick_weighted
 from prunesched.storage.outputs import check_output, write_output
@@ -132,8 +134,10 @@ def export(
     weight: float = 1.0,
     candidate_id: int | None = None,
     generation: int | None = None,
+    format: str = "prunesched",
 ) -> Schedule:
-    """Write one schedule of a search to ``path`` with its provenance, and record the export.
+    """Write one schedule of a search to ``path`` with its provenance, in ``format`` (:data:`~prunesched.runtime.interop.FORMATS`),
+    and record the export.
 
     ``candidate_id`` exports that candidate (any successfully evaluated one within the guardrails); otherwise ``how``
     picks from the validated front (:func:`validated_front`) once the search has one, else (and always with
@@ -181,8 +185,8 @@ def export(
         "prunesched": version("prunesched"),
     }
     schedule = Schedule.from_dict(candidate.schedule).with_provenance(**provenance)
-    write_output(path, (schedule.to_json() + "\n").encode("utf-8"), store.file)
-    store.record_export(search_id, candidate.id, description, str(path))
+    write_output(path, export_text(schedule, format).encode("utf-8"), store.file)
+    store.record_export(search_id, candidate.id, description if format == "prunesched" else f"{description}, as {format}", str(path))
     return schedule
 
 

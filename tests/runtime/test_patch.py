@@ -255,11 +255,12 @@ def test_gligen_unet_is_refused():
 
 
 def test_pipelines_without_a_supported_denoiser_are_refused():
-    class OtherDiTPipeline:  # e.g. Flux: a transformer prunesched does not patch
+    class OtherDiTPipeline:  # e.g. Wan: a transformer prunesched does not patch
         transformer = torch.nn.Linear(1, 1)
 
     with pytest.raises(
         UnsupportedModelError,
-        match=r"at pipe.unet, or an SD3Transformer2DModel, PixArtTransformer2DModel or FluxTransformer2DModel at pipe.transformer; got Linear",
+        match=r"at pipe.unet, or an SD3Transformer2DModel, PixArtTransformer2DModel or FluxTransformer2DModel at pipe.transformer; "
+        "got Linear",
     ):
         prunesched.apply(OtherDiTPipeline(), Schedule.uniform(3))
