@@ -1,6 +1,6 @@
 """Does cache-dit, given prunesched's export, generate what prunesched's runtime generates?
 
-    pip install cache-dit                      # not a prunesched dependency; tested with 1.5.3
+    pip install -e ".[interop]"                # cache-dit 1.5.3: an optional extra, not in dev
     python experiments/cache_dit_agreement.py  # about a minute on 2 CPU cores
 
 For the tiny SD3 (batched guidance), PixArt-Σ and Flux pipelines (random weights, 5 transformer
