@@ -43,15 +43,15 @@ NOT_RUN = {
 """(page, block index): why the block does not run here, and which test runs its code."""
 
 GIVEN = {
-    "index.md": 'pipe = tiny_sd_pipeline(); Schedule.deepcache(51).save("schedule.json")',
-    "runtime.md": 'pipe, prompt, schedule = tiny_sd_pipeline(), "a photo of a corgi", Schedule.uniform(51, prune=0.5)',
+    "index.md": 'pipe = _tiny.tiny_sd_pipeline(); Schedule.deepcache(51).save("schedule.json")',
+    "runtime.md": 'pipe, prompt, schedule = _tiny.tiny_sd_pipeline(), "a photo of a corgi", Schedule.uniform(51, prune=0.5)',
     "schedule.md": 'cache_ids, ratios = [1, 0, 12], [0.5, 0.3, 0.4]; Schedule.deepcache(51).save("schedule.json"); '
     'Path("table.txt").write_text("1 0 12\\n0.5 0.3 0.4\\n")',
     "tutorials/apply.md": 'dato_ours_b1().save("balanced.json"); Schedule.deepcache(50).save("sdxl.json")',  # PNDM: 51, Euler: 50
 }
 """What a page's prose gives the reader before its blocks, by page: names (``pipe`` is "your pipeline") and files."""
 
-TOOLS = {"Path": Path, "Schedule": Schedule, "dato_ours_b1": dato_ours_b1, "tiny_sd_pipeline": tiny.tiny_sd_pipeline}
+TOOLS = {"Path": Path, "Schedule": Schedule, "dato_ours_b1": dato_ours_b1, "_tiny": tiny}
 """What GIVEN is written with; a block itself sees only what its page imports, GIVEN defines, and ``_tiny``."""
 
 
