@@ -47,9 +47,17 @@ def apply(pipe: Any, schedule: Schedule, *, resample: bool = False) -> PatchHand
     SD3 and PixArt-Σ). Applying again replaces the previous
     schedule; nothing stacks. ``apply`` is all or nothing: a schedule that is refused, or any
     error while patching, leaves the pipeline exactly as it was, the previous schedule still in
-    place. The schedule must have one step per position of the scheduler's timesteps; with
-    ``resample=True`` a schedule of another length is stretched to fit (see
-    :meth:`Schedule.resample`) instead of raising.
+    place.
+
+    The schedule has one step per iteration of the whole denoising loop, i.e. per position of the
+    scheduler's timesteps after ``set_timesteps``, whatever the pipeline runs of it: img2img and
+    inpaint below strength 1 run only the last iterations (at strength 0.6 and 50 DDIM steps,
+    iterations 20-49), each with the step of its position, so a schedule exported for
+    text-to-image at the same ``num_inference_steps`` applies unchanged and every noise level gets
+    the plan made for it. The first iteration that runs computes the whole network whatever cache
+    its step asks for, as none exists yet. A schedule of another length is an error naming the
+    loop's length and the iterations that run; with ``resample=True`` it is stretched to the whole
+    loop instead (see :meth:`Schedule.resample`), and its tail runs likewise.
 
     The handle is also a context manager: ``with prunesched.apply(pipe, s) as h: pipe(...)``
     removes the patch on exit; ``h.records`` tells what each step of the last generation did.
@@ -234,16 +242,19 @@ class PatchHandle:
         return forward
 
     def _start_generation(self, loop_length: int, sample: Any) -> None:
+        """Fit the schedule to the whole loop, of which img2img below strength 1 runs the tail (see :func:`apply`); check the latent."""
         state = self._state
-        if len(self.schedule) != loop_length:
-            if not self._resample:
-                raise ScheduleError(
-                    f"schedule has {len(self.schedule)} steps but this pipeline's denoising loop has {loop_length} "
-                    f"iterations (len(scheduler.timesteps)); use schedule.resample({loop_length}) or apply(..., resample=True)"
-                )
+        if len(self.schedule) == loop_length:
+            state.schedule = self.schedule
+        elif self._resample:
             state.schedule = self.schedule.resample(loop_length)
         else:
-            state.schedule = self.schedule
+            n, first = loop_length, self._tracker.first_iteration
+            running = f"; iterations {first}-{n - 1} of {n} run at this strength, and a schedule covers all {n}" if first else ""
+            raise ScheduleError(
+                f"schedule has {len(self.schedule)} steps but this pipeline's denoising loop has {n} iterations "
+                f"(len(scheduler.timesteps)){running}; use schedule.resample({n}) or apply(..., resample=True)"
+            )
         if state.schedule.prunes:
             self._pruner.check_latent(self._target, state.schedule, state.schedule.method, (sample.shape[-2], sample.shape[-1]))
         state.reset(sample.device)

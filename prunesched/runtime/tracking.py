@@ -58,6 +58,11 @@ class StepTracker:
         self._calls += 1
         return position
 
+    @property
+    def first_iteration(self) -> int:
+        """Where the current generation's loop started in the scheduler's timesteps (img2img below strength 1: part-way)."""
+        return self._offset
+
     def detach(self) -> None:
         self._patcher.undo()
         self._scheduler = None

@@ -18,7 +18,7 @@ import numpy as np
 from prunesched.checks import check_keys, check_number
 from prunesched.errors import ConfigError, ScheduleError
 from prunesched.runtime.methods import TokenMethod, method_from_dict
-from prunesched.runtime.schedule import BlockCache, Cache, Schedule, Slots, StepPlan
+from prunesched.runtime.schedule import BlockCache, Cache, PruneLess, Schedule, Slots, StepPlan
 
 Genome = tuple[int, ...]
 
@@ -79,8 +79,8 @@ class Space:
             )
         return values
 
-    def _schedule(self, plans: Sequence[StepPlan], slots: Slots) -> Schedule:
-        return Schedule(steps=tuple(plans), method=self.method, slots=slots)
+    def _schedule(self, plans: Sequence[StepPlan], slots: Slots, prune_less: PruneLess | None = None) -> Schedule:
+        return Schedule(steps=tuple(plans), method=self.method, slots=slots, prune_less=prune_less)
 
 
 @dataclass(frozen=True)
@@ -146,13 +146,14 @@ class DatoSpace(Space):
 
 @dataclass(frozen=True)
 class DsapSpace(Space):
-    """A small structured space: prune-less first steps, one prune ratio, the blocks that prune, DeepCache interval/branch.
+    """A small structured space: DSAP's prune-less first steps, one prune ratio, the blocks that prune, DeepCache interval/branch.
 
     Genes: ``[tau, rho, block set, interval, branch]``, each an index into its value list. Iteration
-    i is full when ``i % interval == 0`` (else it computes ``branch``), and prunes ``rho`` of the
-    chosen block set's tokens from iteration ``tau`` on. Until the runtime has per-step block
-    sets (DSAP proper, with AT-EDM), the block set is the schedule's ``slots``: the blocks outside
-    it stay prune-less for the whole loop.
+    i is full when ``i % interval == 0`` (else it computes ``branch``) and prunes ``rho`` of the
+    tokens of the block set (the schedule's ``slots``), except that for the first ``tau``
+    iterations DSAP's prune-less blocks prune nothing (:class:`PruneLess` with its default blocks:
+    the first attention block of each down stage and the last of each up stage). ``tau`` 0 is a
+    schedule without a prune-less set.
     """
 
     kind: ClassVar[str] = "dsap"
@@ -169,8 +170,8 @@ class DsapSpace(Space):
     def decode(self, genome: Sequence[int]) -> Schedule:
         t, r, b, k, c = self._check_genome(genome)
         tau, rho, interval, branch = self.taus[t], self.ratios[r], self.intervals[k], self.branches[c]
-        plans = [StepPlan("full" if i % interval == 0 else branch, 0.0 if i < tau else rho) for i in range(self.steps)]
-        return self._schedule(plans, self.block_sets[b])
+        plans = [StepPlan("full" if i % interval == 0 else branch, rho) for i in range(self.steps)]
+        return self._schedule(plans, self.block_sets[b], PruneLess(tau) if tau else None)
 
     def encode(self, schedule: Schedule) -> Genome:
         for genome in self._all_genomes():

@@ -5,24 +5,20 @@ work on data are executed by their own tests; this check keeps the docs from dri
 from __future__ import annotations
 
 import contextlib
-import re
 import shlex
-from pathlib import Path
 
 import click
 import pytest
 
 from prunesched.cli import main
-
-ROOT = Path(__file__).resolve().parents[2]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+from tests.docs.pages import PAGES, code_blocks
 
 
 def documented_commands() -> list[tuple[str, list[str]]]:
     """(where, argv after 'prunesched') for each prunesched invocation in a bash block."""
     found = []
     for page in PAGES:
-        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S):
+        for block in code_blocks(page, "bash"):
             for line in block.replace("\\\n", " ").splitlines():
                 words = shlex.split(line, comments=True)
                 command: list[str] = []

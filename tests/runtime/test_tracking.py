@@ -18,6 +18,7 @@ from PIL import Image
 
 import prunesched
 from prunesched import Schedule, StepPlan
+from prunesched.errors import ScheduleError
 from tests.runtime.helpers import loop_iterations
 
 SCHEDULERS = {
@@ -28,6 +29,10 @@ SCHEDULERS = {
     "heun": HeunDiscreteScheduler.from_config,
 }
 STEPS = 10
+IMAGE = Image.fromarray(np.full((32, 32, 3), 128, dtype=np.uint8))
+MASK = Image.fromarray(np.pad(np.full((16, 16), 255, dtype=np.uint8), 8))
+STRENGTH, FIRST = 0.6, 4
+"""At 10 steps and strength 0.6, diffusers skips the loop's first 4 iterations (one per skipped step: order 1)."""
 
 
 def _distinct_schedule(length: int) -> Schedule:
@@ -58,17 +63,29 @@ def test_txt2img_iterations_for_each_scheduler(sd_pipe, name):
     _check_records(sd_pipe, handle, seen)
 
 
+def _image_pipeline(sd_pipe, name, kind="img2img"):
+    """The tiny SD pipeline's components as an img2img (or inpaint) pipeline with scheduler ``name``, set to STEPS steps."""
+    scheduler = SCHEDULERS[name](sd_pipe.scheduler.config)
+    cls = {"img2img": StableDiffusionImg2ImgPipeline, "inpaint": StableDiffusionInpaintPipeline}[kind]
+    pipe = cls(**{**sd_pipe.components, "scheduler": scheduler})
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler.set_timesteps(STEPS)
+    return pipe
+
+
+def _run_image_pipeline(pipe, strength=STRENGTH):
+    """Generate from IMAGE (and MASK for inpaint); the ``(loop index, timestep)`` of each iteration that ran."""
+    extra = {"mask_image": MASK} if isinstance(pipe, StableDiffusionInpaintPipeline) else {}
+    return loop_iterations(pipe, steps=STEPS, image=IMAGE, strength=strength, height=None, width=None, **extra)
+
+
 @pytest.mark.parametrize("strength", [0.6, 0.8])
 @pytest.mark.parametrize("name", ["pndm", "ddim", "euler", "dpm++"])
 def test_img2img_starts_part_way(sd_pipe, name, strength):
     """At 10 steps and strength 0.8 PNDM starts at position 2, whose timestep equals position 1's."""
-    scheduler = SCHEDULERS[name](sd_pipe.scheduler.config)
-    pipe = StableDiffusionImg2ImgPipeline(**{**sd_pipe.components, "scheduler": scheduler})
-    pipe.set_progress_bar_config(disable=True)
-    image = Image.fromarray(np.full((32, 32, 3), 128, dtype=np.uint8))
-    pipe.scheduler.set_timesteps(STEPS)
+    pipe = _image_pipeline(sd_pipe, name)
     handle = prunesched.apply(pipe, _distinct_schedule(len(pipe.scheduler.timesteps)))
-    seen = loop_iterations(pipe, steps=STEPS, image=image, strength=strength, height=None, width=None)
+    seen = _run_image_pipeline(pipe, strength)
     assert 0 < len(seen) < len(pipe.scheduler.timesteps)
     assert handle.records[0].index == len(pipe.scheduler.timesteps) - len(seen)
     assert handle.records[0].performed == "full"
@@ -77,14 +94,56 @@ def test_img2img_starts_part_way(sd_pipe, name, strength):
 
 
 def test_inpaint_variant(sd_pipe):
-    pipe = StableDiffusionInpaintPipeline(**sd_pipe.components)
-    pipe.set_progress_bar_config(disable=True)
-    image = Image.fromarray(np.full((32, 32, 3), 128, dtype=np.uint8))
-    mask = Image.fromarray(np.pad(np.full((16, 16), 255, dtype=np.uint8), 8))
-    pipe.scheduler.set_timesteps(STEPS)
+    pipe = _image_pipeline(sd_pipe, "pndm", "inpaint")
     handle = prunesched.apply(pipe, _distinct_schedule(len(pipe.scheduler.timesteps)))
-    seen = loop_iterations(pipe, steps=STEPS, image=image, mask_image=mask, strength=1.0)
+    seen = _run_image_pipeline(pipe, strength=1.0)
     _check_records(pipe, handle, seen)
+    prunesched.remove(pipe)
+
+
+@pytest.mark.parametrize(("kind", "name"), [("img2img", "ddim"), ("img2img", "pndm"), ("img2img", "euler"), ("inpaint", "ddim")])
+def test_below_strength_1_a_text_to_image_schedule_runs_its_tail_unchanged(sd_pipe, kind, name):
+    """The schedule made for text-to-image at the same step count fits as it is: each iteration that runs takes the
+    step of its position (the plan made for its noise level), every full step of that tail is computed in full where the
+    schedule puts it, and the first iteration that runs computes the whole network although its step asks to reuse."""
+    pipe = _image_pipeline(sd_pipe, name, kind)
+    length = len(pipe.scheduler.timesteps)
+    schedule = Schedule(steps=tuple(StepPlan("full" if i % 3 == 0 else "reuse", i * 0.05) for i in range(length)))
+    handle = prunesched.apply(pipe, schedule)
+    seen = _run_image_pipeline(pipe)
+    assert length - len(seen) == FIRST, "the loop the pipeline ran"
+    records = handle.records
+    assert [r.index for r in records] == list(range(FIRST, length))
+    assert [(r.requested, r.prune) for r in records] == [(s.cache, s.prune) for s in schedule.steps[FIRST:]]
+    assert (records[0].requested, records[0].performed, records[0].cache_missing) == ("reuse", "full", True)
+    assert [r.performed for r in records[1:]] == [s.cache for s in schedule.steps[FIRST + 1 :]]
+    assert not any(r.cache_missing for r in records[1:])
+    prunesched.remove(pipe)
+
+
+@pytest.mark.parametrize("name", ["ddim", "pndm", "euler"])
+def test_below_strength_1_a_schedule_of_another_length_is_refused_or_stretched_to_the_whole_loop(sd_pipe, name):
+    """A schedule searched at 20 steps, run at 10 and strength 0.6: the error names the loop and the iterations that
+    run; resampling stretches the schedule to the whole loop, not to the iterations that run, and the tail runs."""
+    pipe = _image_pipeline(sd_pipe, name)
+    length = len(pipe.scheduler.timesteps)
+    pipe.scheduler.set_timesteps(2 * STEPS)
+    schedule = _distinct_schedule(len(pipe.scheduler.timesteps))
+    prunesched.apply(pipe, schedule)
+    expected = (
+        f"schedule has {len(schedule)} steps but this pipeline's denoising loop has {length} iterations (len(scheduler.timesteps)); "
+        f"iterations {FIRST}-{length - 1} of {length} run at this strength, and a schedule covers all {length}; "
+        f"use schedule.resample({length}) or apply(..., resample=True)"
+    )
+    with pytest.raises(ScheduleError) as refused:
+        _run_image_pipeline(pipe)
+    assert str(refused.value) == expected
+    handle = prunesched.apply(pipe, schedule, resample=True)
+    seen = _run_image_pipeline(pipe)
+    stretched = schedule.resample(length).steps
+    assert [r.index for r in handle.records] == list(range(length - len(seen), length)) == list(range(FIRST, length))
+    assert [(r.requested, r.prune) for r in handle.records] == [(s.cache, s.prune) for s in stretched[FIRST:]]
+    assert handle.records[0].performed == "full"
     prunesched.remove(pipe)
 
 

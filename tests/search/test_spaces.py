@@ -7,9 +7,11 @@ import itertools
 import numpy as np
 import pytest
 
+import prunesched
 from prunesched.errors import ConfigError, ScheduleError
-from prunesched.runtime.schedule import StepPlan
+from prunesched.runtime.schedule import PruneLess, Schedule, StepPlan
 from prunesched.search.spaces import BlockSpace, DatoSpace, DsapSpace, space_from_config, space_to_config
+from tests.runtime.helpers import generate
 
 
 def test_dato_genomes_decode_to_their_steps_with_the_first_iteration_full():
@@ -49,13 +51,31 @@ def test_dato_seeds_are_uniform_deepcache_style_schedules_from_the_dearest_to_th
     assert [s.cache for s in schedules[-1].steps] == ["full"] + ["reuse"] * 10  # the cheapest last
 
 
-def test_dsap_decodes_tau_rho_blocks_and_deepcache_interval():
+def test_dsap_decodes_tau_to_the_prune_less_blocks_rho_blocks_and_deepcache_interval():
+    """DSAP: tau holds only the prune-less blocks unpruned for the first tau iterations; every other block prunes rho from
+    iteration 0 (the space used to switch pruning off everywhere for those iterations)."""
     space = DsapSpace(steps=8, taus=(0, 3), ratios=(0.4, 0.6), block_sets=("highest-resolution", "all"), intervals=(1, 3), branches=(0, 1))
     schedule = space.decode([1, 1, 1, 1, 1])
     assert [s.cache for s in schedule.steps] == ["full", 1, 1, "full", 1, 1, "full", 1]
-    assert [s.prune for s in schedule.steps] == [0.0] * 3 + [0.6] * 5
+    assert [s.prune for s in schedule.steps] == [0.6] * 8
+    assert schedule.prune_less == PruneLess(steps=3, blocks="dsap")
     assert schedule.slots == "all"
     assert space.encode(schedule) == (1, 1, 1, 1, 1)
+    assert space.decode([0, 1, 1, 1, 1]).prune_less is None, "tau 0: no prune-less set, the schedule a plain one would be"
+
+
+def test_every_dsap_genome_round_trips_through_its_schedule_document():
+    space = DsapSpace(
+        steps=6, taus=(0, 2, 4), ratios=(0.3, 0.5), block_sets=("highest-resolution", "all"), intervals=(1, 2), branches=(0, 1)
+    )
+    hashes = set()
+    for genome in itertools.product(*(range(u + 1) for u in space.upper)):
+        schedule = space.decode(genome)
+        stored = Schedule.from_json(schedule.to_json())  # as a search stores and exports it
+        assert space.decode(space.encode(stored)) == schedule
+        assert space.canonical(genome) == genome
+        hashes.add(schedule.hash)
+    assert len(hashes) == 3 * 2 * 2 * (1 + 2), "distinct but for the branch gene of interval 1, which cannot matter"
 
 
 def test_blocks_genomes_decode_phase_by_phase_and_round_trip_through_their_canonical_form():
@@ -108,3 +128,17 @@ def test_bad_space_tables_are_refused_with_the_valid_values(table, message):
 def test_a_genome_outside_the_bounds_is_refused():
     with pytest.raises(ScheduleError, match="does not fit the dato space"):
         DatoSpace(steps=3).decode([3, 0, 0, 0])
+
+
+def test_a_dsap_schedule_holds_only_the_prune_less_blocks_for_its_first_tau_iterations(sd_pipe):
+    """On a real (tiny) UNet: in the first tau iterations DSAP's blocks, the first attention block of the first down
+    stage and the last of the last up stage, compute on all their tokens while the other slots already prune."""
+    sd_pipe.scheduler.set_timesteps(6)
+    space = DsapSpace(steps=len(sd_pipe.scheduler.timesteps), taus=(2,), ratios=(0.5,), block_sets=("highest-resolution",), intervals=(1,))
+    with prunesched.apply(sd_pipe, space.decode([0, 0, 0, 0, 0])) as handle:
+        generate(sd_pipe)
+    prune_less = {"down_blocks.0.attentions.0.transformer_blocks.0", "up_blocks.2.attentions.2.transformer_blocks.0"}
+    assert prune_less < {slot.name for slot in handle.slots}
+    for record in handle.records:
+        held = {slot for slot, (kept, n) in record.tokens.items() if kept == n}
+        assert held == (prune_less if record.index < 2 else set()), record.index
