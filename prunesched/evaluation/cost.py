@@ -90,8 +90,8 @@ class CostModel:
     profiles nothing again.
     """
 
-    def __init__(self, generator: ImageGenerator, cache_dir: Path, repeats: int = 5) -> None:
-        self.generator, self.repeats, self.cache_dir = generator, repeats, cache_dir
+    def __init__(self, generator: ImageGenerator, cache_dir: str | Path, repeats: int = 5) -> None:
+        self.generator, self.repeats, self.cache_dir = generator, repeats, Path(cache_dir)
         self.tables: dict[str, CostTable] = {}
 
     def table(self, schedule: Schedule) -> CostTable:

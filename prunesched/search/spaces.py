@@ -184,6 +184,8 @@ class DsapSpace(Space):
         return tuple(self._check_genome(genome))
 
     def check(self) -> None:
+        if self.method.name == "cat":
+            raise ScheduleError("the dsap space names UNet blocks (prune-less blocks, cache branches); for a DiT use the dato or blocks space")
         for genome in self._all_genomes():
             self.decode(genome)
 

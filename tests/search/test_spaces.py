@@ -105,6 +105,7 @@ def test_space_tables_round_trip_through_their_config():
     [
         ({"kind": "tome", "steps": 5}, "unknown space kind 'tome'; valid: dato, dsap, blocks"),
         ({"kind": "blocks", "steps": 5, "phases": 6}, "phases must be an integer from 1 to 5"),
+        ({"kind": "dsap", "steps": 5, "method": "cat"}, "for a DiT use the dato or blocks space"),
         ({"kind": "blocks", "steps": 5, "firsts": [-1]}, "firsts must be an integer from 0"),
         ({"kind": "blocks", "steps": 5, "ratios": [0.0, 1.0]}, "prune ratio 1.0 is out of range"),
         ({"kind": "dato"}, "needs 'steps'"),
