@@ -185,7 +185,7 @@ class DsapSpace(Space):
 
     def check(self) -> None:
         if self.method.name == "cat":
-            raise ScheduleError("the dsap space names UNet blocks (prune-less blocks, cache branches); for a DiT use the dato or blocks space")
+            raise ScheduleError("the dsap space names UNet blocks (prune-less, cache branches); for a DiT use the dato or blocks space")
         for genome in self._all_genomes():
             self.decode(genome)
 
