@@ -15,6 +15,7 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from prunesched.errors import ScheduleError, UnsupportedModelError
 from prunesched.runtime import atedm_pruning, cat_pruning, similarity_pruning
 from prunesched.runtime.caching import install_caching
+from prunesched.runtime.compiling import around, uncompiled
 from prunesched.runtime.methods import AtedmConfig, CatConfig, DatoConfig, RandomConfig, SitoConfig, TokenMethod
 from prunesched.runtime.patcher import Patcher
 from prunesched.runtime.pruner import Denoiser, PatchTarget, Pruner
@@ -93,8 +94,9 @@ def _handles(pipe: Any) -> list[PatchHandle]:
 
 
 def find_denoiser(pipe: Any) -> Denoiser:
-    """The network a schedule governs: ``pipe.unet`` (a ``UNet2DConditionModel``) or ``pipe.transformer`` (SD3, PixArt)."""
-    unet, transformer = getattr(pipe, "unet", None), getattr(pipe, "transformer", None)
+    """The network a schedule governs: ``pipe.unet`` (a ``UNet2DConditionModel``) or ``pipe.transformer`` (SD3, PixArt),
+    or the module ``torch.compile`` wrapped there."""
+    unet, transformer = uncompiled(getattr(pipe, "unet", None)), uncompiled(getattr(pipe, "transformer", None))
     if isinstance(unet, UNet2DConditionModel):
         return unet
     if isinstance(transformer, (SD3Transformer2DModel, PixArtTransformer2DModel)):
@@ -187,7 +189,8 @@ class PatchHandle:
         signature = inspect.signature(original)
         sample_name = next(iter(signature.parameters))  # sample (UNet) or hidden_states (DiT)
 
-        def forward(*args: Any, **kwargs: Any) -> Any:
+        def before(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[int, Cache], Any]:
+            """Locate, decide and record the call; a reuse step's output, or None when the network runs."""
             inputs = signature.bind_partial(*args, **kwargs).arguments
             sample, timestep = inputs[sample_name], inputs["timestep"]
             position = self._tracker.locate(timestep)
@@ -201,7 +204,8 @@ class PatchHandle:
                 state.records[-1].denoiser_calls += 1
             if performed == "reuse":
                 reused = state.last_output[position.stream].clone()
-                return self._output_type(sample=reused) if kwargs.get("return_dict", True) else (reused,)
+                output = self._output_type(sample=reused) if kwargs.get("return_dict", True) else (reused,)
+                return (position.stream, performed), output
             cfg = getattr(self.pipe, "do_classifier_free_guidance", None)
             branch = performed if isinstance(performed, int) else None
             if branch is not None and kwargs.get("down_intrablock_additional_residuals") is not None:
@@ -209,14 +213,15 @@ class PatchHandle:
                     "cache steps cannot be combined with T2I-Adapter residuals (the UNet adds them in place to cached features)"
                 )
             state.begin_call(position.iteration, position.stream, branch, step.prune, tuple(sample.shape[-2:]), cfg)
-            output = original(*args, **kwargs)
-            result = output[0] if isinstance(output, tuple) else output.sample
-            state.last_output[position.stream] = result
-            if performed == "full":
-                state.has_full.add(position.stream)
-            return output
+            return (position.stream, performed), None
 
-        return forward
+        def after(output: Any, call: tuple[int, Cache]) -> None:
+            stream, performed = call
+            state.last_output[stream] = output[0] if isinstance(output, tuple) else output.sample
+            if performed == "full":
+                state.has_full.add(stream)
+
+        return around(original, before, after)
 
     def _start_generation(self, loop_length: int, sample: Any) -> None:
         state = self._state
