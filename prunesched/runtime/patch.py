@@ -11,17 +11,19 @@ from typing import Any
 from diffusers import PixArtTransformer2DModel, SD3Transformer2DModel, UNet2DConditionModel
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+from torch import nn
 
 from prunesched.errors import ScheduleError, UnsupportedModelError
 from prunesched.runtime import atedm_pruning, cat_pruning, similarity_pruning
 from prunesched.runtime.caching import install_caching
 from prunesched.runtime.compiling import around, uncompiled
+from prunesched.runtime.controlnet import controlnet_units, find_controlnet, gate_controlnet
 from prunesched.runtime.methods import AtedmConfig, CatConfig, DatoConfig, RandomConfig, SitoConfig, TokenMethod
 from prunesched.runtime.patcher import Patcher
 from prunesched.runtime.pruner import Denoiser, PatchTarget, Pruner
-from prunesched.runtime.schedule import Cache, Schedule
+from prunesched.runtime.schedule import Cache, Schedule, StepPlan
 from prunesched.runtime.state import RunState, StepRecord
-from prunesched.runtime.tracking import StepTracker
+from prunesched.runtime.tracking import Position, StepTracker
 from prunesched.runtime.unet_layout import CacheUnit, cache_units, prune_less_blocks, select_slots
 
 _ATTRIBUTE = "_prunesched_handle"
@@ -60,15 +62,18 @@ def apply(pipe: Any, schedule: Schedule, *, resample: bool = False) -> PatchHand
     pruner = next((PRUNERS[cls] for cls in type(schedule.method).__mro__ if cls in PRUNERS), None)  # a subclass runs as its base
     if pruner is None:
         raise ScheduleError(f"method {schedule.method.name!r} has no runtime; valid: {', '.join(cls.name for cls in PRUNERS)}")
+    controlnet: nn.Module | None = None
     if isinstance(denoiser, UNet2DConditionModel):
         target = PatchTarget(pipe, denoiser, select_slots(denoiser, schedule))
         units = cache_units(denoiser, {s.cache for s in schedule.steps if isinstance(s.cache, int)})
+        controlnet = find_controlnet(pipe)
+        units += controlnet_units(controlnet, denoiser, units) if controlnet is not None else []
         prune_less = prune_less_blocks(denoiser, schedule)
     else:
         _check_dit_schedule(schedule)
         target, units, prune_less = PatchTarget(pipe, denoiser, []), [], frozenset()
     pruner.check(target, schedule, schedule.method)
-    handle = PatchHandle(target, schedule, pruner, units, prune_less, resample)
+    handle = PatchHandle(target, schedule, pruner, units, prune_less, resample, controlnet)
     previous = _handles(pipe)
     for old in previous:
         old.remove()
@@ -130,6 +135,7 @@ class PatchHandle:
         units: list[CacheUnit],
         prune_less: frozenset[str],
         resample: bool,
+        controlnet: nn.Module | None = None,
     ) -> None:
         """Everything the patch needs, checked by :func:`apply`; nothing is patched until ``_install``."""
         self.pipe = target.pipe
@@ -139,6 +145,7 @@ class PatchHandle:
         self._target = target
         self._pruner = pruner
         self._units = units
+        self._controlnet = controlnet
         self._resample = resample
         self._output_type = UNet2DConditionOutput if target.unet is not None else Transformer2DModelOutput
         self._state = RunState(schedule, prune_less)
@@ -153,6 +160,8 @@ class PatchHandle:
             if self.schedule.prunes:
                 self._pruner.install(self._patcher, self._target, self._state, self.schedule.method)
             self._patcher.replace_method(denoiser, "forward", self._wrap_denoiser)
+            if self._controlnet is not None:
+                self._patcher.replace_method(self._controlnet, "forward", self._wrap_controlnet)
             setattr(denoiser, _ATTRIBUTE, self)
             self._patcher.on_undo(lambda: delattr(denoiser, _ATTRIBUTE))
             self._patcher.on_undo(self._tracker.detach)
@@ -192,11 +201,8 @@ class PatchHandle:
         def before(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[int, Cache], Any]:
             """Locate, decide and record the call; a reuse step's output, or None when the network runs."""
             inputs = signature.bind_partial(*args, **kwargs).arguments
-            sample, timestep = inputs[sample_name], inputs["timestep"]
-            position = self._tracker.locate(timestep)
-            if position.new_generation:
-                self._start_generation(position.loop_length, sample)
-            step = state.schedule.steps[position.iteration]
+            sample = inputs[sample_name]
+            position, step = self._locate(sample, inputs["timestep"])
             performed, missing = self._decide(step.cache, position.stream)
             if position.stream == 0:
                 state.records.append(StepRecord(position.iteration, step.cache, performed, missing, step.prune))
@@ -222,6 +228,24 @@ class PatchHandle:
                 state.has_full.add(stream)
 
         return around(original, before, after)
+
+    def _wrap_controlnet(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def step_of(sample: Any, timestep: Any) -> tuple[int, Cache]:
+            """The ControlNet's call feeds the UNet call that follows it: the same stream, the same step."""
+            position, step = self._locate(sample, timestep, count=False)
+            return position.stream, self._decide(step.cache, position.stream)[0]
+
+        return gate_controlnet(original, self._state, step_of)
+
+    def _locate(self, sample: Any, timestep: Any, count: bool = True) -> tuple[Position, StepPlan]:
+        """Where a call sits in the loop and the step the schedule asks for there; a generation's first call starts it.
+
+        ``count=False`` for a call that does not advance the stream (the ControlNet's, which comes before the UNet's).
+        """
+        position = self._tracker.locate(timestep, count=count)
+        if position.new_generation:
+            self._start_generation(position.loop_length, sample)
+        return position, self._state.schedule.steps[position.iteration]
 
     def _start_generation(self, loop_length: int, sample: Any) -> None:
         state = self._state
