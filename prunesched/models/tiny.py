@@ -1,4 +1,5 @@
-"""Tiny SD-1.x, SDXL, SD3, PixArt-Σ and Flux-style pipelines built from configs, with random weights.
+"""Tiny SD-1.x, SDXL, SD3, PixArt-Σ and Flux-style pipelines (and SD-1.x and SDXL ControlNet ones) built from configs,
+with random weights.
 
 They run every code path of the real pipelines in well under a second per image on a CPU, which
 makes them the test bed of the runtime. Their images are noise: use them to test mechanics,
@@ -12,6 +13,7 @@ import tempfile
 import torch
 from diffusers import (
     AutoencoderKL,
+    ControlNetModel,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
@@ -22,7 +24,9 @@ from diffusers import (
     PNDMScheduler,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
+    StableDiffusionControlNetPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLControlNetPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
@@ -138,6 +142,34 @@ def tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
         unet=unet.eval(),
         scheduler=scheduler,
     )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_controlnet(unet: UNet2DConditionModel, seed: int = 1) -> ControlNetModel:
+    """A ControlNet for ``unet``: its down path, a conditioning embedding for control images at the output size
+    (VAE factor 2), and random weights everywhere. A trained ControlNet starts from zero convolutions; these are
+    random too, so that the control image changes the output at every step."""
+    torch.manual_seed(seed)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16), load_weights_from_unet=False)
+    for conv in (controlnet.controlnet_cond_embedding.conv_out, *controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block):
+        torch.nn.init.normal_(conv.weight, std=0.1)
+    return controlnet.eval()
+
+
+def tiny_sd_controlnet_pipeline(seed: int = 0) -> StableDiffusionControlNetPipeline:
+    """The tiny SD-1.x pipeline with a :func:`tiny_controlnet`."""
+    base = tiny_sd_pipeline(seed)
+    controlnet = tiny_controlnet(base.unet, seed + 1)
+    pipe = StableDiffusionControlNetPipeline(**base.components, controlnet=controlnet, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_sdxl_controlnet_pipeline(seed: int = 0) -> StableDiffusionXLControlNetPipeline:
+    """The tiny SDXL pipeline with a :func:`tiny_controlnet`."""
+    base = tiny_sdxl_pipeline(seed)
+    pipe = StableDiffusionXLControlNetPipeline(**base.components, controlnet=tiny_controlnet(base.unet, seed + 1))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -11,18 +11,21 @@ from typing import Any
 from diffusers import UNet2DConditionModel
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+from torch import nn
 
 from prunesched.errors import ScheduleError, UnsupportedModelError
 from prunesched.runtime import atedm_pruning, cat_pruning, similarity_pruning
 from prunesched.runtime.block_caching import install_block_caching
 from prunesched.runtime.caching import install_caching
+from prunesched.runtime.compiling import around, uncompiled
+from prunesched.runtime.controlnet import controlnet_units, find_controlnet, gate_controlnet
 from prunesched.runtime.dit_layout import DIT_TYPES, BlockPlan, block_plan
 from prunesched.runtime.methods import AtedmConfig, CatConfig, DatoConfig, RandomConfig, SitoConfig, TokenMethod
 from prunesched.runtime.patcher import Patcher
 from prunesched.runtime.pruner import Denoiser, PatchTarget, Pruner
-from prunesched.runtime.schedule import BlockCache, Cache, Schedule
+from prunesched.runtime.schedule import BlockCache, Cache, Schedule, StepPlan
 from prunesched.runtime.state import RunState, StepRecord
-from prunesched.runtime.tracking import StepTracker
+from prunesched.runtime.tracking import Position, StepTracker
 from prunesched.runtime.unet_layout import CacheUnit, cache_units, prune_less_blocks, select_slots
 
 _ATTRIBUTE = "_prunesched_handle"
@@ -70,18 +73,26 @@ def apply(pipe: Any, schedule: Schedule, *, resample: bool = False) -> PatchHand
     pruner = next((PRUNERS[cls] for cls in type(schedule.method).__mro__ if cls in PRUNERS), None)  # a subclass runs as its base
     if pruner is None:
         raise ScheduleError(f"method {schedule.method.name!r} has no runtime; valid: {', '.join(cls.name for cls in PRUNERS)}")
+    controlnet: nn.Module | None = None
     if isinstance(denoiser, UNet2DConditionModel):
         _check_unet_schedule(schedule)
         target = PatchTarget(pipe, denoiser, select_slots(denoiser, schedule))
         units = cache_units(denoiser, {s.cache for s in schedule.steps if isinstance(s.cache, int)})
+        controlnet = find_controlnet(pipe)
+        units += controlnet_units(controlnet, denoiser, units) if controlnet is not None else []
         prune_less = prune_less_blocks(denoiser, schedule)
         blocks = None
     else:
         _check_dit_schedule(schedule)
         target, units, prune_less = PatchTarget(pipe, denoiser, []), [], frozenset()
         blocks = block_plan(denoiser, schedule)
+        if blocks.starts and getattr(pipe, "controlnet", None) is not None:
+            raise UnsupportedModelError(
+                f"block-cache steps do not run {type(pipe).__name__}: its ControlNet adds residuals between the transformer "
+                "blocks a cached step skips; use full and reuse steps, or the pipeline without ControlNet"
+            )
     pruner.check(target, schedule, schedule.method)
-    handle = PatchHandle(target, schedule, pruner, units, blocks, prune_less, resample)
+    handle = PatchHandle(target, schedule, pruner, units, blocks, prune_less, resample, controlnet)
     previous = _handles(pipe)
     for old in previous:
         old.remove()
@@ -107,8 +118,9 @@ def _handles(pipe: Any) -> list[PatchHandle]:
 
 
 def find_denoiser(pipe: Any) -> Denoiser:
-    """The network a schedule governs: ``pipe.unet`` (a ``UNet2DConditionModel``) or ``pipe.transformer`` (SD3, PixArt, Flux)."""
-    unet, transformer = getattr(pipe, "unet", None), getattr(pipe, "transformer", None)
+    """The network a schedule governs: ``pipe.unet`` (a ``UNet2DConditionModel``) or ``pipe.transformer`` (SD3, PixArt,
+    Flux), or the module ``torch.compile`` wrapped there."""
+    unet, transformer = uncompiled(getattr(pipe, "unet", None)), uncompiled(getattr(pipe, "transformer", None))
     if isinstance(unet, UNet2DConditionModel):
         return unet
     if isinstance(transformer, DIT_TYPES):
@@ -147,6 +159,7 @@ class PatchHandle:
         blocks: BlockPlan | None,
         prune_less: frozenset[str],
         resample: bool,
+        controlnet: nn.Module | None = None,
     ) -> None:
         """Everything the patch needs, checked by :func:`apply`; nothing is patched until ``_install``."""
         self.pipe = target.pipe
@@ -157,6 +170,7 @@ class PatchHandle:
         self._pruner = pruner
         self._units = units
         self._blocks = blocks
+        self._controlnet = controlnet
         self._resample = resample
         self._output_type = UNet2DConditionOutput if target.unet is not None else Transformer2DModelOutput
         self._state = RunState(schedule, prune_less)
@@ -173,6 +187,8 @@ class PatchHandle:
             if self.schedule.prunes:
                 self._pruner.install(self._patcher, self._target, self._state, self.schedule.method)
             self._patcher.replace_method(denoiser, "forward", self._wrap_denoiser)
+            if self._controlnet is not None:
+                self._patcher.replace_method(self._controlnet, "forward", self._wrap_controlnet)
             setattr(denoiser, _ATTRIBUTE, self)
             self._patcher.on_undo(lambda: delattr(denoiser, _ATTRIBUTE))
             self._patcher.on_undo(self._tracker.detach)
@@ -209,13 +225,11 @@ class PatchHandle:
         signature = inspect.signature(original)
         sample_name = next(iter(signature.parameters))  # sample (UNet) or hidden_states (DiT)
 
-        def forward(*args: Any, **kwargs: Any) -> Any:
+        def before(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[int, Cache], Any]:
+            """Locate, decide and record the call; a reuse step's output, or None when the network runs."""
             inputs = signature.bind_partial(*args, **kwargs).arguments
-            sample, timestep = inputs[sample_name], inputs["timestep"]
-            position = self._tracker.locate(timestep)
-            if position.new_generation:
-                self._start_generation(position.loop_length, sample)
-            step = state.schedule.steps[position.iteration]
+            sample = inputs[sample_name]
+            position, step = self._locate(sample, inputs["timestep"])
             performed, missing = self._decide(step.cache, position.stream)
             if position.stream == 0:
                 state.records.append(StepRecord(position.iteration, step.cache, performed, missing, step.prune))
@@ -224,7 +238,8 @@ class PatchHandle:
                 state.records[-1].cache_missing |= missing  # e.g. SD3's skip-layer call, which starts after the first step
             if performed == "reuse":
                 reused = state.last_output[position.stream].clone()
-                return self._output_type(sample=reused) if kwargs.get("return_dict", True) else (reused,)
+                output = self._output_type(sample=reused) if kwargs.get("return_dict", True) else (reused,)
+                return (position.stream, performed), output
             cfg = getattr(self.pipe, "do_classifier_free_guidance", None)
             branch = performed if isinstance(performed, (int, BlockCache)) else None
             if branch is not None and kwargs.get("down_intrablock_additional_residuals") is not None:
@@ -232,14 +247,33 @@ class PatchHandle:
                     "cache steps cannot be combined with T2I-Adapter residuals (the UNet adds them in place to cached features)"
                 )
             state.begin_call(position.iteration, position.stream, branch, step.prune, tuple(sample.shape[-2:]), cfg)
-            output = original(*args, **kwargs)
-            result = output[0] if isinstance(output, tuple) else output.sample
-            state.last_output[position.stream] = result
-            if performed == "full":
-                state.has_full.add(position.stream)
-            return output
+            return (position.stream, performed), None
 
-        return forward
+        def after(output: Any, call: tuple[int, Cache]) -> None:
+            stream, performed = call
+            state.last_output[stream] = output[0] if isinstance(output, tuple) else output.sample
+            if performed == "full":
+                state.has_full.add(stream)
+
+        return around(original, before, after)
+
+    def _wrap_controlnet(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def step_of(sample: Any, timestep: Any) -> tuple[int, Cache]:
+            """The ControlNet's call feeds the UNet call that follows it: the same stream, the same step."""
+            position, step = self._locate(sample, timestep, count=False)
+            return position.stream, self._decide(step.cache, position.stream)[0]
+
+        return gate_controlnet(original, self._state, step_of)
+
+    def _locate(self, sample: Any, timestep: Any, count: bool = True) -> tuple[Position, StepPlan]:
+        """Where a call sits in the loop and the step the schedule asks for there; a generation's first call starts it.
+
+        ``count=False`` for a call that does not advance the stream (the ControlNet's, which comes before the UNet's).
+        """
+        position = self._tracker.locate(timestep, count=count)
+        if position.new_generation:
+            self._start_generation(position.loop_length, sample)
+        return position, self._state.schedule.steps[position.iteration]
 
     def _start_generation(self, loop_length: int, sample: Any) -> None:
         """Fit the schedule to the whole loop, of which img2img below strength 1 runs the tail (see :func:`apply`); check the latent."""

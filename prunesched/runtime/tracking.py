@@ -45,8 +45,12 @@ class StepTracker:
         self._calls = 0
         self._offset = 0
 
-    def locate(self, timestep: Any) -> Position:
-        """The position of the denoiser call being made with ``timestep``."""
+    def locate(self, timestep: Any, count: bool = True) -> Position:
+        """The position of the denoiser call being made with ``timestep``.
+
+        ``count=False`` locates a call that comes before the denoiser's in the same stream (a
+        ControlNet's): it gets the position of the denoiser call that follows it.
+        """
         scheduler = self._pipe.scheduler
         if scheduler is not self._scheduler:
             self._attach(scheduler)
@@ -55,7 +59,7 @@ class StepTracker:
             self._fresh, self._steps_done, self._calls = False, 0, 0
             self._offset = _start_offset(self._pipe, scheduler, timestep)
         position = Position(self._offset + self._steps_done, self._calls, new, len(scheduler.timesteps))
-        self._calls += 1
+        self._calls += count
         return position
 
     @property

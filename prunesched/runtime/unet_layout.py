@@ -44,7 +44,7 @@ class CacheUnit:
     """A module that DeepCache-style partial steps may skip, and the branches that skip it.
 
     Attributes:
-        key: module path inside the UNet, used as the cache key.
+        key: module path inside the UNet (inside the pipeline for a ControlNet's, ``controlnet.down_blocks.1``), used as the cache key.
         module: the module whose output is cached.
         frozen_in: branch ids at which the module is not recomputed and returns its cached output.
     """

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 import torch
-from diffusers import FluxImg2ImgPipeline
+from diffusers import FluxImg2ImgPipeline, SD3ControlNetModel, StableDiffusion3ControlNetPipeline
 
 import prunesched
-from prunesched import BlockCache, CatConfig, Schedule, ScheduleError, StepPlan
+from prunesched import BlockCache, CatConfig, Schedule, ScheduleError, StepPlan, UnsupportedModelError
 from prunesched.models.tiny import tiny_flux_pipeline, tiny_pixart_pipeline, tiny_sd3_pipeline, tiny_sd_pipeline
 from prunesched.runtime.dit_layout import dit_blocks
 from tests.runtime.helpers import PROMPT, dit_inputs
@@ -172,3 +172,13 @@ def test_skip_layer_guidance_that_skips_a_boundary_block_computes_that_call_in_f
         generate("sd3", pipe, **options)
     assert [r.denoiser_calls for r in handle.records] == [1] + [2] * (STEPS - 1)
     assert [r.cache_missing for r in handle.records] == [False, True] * (STEPS // 2)
+
+
+def test_block_caches_are_refused_on_a_dit_controlnet_pipeline():
+    base = BUILDERS["sd3"]()
+    controlnet = SD3ControlNetModel.from_transformer(base.transformer, num_layers=1)
+    pipe = StableDiffusion3ControlNetPipeline(**base.components, controlnet=controlnet)
+    with pytest.raises(UnsupportedModelError, match="block-cache steps do not run StableDiffusion3ControlNetPipeline"):
+        prunesched.apply(pipe, alternating(0))
+    with prunesched.apply(pipe, alternating("reuse")):  # whole steps leave the ControlNet's residuals where they belong
+        pass
