@@ -6,6 +6,8 @@ problem (deterministic, instant) so that fronts can be compared exactly.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -87,18 +89,17 @@ def test_a_pipeline_search_on_two_actors_stores_everything_and_exports_a_schedul
     assert [e.candidate_id for e in store.exports(search_id)] == [chosen.id]
 
 
-def test_a_search_over_block_caches_and_cat_pruning_runs_on_a_dit_pipeline(tmp_path):
-    """The blocks space on SD3 (two blocks: F1B0 or F0B0), with CAT reusing half of the image tokens in some phases."""
-    db = tmp_path / "blocks.db"
+def dit_search(db: Path, model: str, space: dict, baselines: dict) -> tuple[int, list]:
+    """A one-generation search of four on a tiny DiT pipeline that must finish with every evaluation done."""
     config = SearchConfig.from_dict(
         {
-            "name": "tiny-sd3-blocks",
+            "name": f"{model}-{space['kind']}",
             "seed": 0,
             "objectives": ["mse", "relative_latency"],
-            "space": {"kind": "blocks", "steps": 4, "phases": 2, "firsts": [0, 1], "lasts": [0], "intervals": [1, 2], "ratios": [0.0, 0.5]},
-            "evaluator": {"kind": "pipeline", "model": "tiny-sd3", "images": 2, "num_inference_steps": 4},
+            "space": space,
+            "evaluator": {"kind": "pipeline", "model": model, "images": 2, "num_inference_steps": 4},
             "proposer": {"population": 4, "generations": 1},
-            "baselines": {"deepcache_intervals": [2], "block_caches": ["F1B0"], "uniform_ratios": [0.5]},
+            "baselines": baselines,
             "dispatch": {"workers": 1, "timeout_s": 300},
         }
     )
@@ -106,6 +107,14 @@ def test_a_search_over_block_caches_and_cat_pruning_runs_on_a_dit_pipeline(tmp_p
     store = Store(db)
     rows = store.evaluations(search_id)
     assert store.search(search_id).status == "finished" and rows and all(e.status == "done" for _, e in rows)
+    return search_id, rows
+
+
+def test_a_search_over_block_caches_and_cat_pruning_runs_on_a_dit_pipeline(tmp_path):
+    """The blocks space on SD3 (two blocks: F1B0 or F0B0), with CAT reusing half of the image tokens in some phases."""
+    space = {"kind": "blocks", "steps": 4, "phases": 2, "firsts": [0, 1], "lasts": [0], "intervals": [1, 2], "ratios": [0.0, 0.5]}
+    baselines = {"deepcache_intervals": [2], "block_caches": ["F1B0"], "uniform_ratios": [0.5]}
+    _search_id, rows = dit_search(tmp_path / "blocks.db", "tiny-sd3", space, baselines)
     assert {c.baseline for c, _ in rows} >= {"F1B0 N=2", "cat uniform 0.5"}
     steps = [step for c, _ in rows for step in Schedule.from_dict(c.schedule).steps]
     assert any(isinstance(step.cache, BlockCache) and step.prune > 0 for step in steps)
@@ -114,22 +123,8 @@ def test_a_search_over_block_caches_and_cat_pruning_runs_on_a_dit_pipeline(tmp_p
 def test_a_dato_space_search_on_flux_exports_a_schedule_that_applies_unchanged(tmp_path):
     """DaTo's per-step space with no pruning on Flux: reuse, depth 0 (the first and last blocks) or full per step."""
     db = tmp_path / "flux.db"
-    config = SearchConfig.from_dict(
-        {
-            "name": "tiny-flux-dato",
-            "seed": 0,
-            "objectives": ["mse", "relative_latency"],
-            "space": {"kind": "dato", "steps": 4, "ratios": [0.0]},
-            "evaluator": {"kind": "pipeline", "model": "tiny-flux", "images": 2, "num_inference_steps": 4},
-            "proposer": {"population": 4, "generations": 1},
-            "baselines": {"deepcache_intervals": [2], "uniform_ratios": [], "dato_ours_b1": False},
-            "dispatch": {"workers": 1, "timeout_s": 300},
-        }
-    )
-    search_id = launch(config, db)
-    store = Store(db)
-    rows = store.evaluations(search_id)
-    assert store.search(search_id).status == "finished" and rows and all(e.status == "done" for _, e in rows)
+    space = {"kind": "dato", "steps": 4, "ratios": [0.0]}
+    search_id, _rows = dit_search(db, "tiny-flux", space, {"deepcache_intervals": [2], "uniform_ratios": [], "dato_ours_b1": False})
     out = tmp_path / "flux.json"
     exported = CliRunner().invoke(main, ["export", str(search_id), "--pick", "fastest", "-o", str(out), "--db", str(db)])
     assert exported.exit_code == 0, exported.output
