@@ -1,4 +1,4 @@
-"""Render experiments/results/bench_step_cpu.json as the Markdown tables of docs/benchmarks.md.
+"""Render experiments/results/bench_step_cpu.json (or a ``--compile`` run's JSON) as the Markdown tables of docs/benchmarks.md.
 
 Usage: python experiments/bench_step_table.py experiments/results/bench_step_cpu.json
 """
@@ -51,6 +51,8 @@ def main(path: str) -> None:
     print("|---|---|---|---|")
     for name, goal in result["goals"].items():
         print(f"| {name} | {goal['value']:.3f} | {goal['goal']} | {'yes' if goal['met'] else '**no**'} |")
+    if "compiled" in result:
+        compiled_table(result)
     table6 = result.get("dato_table6", {})
     if "end_to_end_at_latent" in table6:
         e2e = table6["end_to_end_at_latent"]
@@ -61,6 +63,22 @@ def main(path: str) -> None:
             f"and measured end to end {e2e['measured_speedup']:.2f}x ({e2e['measured_s']:.1f} s vs "
             f"{e2e['measured_all_full_s']:.1f} s of UNet time)."
         )
+
+
+def compiled_table(result: dict) -> None:
+    """The cache steps eager and with the UNet compiled: seconds, each relative to its own full step, compiled over
+    eager in neighbouring rounds, and each side's first round (the compiled one compiles)."""
+    eager, compiled = result["steps"], result["compiled"]
+    backend = compiled["backend"]
+    print(f"\n| step | eager: s | eager: x full | {backend}: s | {backend}: x full | {backend} / eager |")
+    print("|---|---|---|---|---|---|")
+    for name in ["full", *(f"branch{b}" for b in result["meta"]["config"]["branches"]), "reuse"]:
+        a, b = eager[name], compiled["steps"][name]
+        over = f"{compiled['over_eager'][name]:.2f}" if name in compiled["over_eager"] else ""
+        sides = f"{a['median_s']:.3f} | {a['relative_to_full']:.3f} | {b['median_s']:.3f} | {b['relative_to_full']:.3f}"
+        print(f"| {name} | {sides} | {over} |")
+    for side, rounds in (("eager", result["first_round_s"]), (backend, compiled["first_round_s"])):
+        print(f"\nFirst round, {side}: " + ", ".join(f"{r['plan']} {r['s']:.1f} s" for r in rounds) + ".")
 
 
 if __name__ == "__main__":

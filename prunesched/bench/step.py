@@ -6,7 +6,8 @@ it (:class:`~prunesched.bench.loop.DenoiserLoop`: DDIM, one UNet call and one ``
 per iteration), so the runtime's own step tracking and cache logic are part of every number. The
 real peers, tomesd and DeepCache, are timed in the same loop. Text encoding and VAE decoding are
 not part of a step. Schedules are composed from the measured steps by the evaluation's cost model
-(:func:`cost_table`).
+(:func:`cost_table`). With ``compile`` the full, cache and reuse steps are timed eagerly and with the
+UNet compiled (:func:`measure_cache_steps`), and nothing else.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import platform
 import statistics
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -50,6 +51,9 @@ class StepBenchConfig:
         methods: token methods to measure at each ratio.
         e2e_latent: latent side of the end-to-end check of the DaTo Table 6 schedule (0 skips it).
         device: ``"auto"`` picks CUDA when available (then fp16), else the CPU (fp32).
+        compile: a ``torch.compile`` backend (``"inductor"``): time the full, cache and reuse steps
+            eagerly and with the UNet compiled by it, and no pruning step, peer or Table 6 check
+            (pruning recompiles at every step under torch.compile, see docs/runtime.md). Empty: no compiling.
     """
 
     latent: int = 64
@@ -60,6 +64,7 @@ class StepBenchConfig:
     methods: tuple[str, ...] = ("sito", "dato", "random")
     e2e_latent: int = 32
     device: str = "auto"
+    compile: str = ""
 
 
 def sd15_loop(unet: UNet2DConditionModel, latent: int, batch: int) -> DenoiserLoop:
@@ -197,6 +202,43 @@ def measure_peers(loop: DenoiserLoop, config: StepBenchConfig, log: Callable[[st
     return results
 
 
+def measure_cache_steps(loops: dict[str, DenoiserLoop], config: StepBenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
+    """The full, cache and reuse steps of each loop (``eager``, ``compiled``), timed in generations of one round
+    [full, branch b, ..., full, reuse], the loops taking turns.
+
+    One schedule for all: a compiled UNet has one graph per kind of step for the cache wrappers a
+    schedule installs, and another set of branches would compile its own. Each loop's first round
+    compiles its graphs and is the warm-up (``first_round_s``: each call, compiling included); then
+    each kind is paired with the full step just before it (``steps``, keyed as in
+    :func:`measure_steps`). Taking turns also pairs the loops: ``over_eager`` is, per step, the
+    median over timed rounds of the other loop's time over the eager loop's in the round before.
+    """
+    kinds: list[Cache] = [*config.branches, "reuse"]
+    one_round = Schedule(steps=tuple(plan for kind in kinds for plan in (StepPlan("full"), StepPlan(kind))))
+    rounds: dict[str, list[list[Sample]]] = {side: [] for side in loops}
+    for _ in range(1 + config.repeats):
+        for side, loop in loops.items():
+            rounds[side].append(loop.time_schedule(one_round))
+    names = ["reuse" if kind == "reuse" else f"branch{kind}" for kind in kinds]
+    result: dict[str, Any] = {}
+    for side, timed in rounds.items():
+        steps: dict[str, Any] = {}
+        for k, name in enumerate(names):
+            pairs = [t for r in timed for t in r[2 * k : 2 * k + 2]]
+            steps[name] = {"plan": label(one_round.steps[2 * k + 1]), "method": None} | paired(pairs)
+            log(f"{side} {name}: {steps[name]['median_s']:.3f} s = {steps[name][RELATIVE]:.3f} x full")
+        references = [r for entry in steps.values() for r in entry["reference_full_s"]]
+        steps["full"] = {"plan": FULL, "method": None, "median_s": statistics.median(references), "repeats_s": references, RELATIVE: 1.0}
+        result[side] = {"steps": steps, "first_round_s": [{"plan": label(p), "s": t.wall} for p, t in zip(one_round.steps, timed[0])]}
+        if side != "eager":
+            ratios = [[t.wall / e.wall for t, e in zip(r, eager_r)] for r, eager_r in zip(timed[1:], rounds["eager"][1:])]
+            over = {name: statistics.median(r[2 * k + 1] for r in ratios) for k, name in enumerate(names) if name != "reuse"}
+            over["full"] = statistics.median(x for r in ratios for x in r[0::2])
+            result[side]["over_eager"] = over
+            log(f"{side} over eager: " + ", ".join(f"{name} {ratio:.2f}" for name, ratio in over.items()))
+    return result
+
+
 def table6_check(loop: DenoiserLoop, steps: dict[str, Any]) -> dict[str, Any]:
     """DaTo Table 6 "Ours-b1": composed from step costs, and measured end to end in one real run."""
     schedule = dato_ours_b1()
@@ -228,6 +270,19 @@ def run_step_bench(config: StepBenchConfig, log: Callable[[str], None] = print, 
     loop = sd15_loop(unet, config.latent, config.batch)
     loop.drive(2, lambda _i: contextlib.nullcontext())  # the first calls in a process pay one-off allocation costs
     log(f"{model}: latent {config.latent}x{config.latent}, batch {config.batch}, {dtype} on {device}")
+    if config.compile:
+        caching = replace(config, methods=(), ratios=())
+        compiled_loop = sd15_loop(torch.compile(unet, backend=config.compile), config.latent, config.batch)
+        log(f"eager and {config.compile}-compiled rounds, taking turns; the first compiled round compiles")
+        sides = measure_cache_steps({"eager": loop, "compiled": compiled_loop}, caching, log)
+        return {
+            "benchmark": "prunesched bench step",
+            "meta": _meta(caching, model, device, dtype, unet),
+            **sides["eager"],
+            "peers": {},
+            "compiled": {"backend": config.compile, **sides["compiled"]},
+            "goals": goals({"steps": sides["eager"]["steps"], "peers": {}}),
+        }
 
     steps = measure_steps(loop, config, log)
     peers = measure_peers(loop, config, log)

@@ -49,13 +49,31 @@ def _report(result: dict[str, Any], output: Path, summary: str = "") -> None:
 @click.option("--ratios", default="0.3,0.4,0.5,0.6,0.7", show_default=True, callback=_floats, help="Prune ratios.")
 @click.option("--e2e-latent", default=32, show_default=True, help="Latent side of the end-to-end DaTo Table 6 run (0 skips it).")
 @click.option("--device", default="auto", show_default=True, help="auto: CUDA (fp16) when available, else CPU (fp32).")
+@click.option(
+    "--compile",
+    "compile_backend",
+    default="",
+    metavar="BACKEND",
+    help="Time the full, cache and reuse steps eagerly and with the UNet compiled by this torch.compile backend (inductor); "
+    "no pruning steps, peers or Table 6 check.",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench_step.json"), show_default=True)
-def bench_step(latent: int, batch: int, repeats: int, ratios: tuple[float, ...], e2e_latent: int, device: str, output: Path) -> None:
+def bench_step(
+    latent: int, batch: int, repeats: int, ratios: tuple[float, ...], e2e_latent: int, device: str, compile_backend: str, output: Path
+) -> None:
     """Per-step latency of full, cache and reuse steps and of each pruning method, next to tomesd and DeepCache, on the SD 1.5 UNet."""
     from prunesched.bench.step import StepBenchConfig, run_step_bench
 
     _at_least_one({"latent": latent, "batch": batch, "repeats": repeats})
-    config = StepBenchConfig(latent=latent, batch=batch, repeats=repeats, ratios=ratios, e2e_latent=e2e_latent, device=device)
+    if compile_backend:
+        import torch._dynamo
+
+        backends = torch._dynamo.list_backends(exclude_tags=())
+        if compile_backend not in backends:
+            raise click.BadParameter(f"not a torch.compile backend: {compile_backend!r}; e.g. inductor, eager", param_hint="--compile")
+    config = StepBenchConfig(
+        latent=latent, batch=batch, repeats=repeats, ratios=ratios, e2e_latent=e2e_latent, device=device, compile=compile_backend
+    )
     result = run_step_bench(config, log=lambda message: click.echo(message, err=True))
     _report(result, output)
 

@@ -3,7 +3,9 @@
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
+from torch._dynamo.utils import counters
 
 from prunesched.bench.paired_timing import RELATIVE
 from prunesched.bench.step import StepBenchConfig, cost_table, run_step_bench
@@ -11,6 +13,7 @@ from prunesched.cli import main
 from prunesched.evaluation.cost import labels
 from prunesched.models.tiny import tiny_sd_pipeline
 from prunesched.runtime.paper_tables import dato_ours_b1
+from tests.runtime.helpers import two_level_unet
 
 
 def test_bench_measures_every_configuration_and_its_peers():
@@ -53,9 +56,29 @@ def test_table6_is_composed_by_the_cost_model_from_the_steps_dato_pruned_and_the
     assert table.steps(schedule) == pytest.approx(sum(table.relative[name] for name in labels(schedule)))
 
 
+def test_compile_times_the_cache_steps_eager_and_compiled():
+    unet = two_level_unet()
+    config = StepBenchConfig(latent=8, batch=2, repeats=2, branches=(0,), compile="eager")
+    torch._dynamo.reset()
+    counters.clear()
+    result = run_step_bench(config, log=lambda _m: None, unet=unet)
+    json.dumps(result)
+    compiled = result["compiled"]
+    assert set(result["steps"]) == set(compiled["steps"]) == {"full", "branch0", "reuse"}, "no pruning steps"
+    assert [w["plan"] for w in compiled["first_round_s"]] == ["full@0.0", "0@0.0", "full@0.0", "reuse@0.0"]
+    assert counters["stats"]["unique_graphs"] == 3, "the first full step, branch 0 and the next full step compile; no timed step does"
+    assert set(compiled["over_eager"]) == {"full", "branch0"} and all(ratio > 0 for ratio in compiled["over_eager"].values())
+    assert compiled["backend"] == "eager" and result["meta"]["config"]["compile"] == "eager"
+    assert all(entry[RELATIVE] > 0 for entry in compiled["steps"].values())
+    assert result["peers"] == {} and "dato_table6" not in result and set(result["goals"]) == {"branch0_share_of_full"}
+    assert "forward" not in vars(unet)
+
+
 def test_cli_rejects_bad_numbers_with_exit_code_2():
     runner = CliRunner()
     result = runner.invoke(main, ["bench", "step", "--repeats", "0"])
     assert result.exit_code == 2 and "must be >= 1" in result.output
     result = runner.invoke(main, ["bench", "step", "--ratios", "0.3,x"])
     assert result.exit_code == 2 and "comma-separated numbers" in result.output
+    result = runner.invoke(main, ["bench", "step", "--compile", "inductr"])
+    assert result.exit_code == 2 and "not a torch.compile backend: 'inductr'" in result.output
