@@ -174,8 +174,7 @@ def strips_plot(points: Sequence[Point]) -> Figure:
 def _cache_order(cache: Cache) -> tuple[int, int]:
     """full first, then partial steps from the most computed (deepest branch, most blocks), then reuse: darkest to lightest."""
     if isinstance(cache, (int, BlockCache)):
-        spec = BlockCache.of(cache)
-        return (1, -(spec.first + spec.last))
+        return (1, -BlockCache.of(cache).computed)
     return (0 if cache == "full" else 2, 0)
 
 

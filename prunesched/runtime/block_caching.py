@@ -17,6 +17,7 @@ from typing import Any
 
 from torch import Tensor
 
+from prunesched.runtime.cat_pruning import expand_index
 from prunesched.runtime.dit_layout import BlockPlan
 from prunesched.runtime.patcher import Patcher
 from prunesched.runtime.state import RunState
@@ -36,10 +37,9 @@ def install_block_caching(patcher: Patcher, plan: BlockPlan, state: RunState) ->
 def _cached_block(original: Callable[..., Any], index: int, plan: BlockPlan, state: RunState) -> Callable[..., Any]:
     def forward(*args: Any, **kwargs: Any) -> Any:
         store = state.cache()
-        inputs = _inputs(plan, args, kwargs)
         if state.branch is None:  # a full step: keep the boundaries later steps need
             if index in plan.starts:
-                store[f"block_in.{index}"] = _refresh(store.get(f"block_in.{index}"), inputs, state)
+                store[f"block_in.{index}"] = _refresh(store.get(f"block_in.{index}"), _inputs(plan, args, kwargs), state)
             output = original(*args, **kwargs)
             if index in plan.ends:
                 store[f"block_out.{index}"] = _refresh(store.get(f"block_out.{index}"), _outputs(plan, output), state)
@@ -51,6 +51,7 @@ def _cached_block(original: Callable[..., Any], index: int, plan: BlockPlan, sta
         if before is None or after is None:  # a call that skipped a boundary block at full steps (SD3's skip-layer guidance)
             state.record_missing()
             return original(*args, **kwargs)
+        inputs = _inputs(plan, args, kwargs)
         if index < end:
             return _as_output(plan, inputs)
         image = inputs[0] + _at_tokens(after[0] - before[0], state)
@@ -80,7 +81,7 @@ def _as_output(plan: BlockPlan, streams: Streams) -> Any:
 def _at_tokens(image: Tensor, state: RunState) -> Tensor:
     """A full-token tensor at the image tokens the current call computes (all of them unless CAT prunes)."""
     index = state.token_index
-    return image if index is None else image.gather(1, index[..., None].expand(-1, -1, image.shape[-1]))
+    return image if index is None else image.gather(1, expand_index(index, image.shape[-1]))
 
 
 def _refresh(previous: Streams | None, current: Streams, state: RunState) -> Streams:
@@ -89,5 +90,5 @@ def _refresh(previous: Streams | None, current: Streams, state: RunState) -> Str
     if index is None:
         return current
     assert previous is not None  # CAT computes its first two steps of a stream in full, and they precede any pruned one
-    image = previous[0].scatter(1, index[..., None].expand(-1, -1, current[0].shape[-1]), current[0])
+    image = previous[0].scatter(1, expand_index(index, current[0].shape[-1]), current[0])
     return image, current[1]

@@ -141,13 +141,13 @@ class _CatRun:
         stream.index = torch.cat([selection, selection]) if stream.pairs else selection
         state.token_index = stream.index
         state.record_tokens(RECORD_NAME, count, total)
-        return tokens.gather(1, _expand(stream.index, tokens.shape[-1]))
+        return tokens.gather(1, expand_index(stream.index, tokens.shape[-1]))
 
     def refresh(self, key: str, _module: nn.Module, _args: tuple[Any, ...], projected: Tensor) -> Tensor:
         """A self-attention's keys or values: this step's for the recomputed tokens, the previous step's for the rest."""
         stream = self.stream()
         if stream.index is not None:
-            projected = stream.keys_values[key].scatter(1, _expand(stream.index, projected.shape[-1]), projected)
+            projected = stream.keys_values[key].scatter(1, expand_index(stream.index, projected.shape[-1]), projected)
         stream.keys_values[key] = projected
         return projected
 
@@ -157,7 +157,7 @@ class _CatRun:
         if stream.index is None:
             computed: Tensor | float = 1.0
         else:
-            output = stream.outputs[-1].scatter(1, _expand(stream.index, output.shape[-1]), output)
+            output = stream.outputs[-1].scatter(1, expand_index(stream.index, output.shape[-1]), output)
             computed = torch.zeros(output.shape[:2], device=output.device).scatter_(1, stream.index, 1.0)
         previous = stream.frequency if stream.frequency is not None else torch.zeros(output.shape[:2], device=output.device)
         stream.frequency = self.method.decay * previous + computed
@@ -185,7 +185,8 @@ class _CatRun:
         return output.float()
 
 
-def _expand(index: Tensor, channels: int) -> Tensor:
+def expand_index(index: Tensor, channels: int) -> Tensor:
+    """Token indices ``(B, k)`` as the index of a gather or scatter over ``(B, N, channels)`` tokens."""
     return index[..., None].expand(-1, -1, channels)
 
 

@@ -66,7 +66,7 @@ def block_plan(transformer: DiT, schedule: Schedule) -> BlockPlan:
         if not isinstance(step.cache, (int, BlockCache)):
             continue
         spec = BlockCache.of(step.cache)
-        if spec.first + spec.last >= count:
+        if spec.computed >= count:
             deepest = max_depth(transformer)
             depths = f"integer depths 0 to {deepest}" if deepest >= 0 else "no integer depth"
             raise ScheduleError(

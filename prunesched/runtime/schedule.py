@@ -49,6 +49,11 @@ class BlockCache:
     def __str__(self) -> str:
         return f"F{self.first}B{self.last}"
 
+    @property
+    def computed(self) -> int:
+        """How many transformer blocks the step computes."""
+        return self.first + self.last
+
     def to_dict(self) -> dict[str, int]:
         return {"first": self.first, "last": self.last}
 

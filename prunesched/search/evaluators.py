@@ -131,8 +131,7 @@ def step_error(step: StepPlan, index: int, steps: int) -> float:
 def _computed_blocks(cache: Cache) -> int:
     """The blocks a partial step computes in the synthetic problem: depth b computes 2 (b + 1), as on a DiT."""
     assert isinstance(cache, (int, BlockCache))  # the callers price full and reuse steps
-    spec = BlockCache.of(cache)
-    return spec.first + spec.last
+    return BlockCache.of(cache).computed
 
 
 def synthetic_front(options: Sequence[Sequence[StepPlan]]) -> np.ndarray:

@@ -12,7 +12,8 @@ import prunesched
 from prunesched import BlockCache, CatConfig, Schedule, ScheduleError, StepPlan, UnsupportedModelError
 from prunesched.models.tiny import tiny_flux_pipeline, tiny_pixart_pipeline, tiny_sd3_pipeline, tiny_sd_pipeline
 from prunesched.runtime.dit_layout import dit_blocks
-from tests.runtime.helpers import PROMPT, dit_inputs
+from tests.runtime import helpers
+from tests.runtime.helpers import dit_inputs
 
 STEPS = 6
 BUILDERS = {
@@ -35,10 +36,8 @@ def dit(request: pytest.FixtureRequest) -> tuple[str, Any]:
 
 
 def generate(kind: str, pipe: Any, **kwargs: Any) -> Any:
-    generator = torch.Generator().manual_seed(0)
-    return pipe(
-        PROMPT, num_inference_steps=STEPS, height=32, width=32, generator=generator, output_type="np", **EXTRA[kind], **kwargs
-    ).images
+    """The fixed-seed generation of the runtime tests, with what each pipeline needs to run at this size."""
+    return helpers.generate(pipe, STEPS, **EXTRA[kind], **kwargs)
 
 
 def alternating(cache: int | BlockCache | str, prune: float = 0.0) -> Schedule:
