@@ -302,14 +302,14 @@ def cpu_seconds() -> float:
 
 
 def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
-    """The loss curves of the three trained stages side by side, each titled with its wall time (the model card's figure)."""
+    """The loss curves of the trained stages side by side, each titled with its wall time (the model card's figure)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4))
-    for ax, (stage, curve) in zip(axes, curves.items()):
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
+    for ax, (stage, curve) in zip(axes[0], curves.items()):
         ax.plot([c["step"] for c in curve], [c["loss"] for c in curve])
         ax.set_yscale("log")
         ax.set_xlabel("step")

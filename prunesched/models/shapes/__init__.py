@@ -20,6 +20,10 @@ WEIGHTS = Path(__file__).parent / "weights"
 MODEL_DIR = WEIGHTS / "pipeline"
 """A diffusers folder: ``StableDiffusionPipeline.from_pretrained(MODEL_DIR)`` loads it offline."""
 JUDGE_FILE = WEIGHTS / "judge.safetensors"
+DIT_NAME = "shapes-dit"
+"""The name of the shapes DiT: SD3's architecture trained on the same data (``experiments/train_shapes_dit.py``)."""
+DIT_DIR = WEIGHTS / "dit"
+"""A diffusers folder: ``StableDiffusion3Pipeline.from_pretrained(DIT_DIR)`` loads it offline."""
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline

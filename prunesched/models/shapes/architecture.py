@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, PNDMScheduler, SD3Transformer2DModel, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from prunesched.models.shapes.data import vocabulary
 from prunesched.models.tiny import SD_SCHEDULER
@@ -27,19 +27,26 @@ def tokenizer(directory: str | Path) -> CLIPTokenizer:
 
 
 def text_encoder(vocab_size: int) -> CLIPTextModel:
-    return CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=vocab_size,
-            hidden_size=64,
-            intermediate_size=256,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            max_position_embeddings=MAX_TOKENS,
-            bos_token_id=vocab_size - 2,
-            eos_token_id=vocab_size - 1,
-            pad_token_id=vocab_size - 1,
-            projection_dim=64,
-        )
+    return CLIPTextModel(_text_config(vocab_size))
+
+
+def dit_text_encoder(vocab_size: int) -> CLIPTextModelWithProjection:
+    """SD3's CLIP encoders (two of them, each with a pooled projection) at the UNet text encoder's size."""
+    return CLIPTextModelWithProjection(_text_config(vocab_size))
+
+
+def _text_config(vocab_size: int) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=256,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=MAX_TOKENS,
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
+        projection_dim=64,
     )
 
 
@@ -78,3 +85,31 @@ def unet() -> UNet2DConditionModel:
 def scheduler() -> PNDMScheduler:
     """SD 1.5's noise schedule and sampler."""
     return PNDMScheduler(**SD_SCHEDULER)
+
+
+def dit() -> SD3Transformer2DModel:
+    """SD3's MMDiT at width 120 and depth 6: patch 2 over the 32x32 latents, so 256 image tokens attend jointly with the
+    caption's; the two CLIP encoders' 64-wide outputs side by side are its 128-wide context and pooled vector.
+    (Width 128 would make its weights 15.3 MB, over the 15 MB the package allows it.)"""
+    return SD3Transformer2DModel(
+        sample_size=IMAGE_SIZE // 2,
+        patch_size=2,
+        in_channels=4,
+        out_channels=4,
+        num_layers=6,
+        attention_head_dim=30,
+        num_attention_heads=4,
+        joint_attention_dim=128,
+        caption_projection_dim=120,
+        pooled_projection_dim=128,
+        pos_embed_max_size=IMAGE_SIZE // 4,
+    )
+
+
+def dit_scheduler() -> FlowMatchEulerDiscreteScheduler:
+    """SD3's flow-matching Euler sampler."""
+    return FlowMatchEulerDiscreteScheduler(shift=SHIFT)
+
+
+SHIFT = 1.0
+"""Timestep shift of the DiT's sampler (SD3 uses 3.0 at 4,096 tokens; this model has 256)."""
