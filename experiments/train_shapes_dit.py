@@ -201,7 +201,10 @@ def main() -> None:
     images, captions, _ = torch.load(data, weights_only=False)
     print(f"[data] {len(images)} images, {time.perf_counter() - began:.0f}s", flush=True)
     laps = [("data", time.perf_counter())]
-    vae = AutoencoderKL.from_pretrained(MODEL_DIR / "vae").eval()
+    shipped = AutoencoderKL.from_pretrained(MODEL_DIR / "vae")
+    vae = architecture.vae().eval()  # the shipped weights in a fresh module, so no local path lands in the shipped config
+    vae.load_state_dict(shipped.state_dict())
+    vae.register_to_config(scaling_factor=shipped.config.scaling_factor)
     transformer, texts, tokenizer, error, curve = train_dit(vae, images, captions, args)
     laps.append(("encode + dit", time.perf_counter()))
     ship(vae, transformer, texts, tokenizer, args.out)

@@ -53,7 +53,7 @@ class PipelineEvaluator:
         self.folder = self.cache / "images" / key_hash(self.generator.identity)
         self.full_images = self._full_images()
         self.lpips = paired.lpips_scorer(device)
-        self.judge = load_judge().to(device) if settings.model == shapes.NAME else None
+        self.judge = load_judge().to(device) if settings.model in shapes.MODELS else None
         self.fidelity = FidelityScorer(settings.fidelity(), device, self.cache) if settings.has_features() else None
         self.full_features = None if self.fidelity is None else self.fidelity.pair_features(self.fidelity.features(self.full_images))
         self.reference = None

@@ -140,24 +140,24 @@ class PipelineSettings:
         return GenerationSpec(self.model, tuple(self.prompt_list()), seeds, self.num_inference_steps, self.guidance_scale, self.batch_size)
 
     def fidelity(self) -> FidelitySettings:
-        """FID/KID features: the extractor named, else the judge for the shapes model and Inception for any other."""
+        """FID/KID features: the extractor named, else the judge for the shapes models and Inception for any other."""
         from prunesched.evaluation.fidelity import FidelitySettings
         from prunesched.models.shapes.judge import EXTRACTOR
 
-        natural = EXTRACTOR if self.model == shapes.NAME else "inception-v3-compat"
+        natural = EXTRACTOR if self.model in shapes.MODELS else "inception-v3-compat"
         return FidelitySettings(self.feature_extractor or natural, self.inception_weights)
 
     def has_features(self) -> bool:
-        """Whether a feature extractor is at hand without a download: the shipped judge for the shapes model, or an
+        """Whether a feature extractor is at hand without a download: the shipped judge for the shapes models, or an
         extractor or weight file named, or a reference (FID needs one; Inception then loads from torch-fidelity's cache)."""
         named = self.feature_extractor is not None or self.inception_weights is not None
-        return self.model == shapes.NAME or named or self.reference is not None
+        return self.model in shapes.MODELS or named or self.reference is not None
 
     def default_guardrails(self) -> list[dict[str, object]]:
-        """A search's ``guardrails`` when its config names none: on the shapes model with its own captions, the judge's
+        """A search's ``guardrails`` when its config names none: on a shapes model with its own captions, the judge's
         caption accuracy must not fall below the full model's (:mod:`prunesched.search.guardrails`); none otherwise."""
         captions = isinstance(self.prompts, Mapping) and self.prompts.get("kind") == "shapes"
-        return [{"metric": "caption_accuracy", "min": "full"}] if self.model == shapes.NAME and captions else []
+        return [{"metric": "caption_accuracy", "min": "full"}] if self.model in shapes.MODELS and captions else []
 
     def objective_metrics(self) -> tuple[str, ...]:
         """The metrics this evaluation gives that a search can minimise: quality first (the paired feature distance

@@ -12,8 +12,8 @@ from prunesched.errors import ConfigError
 from prunesched.models import shapes
 from prunesched.models.tiny import TINY_PIPELINES
 
-BUILTINS = {shapes.NAME: shapes.pipeline, **TINY_PIPELINES}
-"""Models named without a path: the shipped shapes model, and the random-weight test pipelines."""
+BUILTINS = {shapes.NAME: shapes.pipeline, shapes.DIT_NAME: shapes.dit_pipeline, **TINY_PIPELINES}
+"""Models named without a path: the shipped shapes models (UNet and DiT), and the random-weight test pipelines."""
 
 
 def check_model(model: str) -> None:
@@ -68,11 +68,11 @@ def _quiet_loading() -> Iterator[None]:
 def model_fingerprint(model: str) -> str:
     """A string that changes whenever the weights ``model`` names may have changed.
 
-    The shipped model's weight contents, a folder's files, or (for random-weight test pipelines
+    A shipped model's weight contents, a folder's files, or (for random-weight test pipelines
     and cached hub ids) the name.
     """
-    if model == shapes.NAME:
-        return shapes.fingerprint()
+    if model in shapes.MODELS:
+        return shapes.fingerprint(model)
     return folder_fingerprint(Path(model)) if model not in BUILTINS and Path(model).is_dir() else model
 
 

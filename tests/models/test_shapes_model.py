@@ -22,7 +22,7 @@ from prunesched.cli import main
 from prunesched.evaluation.evaluate import PipelineEvaluator
 from prunesched.evaluation.paired import psnr
 from prunesched.evaluation.settings import PipelineSettings
-from prunesched.models.shapes import MODEL_DIR, WEIGHTS, pipeline
+from prunesched.models.shapes import JUDGE_FILE, MODEL_DIR, pipeline
 from prunesched.models.shapes.judge import EXTRACTOR, caption_matches, load_judge
 from prunesched.runtime.schedule import Schedule
 from prunesched.search.config import SearchConfig
@@ -44,7 +44,7 @@ def test_the_shipped_model_is_sd_15s_components_and_small(monkeypatch):
     assert isinstance(loaded.unet, UNet2DConditionModel) and loaded.unet.config.cross_attention_dim == 64
     assert isinstance(loaded.vae, AutoencoderKL) and isinstance(loaded.text_encoder, CLIPTextModel)
     assert isinstance(loaded.tokenizer, CLIPTokenizer) and isinstance(loaded.scheduler, PNDMScheduler)
-    size = sum(p.stat().st_size for p in WEIGHTS.rglob("*") if p.is_file())
+    size = sum(p.stat().st_size for p in [*MODEL_DIR.rglob("*"), JUDGE_FILE] if p.is_file())
     assert size <= 25 * 2**20, f"shipped weights are {size / 2**20:.1f} MiB"
 
 

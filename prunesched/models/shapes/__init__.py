@@ -25,26 +25,44 @@ DIT_NAME = "shapes-dit"
 DIT_DIR = WEIGHTS / "dit"
 """A diffusers folder: ``StableDiffusion3Pipeline.from_pretrained(DIT_DIR)`` loads it offline."""
 
+MODELS = (NAME, DIT_NAME)
+"""The shipped models: both draw the same captions, so the judge scores either."""
+
 if TYPE_CHECKING:
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline
 
 
 def pipeline() -> StableDiffusionPipeline:
-    """The shipped model as a ``StableDiffusionPipeline``, loaded from the package without any download."""
+    """The shipped UNet model as a ``StableDiffusionPipeline``, loaded from the package without any download."""
     from diffusers import StableDiffusionPipeline
 
-    if not (MODEL_DIR / "model_index.json").is_file():
-        raise ConfigError(f"the shipped shapes model is missing from {MODEL_DIR}; reinstall prunesched or run experiments/train_shapes.py")
-    pipe = StableDiffusionPipeline.from_pretrained(MODEL_DIR, local_files_only=True)
+    return _load(StableDiffusionPipeline, MODEL_DIR, "experiments/train_shapes.py")
+
+
+def dit_pipeline() -> StableDiffusion3Pipeline:
+    """The shipped DiT model as a ``StableDiffusion3Pipeline``, loaded from the package without any download.
+
+    It has no T5, so diffusers wants ``text_encoder_3=None, tokenizer_3=None`` said explicitly, as for SD3 without T5.
+    """
+    from diffusers import StableDiffusion3Pipeline
+
+    return _load(StableDiffusion3Pipeline, DIT_DIR, "experiments/train_shapes_dit.py", text_encoder_3=None, tokenizer_3=None)
+
+
+def _load(cls: type, folder: Path, script: str, **components: None):
+    if not (folder / "model_index.json").is_file():
+        raise ConfigError(f"the shipped shapes model is missing from {folder}; reinstall prunesched or run {script}")
+    pipe = cls.from_pretrained(folder, local_files_only=True, **components)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 @functools.cache
-def fingerprint() -> str:
-    """A hash of the shipped weights' contents, so caches keyed by it notice a retrained model."""
+def fingerprint(model: str = NAME) -> str:
+    """A hash of one shipped model's weights and the judge, so caches keyed by it notice a retrained model."""
+    folder = {NAME: MODEL_DIR, DIT_NAME: DIT_DIR}[model]
     digest = hashlib.sha256()
-    for path in sorted(WEIGHTS.rglob("*")):
+    for path in sorted([*folder.rglob("*"), JUDGE_FILE]):
         if path.is_file():
             digest.update(str(path.relative_to(WEIGHTS)).encode() + path.read_bytes())
-    return f"{NAME}@{digest.hexdigest()[:16]}"
+    return f"{model}@{digest.hexdigest()[:16]}"
