@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import tempfile
 import time
 import tomllib
@@ -150,8 +151,9 @@ def goals(store: Store, search_id: int, rows: list[review.BaselineComparison]) -
 
 
 def deepcache_dominated(rows: list[review.BaselineComparison]) -> dict[str, Any]:
-    """Whether the validated front dominates each DeepCache baseline: a searched point at its cost or lower with a lower
-    quality loss, and whether it is lower beyond both intervals."""
+    """Whether the validated front dominates each caching baseline (DeepCache's on a UNet, block caches such as F1B0
+    on a DiT): a searched point at its cost or lower with a lower quality loss, and whether it is lower beyond both
+    intervals."""
     each = {
         row.name: {
             "by": None if row.nearest is None else row.nearest.candidate.id,
@@ -159,7 +161,7 @@ def deepcache_dominated(rows: list[review.BaselineComparison]) -> dict[str, Any]
             "beyond_intervals": row.dominated,
         }
         for row in rows
-        if row.name.startswith("DeepCache")
+        if row.name.startswith("DeepCache") or re.match(r"F\d+B\d+ ", row.name)
     }
     return {"all_dominated": all(entry["dominated"] for entry in each.values()), "each": each}
 

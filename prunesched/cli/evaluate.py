@@ -17,7 +17,7 @@ import click
 from prunesched.cli.render import number, table
 
 DEFAULT_STEPS = 20
-"""num_inference_steps of the embedded default search (``prunesched/search/default.toml``), a test keeps them equal."""
+"""num_inference_steps of the embedded default search (``prunesched/search/presets/shapes.toml``), a test keeps them equal."""
 DEFAULT_IMAGES = 16
 """Images of the embedded default search."""
 

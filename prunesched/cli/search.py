@@ -60,13 +60,22 @@ def search() -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Evaluator actors (overrides [dispatch] workers).")
 @click.option("--backend", type=click.Choice(["pymoo", "optuna", "random"]), default=None, help="Overrides [proposer] backend.")
 @click.option("--sampler", type=click.Choice(["nsga2", "tpe"]), default=None, help="Optuna sampler (overrides [proposer] sampler).")
-def search_launch(config: Path | None, db: str, address: str | None, workers: int | None, backend: str | None, sampler: str | None) -> None:
+@click.option(
+    "--preset",
+    default=None,
+    help="A shipped search config instead of CONFIG: shapes (the default: the shapes UNet) or shapes-dit (the shapes DiT).",
+)
+def search_launch(
+    config: Path | None, db: str, address: str | None, workers: int | None, backend: str | None, sampler: str | None, preset: str | None
+) -> None:
     """Run the search CONFIG.toml describes (default: the embedded default search) and store it in --db."""
     from dataclasses import replace
 
-    from prunesched.search.config import SearchConfig
+    from prunesched.search.config import DEFAULT_PRESET, SearchConfig
 
-    loaded = SearchConfig.default() if config is None else SearchConfig.load(config)
+    if config is not None and preset is not None:
+        raise click.UsageError("give a CONFIG file or --preset, not both")
+    loaded = SearchConfig.load(config) if config is not None else SearchConfig.preset(preset or DEFAULT_PRESET)
     loaded = replace(
         loaded,
         dispatch=replace(loaded.dispatch, **_given(address=address, workers=workers)),

@@ -44,7 +44,10 @@ from prunesched.search.validation import ValidationConfig
 
 T = TypeVar("T")
 
-DEFAULT = Path(__file__).with_name("default.toml")
+PRESETS = Path(__file__).with_name("presets")
+"""Shipped search configs, one TOML file per name: ``prunesched search launch --preset NAME``."""
+DEFAULT_PRESET = "shapes"
+"""The preset ``prunesched search launch`` runs without a config: the embedded default search."""
 
 RAY_CLIENT_REFUSED = (
     "[dispatch] address: Ray Client (ray://) is not supported; run the search on a node of the cluster "
@@ -188,8 +191,15 @@ class SearchConfig:
 
     @classmethod
     def default(cls) -> SearchConfig:
-        """The embedded default search (``default.toml`` next to this module)."""
-        return cls.load(DEFAULT)
+        """The embedded default search (``presets/shapes.toml`` next to this module)."""
+        return cls.preset(DEFAULT_PRESET)
+
+    @classmethod
+    def preset(cls, name: str) -> SearchConfig:
+        """The shipped search config ``name`` (:func:`preset_names`)."""
+        if name not in preset_names():
+            raise ConfigError(f"unknown search preset {name!r}; valid presets: {', '.join(preset_names())}")
+        return cls.load(PRESETS / f"{name}.toml")
 
     @classmethod
     def load(cls, path: str | Path) -> SearchConfig:
@@ -233,3 +243,8 @@ def _build(cls: type[T], data: Mapping[str, Any], name: str) -> T:
         return cls(**table)
     except TypeError as exc:
         raise ConfigError(f"[{name}]: {exc}") from None
+
+
+def preset_names() -> list[str]:
+    """The shipped search presets' names."""
+    return sorted(path.stem for path in PRESETS.glob("*.toml"))

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from prunesched.cli import main
 from prunesched.runtime.schedule import Schedule
+from prunesched.search.config import SearchConfig, preset_names
 from tests.storage.dump import database_dump
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -157,6 +158,26 @@ def test_a_bad_config_is_refused_before_a_search_is_stored(tmp_path, text, messa
     assert result.exit_code == 2
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert not db.exists() or not [row for row in database_dump(db) if 'INSERT INTO "searches"' in row]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--preset", "sd15"], "unknown search preset 'sd15'; valid presets: shapes, shapes-dit"),
+        (["some.toml", "--preset", "shapes"], "give a CONFIG file or --preset, not both"),
+    ],
+)
+def test_a_bad_preset_is_refused_in_one_line_before_a_search_is_stored(tmp_path, args, message):
+    db = tmp_path / "new.db"
+    result = run("search", "launch", *args, "--db", str(db))
+    assert result.exit_code == 2 and message in result.output
+    assert not db.exists()
+
+
+def test_every_preset_is_a_valid_search_config_and_the_default_is_the_shapes_one():
+    assert preset_names() == ["shapes", "shapes-dit"]
+    assert SearchConfig.default() == SearchConfig.preset("shapes")
+    assert {SearchConfig.preset(name).evaluator.model for name in preset_names()} == {"shapes", "shapes-dit"}
 
 
 @pytest.mark.parametrize("command", [["search", "status"], ["history"], ["front", "1"], ["db", "upgrade"]])

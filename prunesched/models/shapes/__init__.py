@@ -1,8 +1,10 @@
-"""The embedded default model: a tiny text-to-image model of coloured shapes, trained by the project and shipped.
+"""The embedded models: tiny text-to-image models of coloured shapes, trained by the project and shipped.
 
-``data`` makes its captioned training images, ``architecture`` its components, ``judge`` the
-classifier that scores its images; the weights in ``weights/`` are written by
-``experiments/train_shapes.py``.
+The UNet (``shapes``, the default model) and the DiT (``shapes-dit``, SD3's architecture) draw the
+same captions. ``data`` makes the captioned training images, ``architecture`` the components,
+``judge`` the classifier that scores either model's images; the weights in ``weights/`` are
+written by ``experiments/train_shapes.py`` (``pipeline/``, the judge) and
+``experiments/train_shapes_dit.py`` (``dit/``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prunesched.errors import ConfigError
 
@@ -23,7 +25,7 @@ JUDGE_FILE = WEIGHTS / "judge.safetensors"
 DIT_NAME = "shapes-dit"
 """The name of the shapes DiT: SD3's architecture trained on the same data (``experiments/train_shapes_dit.py``)."""
 DIT_DIR = WEIGHTS / "dit"
-"""A diffusers folder: ``StableDiffusion3Pipeline.from_pretrained(DIT_DIR)`` loads it offline."""
+"""A diffusers folder: ``StableDiffusion3Pipeline.from_pretrained(DIT_DIR, text_encoder_3=None, tokenizer_3=None)`` loads it offline."""
 
 MODELS = (NAME, DIT_NAME)
 """The shipped models: both draw the same captions, so the judge scores either."""
@@ -49,7 +51,8 @@ def dit_pipeline() -> StableDiffusion3Pipeline:
     return _load(StableDiffusion3Pipeline, DIT_DIR, "experiments/train_shapes_dit.py", text_encoder_3=None, tokenizer_3=None)
 
 
-def _load(cls: type, folder: Path, script: str, **components: None):
+def _load(cls: Any, folder: Path, script: str, **components: None) -> Any:
+    """``cls.from_pretrained`` of a shipped folder, offline, without progress bars; a clear error if it was not installed."""
     if not (folder / "model_index.json").is_file():
         raise ConfigError(f"the shipped shapes model is missing from {folder}; reinstall prunesched or run {script}")
     pipe = cls.from_pretrained(folder, local_files_only=True, **components)
