@@ -24,7 +24,7 @@ A config is a TOML file (docs/experiments.md lists them all):
     [search]                        # search: a search config, as `prunesched search launch` takes
 
 Schedules of a row: ``{kind = "uniform", prune, cache, method}``, ``{kind = "deepcache", interval,
-branch, prune, method}``, ``{kind = "cat", t0, alpha}`` (CAT on a DiT), ``{kind = "dato-ours-b1"}``
+branch, prune, method}`` (on a DiT ``branch`` is a depth or a block cache such as ``"F1B0"``), ``{kind = "cat", t0, alpha}`` (CAT on a DiT), ``{kind = "dato-ours-b1"}``
 (DaTo's published table), ``{kind = "file", path}`` (a schedule document) or ``{kind = "dato-file", path}``
 (a DaTo table, see ``Schedule.load_dato``), each optionally with ``prune_less = TAU``
 (DSAP) and ``slots`` (where a UNet method prunes); a row without a schedule shows the paper's
@@ -49,12 +49,12 @@ from typing import Any
 from prunesched.errors import ConfigError, PruneschedError
 from prunesched.files import read_text
 from prunesched.runtime.paper_tables import dato_ours_b1
-from prunesched.runtime.schedule import PruneLess, Schedule
+from prunesched.runtime.schedule import BlockCache, PruneLess, Schedule
 
 ROOT = Path(__file__).resolve().parent
 KINDS = ("table", "search")
 SCHEDULE_KINDS = ("uniform", "deepcache", "cat", "dato-ours-b1", "file", "dato-file")
-COLUMNS = ("fid", "caption_accuracy", "psnr", "relative_macs", "relative_latency", "speedup")
+COLUMNS = ("feature_distance", "fid", "caption_accuracy", "psnr", "relative_macs", "relative_latency", "speedup")
 """Measured columns of a table, in this order, where the evaluation gives them; speed-up is 1 / relative latency."""
 
 
@@ -115,7 +115,8 @@ def row_schedule(spec: Any, steps: int) -> Schedule:
         if spec["kind"] == "uniform":
             schedule = Schedule.uniform(steps, **options)
         elif spec["kind"] == "deepcache":
-            schedule = Schedule.deepcache(steps, **options)
+            branch = options.get("branch", 0)
+            schedule = Schedule.deepcache(steps, **options | {"branch": BlockCache.from_name(branch) if isinstance(branch, str) else branch})
         elif spec["kind"] == "cat":
             schedule = Schedule.cat(steps, **options)
         elif spec["kind"] == "dato-ours-b1":
