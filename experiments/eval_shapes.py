@@ -90,7 +90,12 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     _grid(evaluation.full_images[:32], args.grid)
-    print(json.dumps({k: result[k] for k in ("caption_accuracy", "shape_accuracy", "colour_accuracy", "fid_judge", "judge_accuracy_on_rendered")}, indent=1))
+    print(
+        json.dumps(
+            {k: result[k] for k in ("caption_accuracy", "shape_accuracy", "colour_accuracy", "fid_judge", "judge_accuracy_on_rendered")},
+            indent=1,
+        )
+    )
     print(f"first captions: {captions[:4]}")
 
 

@@ -101,7 +101,10 @@ def check_zero_tokens(transformer, encoders, tokenizer) -> float:
     pipe = StableDiffusion3Pipeline(
         transformer, architecture.dit_scheduler(), None, encoders[0], tokenizer, encoders[1], tokenizer, None, None
     )
-    captions = ["a large red circle on a striped blue background", "a small green triangle above a white square on a dotted black background"]
+    captions = [
+        "a large red circle on a striped blue background",
+        "a small green triangle above a white square on a dotted black background",
+    ]
     expected, _, pooled, _ = pipe.encode_prompt(captions, None, None, do_classifier_free_guidance=False, device=torch.device("cpu"))
     ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
     context, ours = prompt_embeddings(encoders, ids, ZERO_TOKENS)
@@ -164,7 +167,11 @@ def train_dit(vae, images: torch.Tensor, captions: list[str], args: argparse.Nam
             for e, p in zip(shadow.parameters(), live.parameters()):
                 e.lerp_(p, 1 - decay)
 
-    modules = {"dit": transformer, "ema": ema} | {f"text{i}": t for i, t in enumerate(texts)} | {f"ema_text{i}": t for i, t in enumerate(ema_texts)}
+    modules = (
+        {"dit": transformer, "ema": ema}
+        | {f"text{i}": t for i, t in enumerate(texts)}
+        | {f"ema_text{i}": t for i, t in enumerate(ema_texts)}
+    )
     params = [p for module in (transformer, *texts) for p in module.parameters()]
     curve = train("dit", params, args.steps, args.lr, step, args.work, modules, generator, update_ema)
     return ema.eval(), [t.eval() for t in ema_texts], tokenizer, error, curve
@@ -214,7 +221,10 @@ def main() -> None:
     log = {
         "settings": settings,
         "zero_token_check_max_abs_error": error,
-        "parameters": {"transformer": sum(p.numel() for p in transformer.parameters()), "text_encoders": sum(p.numel() for t in texts for p in t.parameters())},
+        "parameters": {
+            "transformer": sum(p.numel() for p in transformer.parameters()),
+            "text_encoders": sum(p.numel() for t in texts for p in t.parameters()),
+        },
         "wall_s": time.perf_counter() - began,
         "stage_wall_s": stages,
         "cpu_s": cpu_seconds() - cpu_began,

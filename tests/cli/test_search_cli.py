@@ -137,7 +137,7 @@ def test_bad_requests_exit_2_with_one_line_and_leave_the_database_unchanged(sear
         ),
         (
             "[space]\nsteps = 6\n[evaluator]\nkind = 'pipeline'\nmodel = 'sd15'\n",
-            "unknown model 'sd15': not a built-in (shapes, tiny-sd, tiny-sdxl, tiny-sd3, tiny-pixart, tiny-flux)",
+            "unknown model 'sd15': not a built-in (shapes, shapes-dit, tiny-sd, tiny-sdxl, tiny-sd3, tiny-pixart, tiny-flux)",
         ),
         ("[space]\nsteps = 6\n[evaluator]\nkind = 'pipeline'\nimages = 0\n", "images must be an integer from 1 to 100,000, got 0"),
         (

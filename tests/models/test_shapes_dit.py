@@ -42,10 +42,14 @@ def test_the_shipped_dit_is_sd3s_components_with_its_own_weights_under_15_mb(mon
     assert isinstance(loaded.transformer, SD3Transformer2DModel) and loaded.transformer.config.patch_size == 2
     assert isinstance(loaded.text_encoder, CLIPTextModelWithProjection) and isinstance(loaded.text_encoder_2, CLIPTextModelWithProjection)
     assert isinstance(loaded.scheduler, FlowMatchEulerDiscreteScheduler) and isinstance(loaded.vae, AutoencoderKL)
-    own = sum(p.stat().st_size for name in ("transformer", "text_encoder", "text_encoder_2") for p in (DIT_DIR / name).glob("*.safetensors"))
+    own = sum(
+        p.stat().st_size for name in ("transformer", "text_encoder", "text_encoder_2") for p in (DIT_DIR / name).glob("*.safetensors")
+    )
     assert own <= 15_000_000, f"the DiT's own weights are {own / 1e6:.2f} MB"
     shared_vae = json.loads((MODEL_DIR / "vae" / "config.json").read_text())  # the UNet model's VAE, shift 0 for SD3's pipeline
-    assert (DIT_DIR / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == (MODEL_DIR / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert (DIT_DIR / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == (
+        MODEL_DIR / "vae" / "diffusion_pytorch_model.safetensors"
+    ).read_bytes()
     assert json.loads((DIT_DIR / "vae" / "config.json").read_text())["scaling_factor"] == shared_vae["scaling_factor"]
     assert model_fingerprint(DIT_NAME) != model_fingerprint("shapes") and model_fingerprint(DIT_NAME).startswith("shapes-dit@")
 
@@ -63,7 +67,9 @@ def test_a_fixed_seed_generation_matches_the_stored_reference(pipe):
 
 def test_the_judge_scores_the_dit_above_chance(tmp_path):
     """The shipped DiT reaches 36 % on 200 held-out captions (docs/shapes-dit.md; chance is 1/18): far below the UNet."""
-    settings = PipelineSettings(model=DIT_NAME, images=16, num_inference_steps=28, guidance_scale=7.0, batch_size=16, repeats=1, cache_dir=str(tmp_path))
+    settings = PipelineSettings(
+        model=DIT_NAME, images=16, num_inference_steps=28, guidance_scale=7.0, batch_size=16, repeats=1, cache_dir=str(tmp_path)
+    )
     evaluation = PipelineEvaluator(settings)
     full = evaluation.quality(evaluation.full_images)
     assert full["caption_accuracy"]["value"] >= 0.2 and full["caption_accuracy"]["n"] == 16
@@ -80,7 +86,20 @@ def test_apply_records_the_block_cache_steps_on_the_shipped_dit(pipe):
 def test_eval_takes_the_dit_by_name(tmp_path):
     schedule = tmp_path / "s.json"
     Schedule.deepcache(4, interval=2, branch=0).save(schedule)
-    args = ["eval", str(schedule), "--model", DIT_NAME, "--images", "2", "--steps", "4", "--repeats", "1", "--cache-dir", str(tmp_path / "c")]
+    args = [
+        "eval",
+        str(schedule),
+        "--model",
+        DIT_NAME,
+        "--images",
+        "2",
+        "--steps",
+        "4",
+        "--repeats",
+        "1",
+        "--cache-dir",
+        str(tmp_path / "c"),
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "caption_accuracy" in result.output and "feature_distance" in result.output

@@ -14,8 +14,22 @@ SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "train_shapes_dit
 
 
 def train(tmp_path: Path) -> None:
-    paths = ["--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--log", str(tmp_path / "log.json"), "--plot", str(tmp_path / "loss.png")]
-    subprocess.run([sys.executable, str(SCRIPT), "--images", "64", "--steps", "3", "--batch", "4", *paths], check=True, capture_output=True, timeout=600)
+    paths = [
+        "--work",
+        str(tmp_path / "work"),
+        "--out",
+        str(tmp_path / "out"),
+        "--log",
+        str(tmp_path / "log.json"),
+        "--plot",
+        str(tmp_path / "loss.png"),
+    ]
+    subprocess.run(
+        [sys.executable, str(SCRIPT), "--images", "64", "--steps", "3", "--batch", "4", *paths],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
 
 
 def test_the_script_ships_a_loadable_sd3_pipeline_and_a_rerun_resumes_to_the_same_files(tmp_path):
