@@ -89,6 +89,8 @@ def test_eval_takes_the_dit_by_name(tmp_path):
     args = [
         "eval",
         str(schedule),
+        "-o",
+        str(tmp_path / "s.eval.json"),
         "--model",
         DIT_NAME,
         "--images",
