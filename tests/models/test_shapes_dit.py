@@ -65,6 +65,7 @@ def test_a_fixed_seed_generation_matches_the_stored_reference(pipe):
     assert psnr(as_tensor(row), as_tensor(stored))[0] > 30  # float differences between CPUs stay far below this
 
 
+@pytest.mark.slow
 def test_the_judge_scores_the_dit_above_chance(tmp_path):
     """The shipped DiT reaches 36 % on 200 held-out captions (docs/shapes-dit.md; chance is 1/18): far below the UNet."""
     settings = PipelineSettings(

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from diffusers import StableDiffusion3Pipeline
 from safetensors.torch import load_file
 
@@ -32,6 +33,7 @@ def train(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_the_script_ships_a_loadable_sd3_pipeline_and_a_rerun_resumes_to_the_same_files(tmp_path):
     train(tmp_path)
     pipe = StableDiffusion3Pipeline.from_pretrained(tmp_path / "out", text_encoder_3=None, tokenizer_3=None)
