@@ -68,6 +68,16 @@ def render(count: int, seed: int) -> tuple[torch.Tensor, list[str], dict[str, to
     return images, captions, targets
 
 
+def rendered(args: argparse.Namespace) -> tuple[torch.Tensor, list[str], dict[str, torch.Tensor]]:
+    """The training images, captions and labels: rendered once into ``args.work``, read back on a resumed run."""
+    began, data = time.perf_counter(), args.work / "data.pt"
+    if not data.exists():
+        torch.save(render(args.images, args.seed), data)
+    images, captions, targets = torch.load(data, weights_only=False)
+    print(f"[data] {len(images)} images, {time.perf_counter() - began:.0f}s", flush=True)
+    return images, captions, targets
+
+
 def as_float(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 127.5 - 1
 
@@ -265,11 +275,7 @@ def main() -> None:
     torch.set_num_threads(2)
     args.work.mkdir(parents=True, exist_ok=True)
     began, cpu_began = time.perf_counter(), cpu_seconds()
-    data = args.work / "data.pt"
-    if not data.exists():
-        torch.save(render(args.images, args.seed), data)
-    images, captions, targets = torch.load(data, weights_only=False)
-    print(f"[data] {len(images)} images, {time.perf_counter() - began:.0f}s", flush=True)
+    images, captions, targets = rendered(args)
     laps = [("data", time.perf_counter())]
     vae, vae_curve = train_vae(images, args)
     laps.append(("vae", time.perf_counter()))

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from train_shapes import cpu_seconds, encode, plot_curves, render, train
+from train_shapes import cpu_seconds, encode, plot_curves, rendered, train
 
 from prunesched.models.shapes import DIT_DIR, MODEL_DIR, architecture
 
@@ -202,11 +202,7 @@ def main() -> None:
     torch.set_num_threads(2)
     args.work.mkdir(parents=True, exist_ok=True)
     began, cpu_began = time.perf_counter(), cpu_seconds()
-    data = args.work / "data.pt"
-    if not data.exists():
-        torch.save(render(args.images, args.seed), data)
-    images, captions, _ = torch.load(data, weights_only=False)
-    print(f"[data] {len(images)} images, {time.perf_counter() - began:.0f}s", flush=True)
+    images, captions, _ = rendered(args)
     laps = [("data", time.perf_counter())]
     shipped = AutoencoderKL.from_pretrained(MODEL_DIR / "vae")
     vae = architecture.vae().eval()  # the shipped weights in a fresh module, so no local path lands in the shipped config
