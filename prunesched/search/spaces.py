@@ -288,6 +288,8 @@ class BlockSpace(Space):
             BlockCache(0, last)
         for ratio in self.ratios:
             self._schedule([StepPlan("full", ratio)], "highest-resolution")
+        for forecast in range(len(self.forecasts)):
+            self._schedule([StepPlan("full"), self._plan(BlockCache(1, 0), 0.0, forecast)], "highest-resolution")
 
     def seeds(self) -> list[Genome]:
         """At every interval, ratio and forecast order, the whole loop at the fewest blocks computed and at the most:

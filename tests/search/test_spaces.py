@@ -218,3 +218,9 @@ def test_a_decoded_forecast_genome_runs_on_a_tiny_unet(sd_pipe):
         ("full", 0),
         (0, 2),
     ]
+
+
+def test_a_space_built_in_code_with_a_bad_order_is_refused_by_its_check():
+    for space in (DatoSpace(steps=4, forecasts=(0, 3)), BlockSpace(steps=4, forecasts=(3,)), DsapSpace(steps=4, forecasts=(0, 5))):
+        with pytest.raises(ScheduleError, match=r"forecast [35] is not an order; valid: 0, 1, 2"):
+            space.check()
