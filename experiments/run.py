@@ -24,7 +24,8 @@ A config is a TOML file (docs/experiments.md lists them all):
     [search]                        # search: a search config, as `prunesched search launch` takes
 
 Schedules of a row: ``{kind = "uniform", prune, cache, method}``, ``{kind = "deepcache", interval,
-branch, prune, method}``, ``{kind = "cat", t0, alpha}`` (CAT on a DiT), ``{kind = "dato-ours-b1"}``
+branch, prune, method, forecast}`` (``branch = "reuse"`` for reuse steps; ``forecast``, their order:
+docs/schedule.md), ``{kind = "cat", t0, alpha}`` (CAT on a DiT), ``{kind = "dato-ours-b1"}``
 (DaTo's published table), ``{kind = "file", path}`` (a schedule document) or ``{kind = "dato-file", path}``
 (a DaTo table, see ``Schedule.load_dato``), each optionally with ``prune_less = TAU``
 (DSAP) and ``slots`` (where a UNet method prunes); a row without a schedule shows the paper's
