@@ -24,9 +24,10 @@ A config is a TOML file (docs/experiments.md lists them all):
     [search]                        # search: a search config, as `prunesched search launch` takes
 
 Schedules of a row: ``{kind = "uniform", prune, cache, method}``, ``{kind = "deepcache", interval,
-branch, prune, method}`` (on a DiT ``branch`` is a depth or a block cache such as ``"F1B0"``),
-``{kind = "cat", t0, alpha}`` (CAT on a DiT), ``{kind = "dato-ours-b1"}`` (DaTo's published table),
-``{kind = "file", path}`` (a schedule document) or ``{kind = "dato-file", path}``
+branch, prune, method, forecast}`` (on a DiT ``branch`` is a depth or a block cache such as ``"F1B0"``;
+``branch = "reuse"`` for reuse steps; ``forecast``, their order: docs/schedule.md), ``{kind = "cat", t0, alpha}``
+(CAT on a DiT), ``{kind = "dato-ours-b1"}`` (DaTo's published table), ``{kind = "file", path}`` (a schedule
+document) or ``{kind = "dato-file", path}``
 (a DaTo table, see ``Schedule.load_dato``), each optionally with ``prune_less = TAU``
 (DSAP) and ``slots`` (where a UNet method prunes); a row without a schedule shows the paper's
 numbers only (a method prunesched does not run).
@@ -117,9 +118,8 @@ def row_schedule(spec: Any, steps: int) -> Schedule:
             schedule = Schedule.uniform(steps, **options)
         elif spec["kind"] == "deepcache":
             branch = options.get("branch", 0)
-            schedule = Schedule.deepcache(
-                steps, **options | {"branch": BlockCache.from_name(branch) if isinstance(branch, str) else branch}
-            )
+            named = isinstance(branch, str) and branch != "reuse"  # a DiT's block cache such as "F1B0"
+            schedule = Schedule.deepcache(steps, **options | {"branch": BlockCache.from_name(branch) if named else branch})
         elif spec["kind"] == "cat":
             schedule = Schedule.cat(steps, **options)
         elif spec["kind"] == "dato-ours-b1":

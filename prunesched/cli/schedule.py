@@ -30,11 +30,12 @@ def schedule_show(path: Path, dato: bool) -> None:
     loaded = Schedule.load_dato(path) if dato else Schedule.load(path)
     method = ", ".join(f"{k}={v}" for k, v in loaded.method.to_dict().items() if k != "name")
     click.echo(f"{len(loaded)} steps, method {loaded.method.name} ({method}), slots {loaded.slots}, hash {loaded.hash[:12]}")
-    counts = Counter(cache_label(s.cache) for s in loaded.steps)
+    counts = Counter(cache_label(s.cache, s.forecast) for s in loaded.steps)
     click.echo("cache: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())))
     click.echo(f"mean prune ratio: {sum(s.prune for s in loaded.steps) / len(loaded):.3f}")
     for i, step in enumerate(loaded.steps):
-        click.echo(f"{i:4d}  {step.cache!s:>6}  {step.prune:.2f}")
+        forecast = f"  +f{step.forecast}" if step.forecast else ""
+        click.echo(f"{i:4d}  {step.cache!s:>6}  {step.prune:.2f}{forecast}")
 
 
 @schedule.command("convert")

@@ -33,7 +33,10 @@ def label(step: StepPlan, first: bool = False) -> str:
 
     The first step is computed in full whatever cache it asks for (no cache exists yet; the runtime falls
     back to a full step, as it records), at its prune ratio; a reuse step computes nothing, so its cost
-    does not depend on its prune ratio and every reuse step is ``reuse@0.0``.
+    does not depend on its prune ratio and every reuse step is ``reuse@0.0``. A forecast step is priced as
+    the copy of the same cache choice: its extrapolation is ``order + 1`` elementwise multiply-adds over the
+    cached tensors (the output, on a reuse step), which the MAC count (matrix products and convolutions only)
+    leaves out and which is small next to one computed block.
     """
     if first:
         return f"full@{float(step.prune)}"

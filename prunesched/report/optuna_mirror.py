@@ -1,8 +1,8 @@
 """A search mirrored into an Optuna study, so that optuna-dashboard can browse it.
 
-Each evaluation becomes a trial: the per-step cache choice and prune ratio as its parameters, the
-two objectives as its values (both minimised), failed evaluations as failed trials, and the
-candidate id, generation and every metric as user attributes. The mirror is derived data: it is
+Each evaluation becomes a trial: the per-step cache choice and prune ratio (and forecast order, in a search that
+has forecast steps) as its parameters, the two objectives as its values (both minimised), failed evaluations as
+failed trials, and the candidate id, generation and every metric as user attributes. The mirror is derived data: it is
 rebuilt from the search database each time, which is only read.
 """
 
@@ -37,6 +37,8 @@ def mirror_to_optuna(store: Store, search_id: int, storage: str, name: str | Non
     plans = {c.id: Schedule.from_dict(c.schedule).steps for c, _ in rows}
     cache = CategoricalDistribution(sorted({str(s.cache) for steps in plans.values() for s in steps}))
     prune = FloatDistribution(0.0, 1.0)
+    orders = sorted({s.forecast for steps in plans.values() for s in steps})
+    forecast = CategoricalDistribution(orders) if any(orders) else None  # a parameter only in searches with forecast steps
     trials = []
     for candidate, evaluation in rows:
         params: dict[str, Any] = {}
@@ -44,6 +46,8 @@ def mirror_to_optuna(store: Store, search_id: int, storage: str, name: str | Non
         for i, step in enumerate(plans[candidate.id]):
             params[f"step{i:03d}_cache"], distributions[f"step{i:03d}_cache"] = str(step.cache), cache
             params[f"step{i:03d}_prune"], distributions[f"step{i:03d}_prune"] = step.prune, prune
+            if forecast is not None:
+                params[f"step{i:03d}_forecast"], distributions[f"step{i:03d}_forecast"] = step.forecast, forecast
         metrics = {k: v["value"] for k, v in (evaluation.metrics or {}).items() if isinstance(v, dict) and "value" in v}
         attrs = {
             "candidate": candidate.id,

@@ -140,19 +140,21 @@ def hypervolume_plot(record: SearchRecord) -> Figure:
 
 
 def strips_plot(points: Sequence[Point]) -> Figure:
-    """Each front point's schedule as a strip: the cache choice per step as colour, the prune ratio as a line over it."""
+    """Each front point's schedule as a strip: the cache choice per step (and its forecast order) as colour, the prune ratio
+    as a line over it."""
     from matplotlib import colormaps
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
     schedules = [Schedule.from_dict(p.schedule).steps for p in points]
-    choices = [cache_label(c) for c in sorted({s.cache for plans in schedules for s in plans}, key=_cache_order)]
+    kinds = sorted({(s.cache, s.forecast) for plans in schedules for s in plans}, key=lambda kind: (_cache_order(kind[0]), kind[1]))
+    choices = [cache_label(cache, forecast) for cache, forecast in kinds]
     colors = [colormaps["Blues_r"](0.1 + 0.75 * i / max(len(choices) - 1, 1)) for i in range(len(choices))]
     palette = ListedColormap(colors)
     steps = max((len(plans) for plans in schedules), default=1)
     figure, ax = _figure(8, 0.5 + 0.45 * max(len(points), 1))
     for row, plans in enumerate(schedules):
-        codes = [[choices.index(cache_label(s.cache)) for s in plans]]
+        codes = [[choices.index(cache_label(s.cache, s.forecast)) for s in plans]]
         ax.imshow(
             codes,
             cmap=palette,

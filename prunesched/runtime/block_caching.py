@@ -6,7 +6,8 @@ output of every block it stops at (only those the schedule names: :class:`BlockP
 block-cache step runs the first blocks, passes the image (and text) tokens unchanged through the
 cached blocks, and at the last of them adds ``output - input`` of that span at the last full step.
 When CAT pruning computes only some image tokens, the residual is taken at those tokens, and a
-pruned full step refreshes only theirs.
+pruned full step refreshes only theirs. A forecast step adds the residual extrapolated from the last
+full steps (:mod:`~prunesched.runtime.forecast`), for which a full step keeps that many boundaries.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import Tensor
 
 from prunesched.runtime.cat_pruning import expand_index
 from prunesched.runtime.dit_layout import BlockPlan
+from prunesched.runtime.forecast import Points, recall, remember
 from prunesched.runtime.patcher import Patcher
 from prunesched.runtime.state import RunState
 
@@ -54,6 +56,7 @@ def _cached_block(original: Callable[..., Any], index: int, plan: BlockPlan, sta
         inputs = _inputs(plan, args, kwargs)
         if index < end:
             return _as_output(plan, inputs)
+        before, after = recall(before, state.position, state.forecast), recall(after, state.position, state.forecast)
         image = inputs[0] + _at_tokens(after[0] - before[0], state)
         if after[1] is None or inputs[1] is None:  # no text stream (PixArt), or SD3's last block, which returns none
             return _as_output(plan, (image, None))
@@ -84,11 +87,12 @@ def _at_tokens(image: Tensor, state: RunState) -> Tensor:
     return image if index is None else image.gather(1, expand_index(index, image.shape[-1]))
 
 
-def _refresh(previous: Streams | None, current: Streams, state: RunState) -> Streams:
-    """What a full step keeps: ``current``, or on a CAT-pruned step the previous tensors with the recomputed tokens replaced."""
+def _refresh(points: Points | None, current: Streams, state: RunState) -> Points:
+    """``points`` with what a full step keeps added: ``current``, or on a CAT-pruned step the last kept tensors with the
+    recomputed tokens replaced."""
     index = state.token_index
-    if index is None:
-        return current
-    assert previous is not None  # CAT computes its first two steps of a stream in full, and they precede any pruned one
-    image = previous[0].scatter(1, expand_index(index, current[0].shape[-1]), current[0])
-    return image, current[1]
+    if index is not None:
+        assert points is not None  # CAT computes its first two steps of a stream in full, and they precede any pruned one
+        image = points[-1][1][0].scatter(1, expand_index(index, current[0].shape[-1]), current[0])
+        current = image, current[1]
+    return remember(points, state.position, current, state.keep)

@@ -1,4 +1,5 @@
-"""DeepCache-style partial UNet steps: skipped modules return the output they computed last time."""
+"""DeepCache-style partial UNet steps: skipped modules return the output they computed last time, or at a forecast
+step its extrapolation from their last computed outputs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from prunesched.runtime.forecast import recall, remember
 from prunesched.runtime.patcher import Patcher
 from prunesched.runtime.state import RunState
 from prunesched.runtime.unet_layout import CacheUnit
@@ -21,9 +23,9 @@ def _cached_forward(original: Callable[..., Any], unit: CacheUnit, state: RunSta
     def forward(*args: Any, **kwargs: Any) -> Any:
         cache = state.cache()
         if state.branch in unit.frozen_in:
-            return cache[unit.key]
+            return recall(cache[unit.key], state.position, state.forecast if unit.forecasts else 0)
         output = original(*args, **kwargs)
-        cache[unit.key] = output
+        cache[unit.key] = remember(cache.get(unit.key), state.position, output, state.keep if unit.forecasts else 1)
         return output
 
     return forward

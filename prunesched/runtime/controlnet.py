@@ -15,7 +15,9 @@ first resnet of the first up block reads. So:
   mid block and the zero convolutions of the unread residuals; like the UNet's, they return their
   output of the last full step, so the unread residuals the pipeline passes on are stale, and the
   read ones are computed as in a full step, bit for bit;
-- a full step runs it in full and refreshes what cache steps use.
+- a full step runs it in full and refreshes what cache steps use;
+- a forecast step extrapolates the UNet's cached features; the ControlNet's skipped modules feed only
+  residuals the UNet does not read, so they return their last output as at order 0, and keep only that.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def controlnet_units(controlnet: nn.Module, unet: UNet2DConditionModel, unet_uni
     units = []
     for name, net in _nets(controlnet).items():
         _check_mirrors(name, net, unet, len(readers))
-        units += [CacheUnit(f"{name}.{key}", net.get_submodule(key), branches) for key, branches in skipped.items() if branches]
+        units += [CacheUnit(f"{name}.{key}", net.get_submodule(key), branches, False) for key, branches in skipped.items() if branches]
     return units
 
 

@@ -8,7 +8,8 @@ Its ``steps_computation_mask`` says for every step whether to compute it in full
 compare a residual with a threshold and might compute it). So a schedule without pruning whose cached
 steps all compute the same blocks is a cache-dit config. cache-dit has no token pruning, no step that
 skips the whole transformer (``reuse``: every cached step runs its first blocks), no span without a
-first block (``Fn_compute_blocks >= 1``) and one span per run.
+first block (``Fn_compute_blocks >= 1``), one span per run, and no forecast steps (its TaylorSeer calibrator
+is its own extrapolation over its own refresh steps, not a schedule's per-step order).
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ def to_cache_dit(schedule: Schedule) -> dict[str, Any]:
         if step.prune:
             raise ScheduleError(
                 f"step {i} prunes {step.prune:g} of the tokens, which cache-dit cannot express; valid: a schedule without pruning"
+            )
+        if step.forecast:
+            raise ScheduleError(
+                f"step {i} forecasts its cached residual at order {step.forecast}, which cache-dit's static mask cannot express "
+                "(its cached steps copy the residual); valid: forecast 0"
             )
         if step.cache == "reuse":
             raise ScheduleError(

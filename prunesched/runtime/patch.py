@@ -20,6 +20,7 @@ from prunesched.runtime.caching import install_caching
 from prunesched.runtime.compiling import around, uncompiled
 from prunesched.runtime.controlnet import controlnet_units, find_controlnet, gate_controlnet
 from prunesched.runtime.dit_layout import DIT_TYPES, BlockPlan, block_plan
+from prunesched.runtime.forecast import recall, remember
 from prunesched.runtime.methods import AtedmConfig, CatConfig, DatoConfig, RandomConfig, SitoConfig, TokenMethod
 from prunesched.runtime.patcher import Patcher
 from prunesched.runtime.pruner import Denoiser, PatchTarget, Pruner
@@ -230,14 +231,16 @@ class PatchHandle:
             inputs = signature.bind_partial(*args, **kwargs).arguments
             sample = inputs[sample_name]
             position, step = self._locate(sample, inputs["timestep"])
-            performed, missing = self._decide(step.cache, position.stream)
+            performed, missing, forecast = self._decide(step, position.stream)
             if position.stream == 0:
-                state.records.append(StepRecord(position.iteration, step.cache, performed, missing, step.prune))
+                state.records.append(StepRecord(position.iteration, step.cache, performed, missing, step.prune, forecast=forecast))
             else:
-                state.records[-1].denoiser_calls += 1
-                state.records[-1].cache_missing |= missing  # e.g. SD3's skip-layer call, which starts after the first step
+                record = state.records[-1]
+                record.denoiser_calls += 1
+                record.cache_missing |= missing  # e.g. SD3's skip-layer call, which starts after the first step
+                record.forecast = min(record.forecast, forecast)
             if performed == "reuse":
-                reused = state.last_output[position.stream].clone()
+                reused = recall(state.outputs[position.stream], state.position_of(position.iteration), forecast).clone()
                 output = self._output_type(sample=reused) if kwargs.get("return_dict", True) else (reused,)
                 return (position.stream, performed), output
             cfg = getattr(self.pipe, "do_classifier_free_guidance", None)
@@ -246,14 +249,15 @@ class PatchHandle:
                 raise UnsupportedModelError(
                     "cache steps cannot be combined with T2I-Adapter residuals (the UNet adds them in place to cached features)"
                 )
-            state.begin_call(position.iteration, position.stream, branch, step.prune, tuple(sample.shape[-2:]), cfg)
+            state.begin_call(position.iteration, position.stream, branch, step.prune, tuple(sample.shape[-2:]), cfg, forecast)
             return (position.stream, performed), None
 
         def after(output: Any, call: tuple[int, Cache]) -> None:
             stream, performed = call
-            state.last_output[stream] = output[0] if isinstance(output, tuple) else output.sample
+            sample = output[0] if isinstance(output, tuple) else output.sample
+            state.outputs[stream] = remember(state.outputs.get(stream), state.position, sample, state.keep)
             if performed == "full":
-                state.has_full.add(stream)
+                state.full_steps[stream] += 1
 
         return around(original, before, after)
 
@@ -261,7 +265,7 @@ class PatchHandle:
         def step_of(sample: Any, timestep: Any) -> tuple[int, Cache]:
             """The ControlNet's call feeds the UNet call that follows it: the same stream, the same step."""
             position, step = self._locate(sample, timestep, count=False)
-            return position.stream, self._decide(step.cache, position.stream)[0]
+            return position.stream, self._decide(step, position.stream)[0]
 
         return gate_controlnet(original, self._state, step_of)
 
@@ -293,11 +297,15 @@ class PatchHandle:
             self._pruner.check_latent(self._target, state.schedule, state.schedule.method, (sample.shape[-2], sample.shape[-1]))
         state.reset(sample.device)
 
-    def _decide(self, cache: Cache, stream: int) -> tuple[Cache, bool]:
-        """What to do for a requested cache choice: it falls back to a full step when its cache does not exist yet."""
-        state = self._state
+    def _decide(self, step: StepPlan, stream: int) -> tuple[Cache, bool, int]:
+        """What to do for a step: the cache choice performed (a full step when its cache does not exist yet), whether
+        that fallback happened, and the forecast order, lowered to what the stream's full steps so far allow."""
+        state, cache = self._state, step.cache
+        performed: Cache
         if cache == "reuse":
-            return ("reuse", False) if stream in state.last_output else ("full", True)
-        if isinstance(cache, (int, BlockCache)):
-            return (cache, False) if stream in state.has_full else ("full", True)
-        return "full", False
+            performed, missing = ("reuse", False) if stream in state.outputs else ("full", True)
+        elif isinstance(cache, (int, BlockCache)):
+            performed, missing = (cache, False) if state.full_steps[stream] else ("full", True)
+        else:
+            performed, missing = "full", False
+        return performed, missing, 0 if performed == "full" else min(step.forecast, state.full_steps[stream] - 1)

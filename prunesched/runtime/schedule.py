@@ -76,9 +76,15 @@ Cache = str | int | BlockCache
 a DiT's first and last block) or a DiT's :class:`BlockCache`."""
 
 
-def cache_label(cache: Cache) -> str:
-    """How tables and plots name a cache choice: ``full``, ``reuse``, ``branch 0`` (an integer depth), ``F8B0``."""
-    return f"branch {cache}" if isinstance(cache, int) else str(cache)
+FORECAST_ORDERS = (0, 1, 2)
+"""The orders a step's ``forecast`` may have: 0 copies the cached features, 1 and 2 extrapolate them (TaylorSeer, FoCa)."""
+
+
+def cache_label(cache: Cache, forecast: int = 0) -> str:
+    """How tables and plots name a cache choice: ``full``, ``reuse``, ``branch 0`` (an integer depth), ``F8B0``; a
+    forecast step adds its order: ``branch 0 +f1``, ``reuse +f2``."""
+    name = f"branch {cache}" if isinstance(cache, int) else str(cache)
+    return f"{name} +f{forecast}" if forecast else name
 
 
 _DATO_CACHE: dict[int, Cache] = {0: "reuse", 1: 0}
@@ -104,17 +110,23 @@ class StepPlan:
             reuses the previous output.
         prune: fraction of *all* N tokens of each pruning slot that is removed before
             self-attention in this iteration (``N - int(prune * N)`` tokens are attended).
+        forecast: how a cache or reuse step gets what it does not compute: 0 copies the cached features
+            (DeepCache, DaTo's 0), 1 and 2 extrapolate them from their last 2 or 3 computed values with the
+            polynomial of that order in the loop index (TaylorSeer, FoCa). A full step computes everything: 0.
     """
 
     cache: Cache = "full"
     prune: float = 0.0
+    forecast: int = 0
 
     def __post_init__(self) -> None:
         if type(self.prune) is int:  # canonical: a JSON 0 and 0.0 are the same ratio and hash the same
             object.__setattr__(self, "prune", float(self.prune))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"cache": self.cache.to_dict() if isinstance(self.cache, BlockCache) else self.cache, "prune": self.prune}
+        """The step's document; ``forecast`` only when it is not 0, so schedules without it keep their documents and hashes."""
+        cache = self.cache.to_dict() if isinstance(self.cache, BlockCache) else self.cache
+        return {"cache": cache, "prune": self.prune, **({"forecast": self.forecast} if self.forecast else {})}
 
 
 @dataclass(frozen=True)
@@ -185,6 +197,11 @@ class Schedule:
         """Whether any step prunes tokens."""
         return any(s.prune > 0 for s in self.steps)
 
+    @property
+    def forecast(self) -> int:
+        """The highest forecast order of any step: the runtime keeps the last ``forecast + 1`` values of every cached tensor."""
+        return max(s.forecast for s in self.steps)
+
     # -- constructors --------------------------------------------------------------------------
 
     @classmethod
@@ -195,15 +212,21 @@ class Schedule:
 
     @classmethod
     def deepcache(
-        cls, steps: int, interval: int = 3, branch: int | BlockCache = 0, prune: float = 0.0, method: str | TokenMethod = "sito"
+        cls,
+        steps: int,
+        interval: int = 3,
+        branch: Cache = 0,
+        prune: float = 0.0,
+        method: str | TokenMethod = "sito",
+        forecast: int = 0,
     ) -> Schedule:
         """DeepCache's uniform schedule: a full iteration every ``interval`` iterations, ``branch`` between (a UNet's
         branch id, a DiT's depth or :class:`BlockCache`: with ``BlockCache(1, 0)`` it is cache-dit's DBCache F1B0
-        with a fixed compute mask)."""
+        with a fixed compute mask; or ``"reuse"``), each of those steps with the ``forecast`` order."""
         _check_step_count(steps)
         if not isinstance(interval, int) or interval < 1:
             raise ScheduleError(f"interval must be an integer >= 1, got {interval!r}")
-        plans = tuple(StepPlan("full" if i % interval == 0 else branch, prune) for i in range(steps))
+        plans = tuple(StepPlan("full", prune) if i % interval == 0 else StepPlan(branch, prune, forecast) for i in range(steps))
         return cls(steps=plans, method=_method(method))
 
     @classmethod
@@ -253,6 +276,8 @@ class Schedule:
         for i, step in enumerate(steps):
             if step.cache not in ("reuse", 0, "full"):
                 raise ScheduleError(f"step {i} uses cache {step.cache!r}, which a DaTo table cannot express; valid: reuse, 0, full")
+            if step.forecast:
+                raise ScheduleError(f"step {i} forecasts at order {step.forecast}, which a DaTo table cannot express; valid: forecast 0")
             ids.append({"reuse": 0, 0: 1, "full": 12}[step.cache])
         return ids, [s.prune for s in steps]
 
@@ -419,15 +444,15 @@ def _check_step_count(steps: Any) -> None:
 def _step_from_dict(i: int, data: Any) -> StepPlan:
     if not isinstance(data, dict):
         raise ScheduleError(f'step {i} must be an object like {{"cache": "full", "prune": 0.5}}, got {data!r}')
-    unknown = sorted(set(data) - {"cache", "prune"})
+    unknown = sorted(set(data) - {"cache", "prune", "forecast"})
     if unknown:
-        raise ScheduleError(f"step {i} has unknown field {unknown[0]!r}; valid fields: cache, prune")
+        raise ScheduleError(f"step {i} has unknown field {unknown[0]!r}; valid fields: cache, prune, forecast")
     cache = data.get("cache", "full")
     if isinstance(cache, dict):
         if set(cache) != {"first", "last"}:
             raise ScheduleError(f'step {i}: a block cache is an object {{"first": F, "last": B}}, got {cache!r:.80}')
         cache = BlockCache(cache["first"], cache["last"])
-    return StepPlan(cache=cache, prune=data.get("prune", 0.0))
+    return StepPlan(cache=cache, prune=data.get("prune", 0.0), forecast=data.get("forecast", 0))
 
 
 def _slot_list(slots: Any) -> tuple[str, ...]:
@@ -459,3 +484,8 @@ def _validate(schedule: Schedule) -> None:
         prune = step.prune
         if isinstance(prune, bool) or not isinstance(prune, (int, float)) or not 0.0 <= prune <= limit:
             raise ScheduleError(f"step {i}: prune ratio {prune!r} is out of range; {schedule.method.describe_limit()}")
+        orders = ", ".join(map(str, FORECAST_ORDERS))
+        if type(step.forecast) is not int or step.forecast not in FORECAST_ORDERS:
+            raise ScheduleError(f"step {i}: forecast {step.forecast!r} is not an order; valid: {orders} (0 copies the cache)")
+        if step.forecast and cache == "full":
+            raise ScheduleError(f"step {i}: a full step computes everything and forecasts nothing; valid: forecast 0 on full steps")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from prunesched.runtime.forecast import Points
 from prunesched.runtime.schedule import BlockCache, Cache, Schedule
 
 
@@ -30,6 +32,8 @@ class StepRecord:
             in a block's first layer and the kept ones after it; all tokens in a block DSAP holds; for
             CAT, ``"transformer"``: the image tokens recomputed in each CFG half.
         denoiser_calls: calls of the UNet or transformer in this iteration that did work or reused (2 for non-batched CFG).
+        forecast: the forecast order the step ran at: the step's own, or lower while the generation has had fewer
+            than ``forecast + 1`` full steps (each cached value is extrapolated through that many); 0 on full steps.
     """
 
     index: int
@@ -39,6 +43,7 @@ class StepRecord:
     prune: float
     tokens: dict[str, tuple[int, int]] = field(default_factory=dict)
     denoiser_calls: int = 1
+    forecast: int = 0
 
 
 class RunState:
@@ -47,7 +52,9 @@ class RunState:
 
     Caches, previous outputs and each method's own state (in :meth:`cache`) are kept per *stream*
     (the n-th denoiser call of an iteration), so pipelines that run CFG as two calls keep their
-    halves apart.
+    halves apart. Cached values and outputs are :data:`~prunesched.runtime.forecast.Points`: the last
+    ``keep`` computed values with their loop positions, ``keep`` being one more than the schedule's
+    highest forecast order.
     """
 
     def __init__(self, schedule: Schedule, prune_less: frozenset[str] = frozenset()) -> None:
@@ -62,14 +69,22 @@ class RunState:
         self.token_index: Tensor | None = None
         """The image tokens ``(B, k)`` the current DiT call computes when CAT prunes it; None when it computes all."""
         self.prune = 0.0
+        self.forecast = 0
+        """The forecast order of the current call (see :class:`StepRecord`)."""
+        self.position: Tensor | None = None
+        """The current call's loop position as cached values record it (:meth:`position_of`)."""
+        self.keep = 1
+        """How many computed values each cached tensor keeps: one more than the schedule's highest forecast order."""
         self.latent_hw: tuple[int, int] = (0, 0)
         self.cfg: bool | None = False
         """Whether the batch is a CFG pair [uncond, cond]; None when the pipeline does not say (PixArt)."""
         self._device = torch.device("cpu")
         self._generators: dict[int, torch.Generator] = {}
         self.caches: dict[int, dict[str, Any]] = {}
-        self.has_full: set[int] = set()
-        self.last_output: dict[int, Tensor] = {}
+        self.full_steps: Counter[int] = Counter()
+        """Full steps run so far in this generation, per stream."""
+        self.outputs: dict[int, Points] = {}
+        """The last ``keep`` outputs of each stream's computed calls, which reuse steps copy or extrapolate."""
         self.selection_timer: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
         """What every token selection runs inside (see :meth:`PatchHandle.time_selection`); by default nothing."""
 
@@ -77,10 +92,11 @@ class RunState:
         """Forget everything from the previous generation; the method's generators restart from its seed."""
         self.records.clear()
         self.caches.clear()
-        self.has_full.clear()
-        self.last_output.clear()
+        self.full_steps.clear()
+        self.outputs.clear()
         self._generators.clear()
         self._device = device
+        self.keep = self.schedule.forecast + 1
 
     @property
     def generator(self) -> torch.Generator:
@@ -90,10 +106,23 @@ class RunState:
         return self._generators[self.stream]
 
     def begin_call(
-        self, iteration: int, stream: int, branch: int | BlockCache | None, prune: float, latent_hw: tuple[int, int], cfg: bool | None
+        self,
+        iteration: int,
+        stream: int,
+        branch: int | BlockCache | None,
+        prune: float,
+        latent_hw: tuple[int, int],
+        cfg: bool | None,
+        forecast: int,
     ) -> None:
         self.iteration, self.stream, self.branch, self.prune, self.latent_hw, self.cfg = iteration, stream, branch, prune, latent_hw, cfg
+        self.forecast, self.position = forecast, self.position_of(iteration)
         self.token_index = None
+
+    def position_of(self, iteration: int) -> Tensor | None:
+        """Loop iteration ``iteration`` as cached values record it: a 0-d tensor on the model's device when the schedule
+        forecasts (compiled code then reads it as an input, not a constant), None when it does not (nothing reads it)."""
+        return torch.tensor(float(iteration), device=self._device) if self.keep > 1 else None
 
     def ratio(self, attention_block: str) -> float:
         """The prune ratio of ``attention_block`` in the current call: the step's, or 0 while DSAP keeps the block prune-less."""

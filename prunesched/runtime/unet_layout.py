@@ -47,11 +47,14 @@ class CacheUnit:
         key: module path inside the UNet (inside the pipeline for a ControlNet's, ``controlnet.down_blocks.1``), used as the cache key.
         module: the module whose output is cached.
         frozen_in: branch ids at which the module is not recomputed and returns its cached output.
+        forecasts: whether a forecast step extrapolates the cached output; a ControlNet's frozen modules feed only
+            residuals the UNet does not read at that step, so they are copied, and keep one output.
     """
 
     key: str
     module: nn.Module
     frozen_in: frozenset[int]
+    forecasts: bool = True
 
 
 def token_grid(latent_hw: tuple[int, int], level: int) -> tuple[int, int]:

@@ -4,6 +4,11 @@ A space is built from the ``[space]`` table of a search config, so its value set
 and token method are data, not code. ``decode`` may be many-to-one where a gene cannot matter
 (the prune ratio of a step that skips the network); the memo by schedule hash then sees such
 genomes as one candidate, stored with its canonical genome.
+
+Every space takes ``forecasts``, the forecast orders its cache and reuse steps may use (default
+``[0]``: they copy the cache). With more than one, each space adds a gene per choice of cache (per
+step in ``dato``, once in ``dsap``, per phase in ``blocks``) after its other genes; with one, no
+gene, so a space without forecast orders has the genome it always had.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -18,7 +24,7 @@ import numpy as np
 from prunesched.checks import check_keys, check_number
 from prunesched.errors import ConfigError, ScheduleError
 from prunesched.runtime.methods import TokenMethod, method_from_dict
-from prunesched.runtime.schedule import BlockCache, Cache, PruneLess, Schedule, Slots, StepPlan
+from prunesched.runtime.schedule import FORECAST_ORDERS, BlockCache, Cache, PruneLess, Schedule, Slots, StepPlan
 
 Genome = tuple[int, ...]
 
@@ -44,6 +50,7 @@ class Space:
     kind: ClassVar[str] = ""
     steps: int
     method: TokenMethod = field(default_factory=lambda: method_from_dict("dato"))
+    forecasts: tuple[int, ...] = (0,)
 
     @property
     def upper(self) -> np.ndarray:
@@ -82,13 +89,31 @@ class Space:
     def _schedule(self, plans: Sequence[StepPlan], slots: Slots, prune_less: PruneLess | None = None) -> Schedule:
         return Schedule(steps=tuple(plans), method=self.method, slots=slots, prune_less=prune_less)
 
+    @property
+    def _forecast_genes(self) -> int:
+        """Genes per forecast choice: 1 when there are orders to choose from, 0 when ``forecasts`` holds one."""
+        return int(len(self.forecasts) > 1)
+
+    def _plan(self, cache: Cache, prune: float, forecast: int) -> StepPlan:
+        """A step of the space: its forecast order ``self.forecasts[forecast]``, except a full step's, which is 0."""
+        return StepPlan(cache, prune, 0 if cache == "full" else self.forecasts[forecast])
+
+    def _forecast_gene(self, step: StepPlan, what: str) -> int:
+        """The gene of ``step``'s forecast order; a full step's cannot matter and is 0."""
+        return 0 if step.cache == "full" else _index(self.forecasts, step.forecast, what)
+
+    def _forecast_seeds(self) -> list[tuple[int, ...]]:
+        """The forecast genes of seed genomes: every order in turn, or none where the space has no forecast gene."""
+        return [(f,) for f in range(len(self.forecasts))] if self._forecast_genes else [()]
+
 
 @dataclass(frozen=True)
 class DatoSpace(Space):
     """DaTo's per-step space: each iteration picks a cache choice and a prune ratio; iteration 0 is full and unpruned.
 
     The genome is the cache index of iterations 1..n-1 followed by their ratio index (DaTo's two
-    vectors). A ``"reuse"`` step never runs the network, so its ratio gene is canonically 0.
+    vectors), then with several ``forecasts`` their forecast index. A ``"reuse"`` step never runs the
+    network, so its ratio gene is canonically 0; a full step forecasts nothing, so its forecast gene is 0.
     """
 
     kind: ClassVar[str] = "dato"
@@ -99,36 +124,38 @@ class DatoSpace(Space):
     @property
     def upper(self) -> np.ndarray:
         n = self.steps - 1
-        return np.array([len(self.caches) - 1] * n + [len(self.ratios) - 1] * n)
+        return np.array([len(self.caches) - 1] * n + [len(self.ratios) - 1] * n + [len(self.forecasts) - 1] * n * self._forecast_genes)
 
     def decode(self, genome: Sequence[int]) -> Schedule:
         values = self._check_genome(genome)
         n = self.steps - 1
         plans = [StepPlan("full", 0.0)]
-        for c, r in zip(values[:n], values[n:]):
+        for c, r, f in zip(values[:n], values[n : 2 * n], values[2 * n :] or [0] * n):
             cache = self.caches[c]
-            plans.append(StepPlan(cache, 0.0 if cache == "reuse" else self.ratios[r]))
+            plans.append(self._plan(cache, 0.0 if cache == "reuse" else self.ratios[r], f))
         return self._schedule(plans, self.slots)
 
     def encode(self, schedule: Schedule) -> Genome:
         if len(schedule) != self.steps or schedule.steps[0] != StepPlan("full", 0.0):
             raise ScheduleError(f"the dato space holds {self.steps}-step schedules that start with a full unpruned step")
-        caches, ratios = [], []
+        caches, ratios, forecasts = [], [], []
         for i, step in enumerate(schedule.steps[1:], start=1):
             caches.append(_index(self.caches, step.cache, f"step {i} cache"))
             ratios.append(0 if step.cache == "reuse" else _index(self.ratios, step.prune, f"step {i} prune ratio"))
-        return tuple(caches + ratios)
+            forecasts.append(self._forecast_gene(step, f"step {i} forecast"))
+        return tuple(caches + ratios + forecasts * self._forecast_genes)
 
     def check(self) -> None:
         for cache in self.caches:
             for ratio in self.ratios:
-                self._schedule([StepPlan("full", 0.0), StepPlan(cache, ratio)], self.slots)
+                for forecast in range(len(self.forecasts)):
+                    self._schedule([StepPlan("full", 0.0), self._plan(cache, ratio, forecast)], self.slots)
 
     def seeds(self) -> list[Genome]:
         """A full iteration every 1, 2, 3 or 5 iterations or only the first, and between them the shallowest cache
-        branch or reuse, at each ratio: uniform schedules from the dearest of the space to its cheapest, so that the
-        first generation spans the whole cost range (seeded with branches alone, a search never reached the cheap
-        end of the synthetic benchmark's front in 2,000 evaluations)."""
+        branch or reuse, at each ratio and forecast order: uniform schedules from the dearest of the space to its
+        cheapest, so that the first generation spans the whole cost range (seeded with branches alone, a search never
+        reached the cheap end of the synthetic benchmark's front in 2,000 evaluations)."""
         branches = sorted(c for c in self.caches if isinstance(c, int))
         partials = [c for c in (*branches[:1], "reuse") if c in self.caches] or ["full"]
         patterns = [
@@ -139,8 +166,9 @@ class DatoSpace(Space):
         genomes = []
         for pattern in patterns:
             for ratio in self.ratios:
-                plans = [StepPlan("full", 0.0)] + [StepPlan(c, 0.0 if c == "reuse" else ratio) for c in pattern]
-                genomes.append(self.encode(self._schedule(plans, self.slots)))
+                for forecast in range(len(self.forecasts)):
+                    plans = [StepPlan("full", 0.0)] + [self._plan(c, 0.0 if c == "reuse" else ratio, forecast) for c in pattern]
+                    genomes.append(self.encode(self._schedule(plans, self.slots)))
         return list(dict.fromkeys(genomes))
 
 
@@ -148,7 +176,8 @@ class DatoSpace(Space):
 class DsapSpace(Space):
     """A small structured space: DSAP's prune-less first steps, one prune ratio, the blocks that prune, DeepCache interval/branch.
 
-    Genes: ``[tau, rho, block set, interval, branch]``, each an index into its value list. Iteration
+    Genes: ``[tau, rho, block set, interval, branch]``, each an index into its value list, and with
+    several ``forecasts`` the forecast order of the cache steps. Iteration
     i is full when ``i % interval == 0`` (else it computes ``branch``) and prunes ``rho`` of the
     tokens of the block set (the schedule's ``slots``), except that for the first ``tau``
     iterations DSAP's prune-less blocks prune nothing (:class:`PruneLess` with its default blocks:
@@ -165,12 +194,13 @@ class DsapSpace(Space):
 
     @property
     def upper(self) -> np.ndarray:
-        return np.array([len(v) - 1 for v in (self.taus, self.ratios, self.block_sets, self.intervals, self.branches)])
+        lists = (self.taus, self.ratios, self.block_sets, self.intervals, self.branches) + (self.forecasts,) * self._forecast_genes
+        return np.array([len(v) - 1 for v in lists])
 
     def decode(self, genome: Sequence[int]) -> Schedule:
-        t, r, b, k, c = self._check_genome(genome)
+        t, r, b, k, c, *f = self._check_genome(genome)
         tau, rho, interval, branch = self.taus[t], self.ratios[r], self.intervals[k], self.branches[c]
-        plans = [StepPlan("full" if i % interval == 0 else branch, rho) for i in range(self.steps)]
+        plans = [self._plan("full" if i % interval == 0 else branch, rho, f[0] if f else 0) for i in range(self.steps)]
         return self._schedule(plans, self.block_sets[b], PruneLess(tau) if tau else None)
 
     def encode(self, schedule: Schedule) -> Genome:
@@ -190,7 +220,7 @@ class DsapSpace(Space):
             self.decode(genome)
 
     def seeds(self) -> list[Genome]:
-        return [(0, r, 0, k, 0) for k in range(len(self.intervals)) for r in range(len(self.ratios))]
+        return [(0, r, 0, k, 0, *f) for k in range(len(self.intervals)) for r in range(len(self.ratios)) for f in self._forecast_seeds()]
 
     def _all_genomes(self) -> list[Genome]:
         grids = np.meshgrid(*[np.arange(u + 1) for u in self.upper], indexing="ij")
@@ -203,9 +233,10 @@ class BlockSpace(Space):
     cached steps compute (the first F and the last B, see :class:`~prunesched.runtime.schedule.BlockCache`), how
     often a full step refreshes the cache, and the share of image tokens CAT reuses (``ratios``, 0 by default).
 
-    Genes: ``[first, last, interval, ratio]`` per phase, each an index into its value list. Iteration i
-    of a phase that starts at s is full when ``(i - s) % interval == 0``, else it computes the phase's
-    F and B blocks; every iteration of the phase prunes its ratio. Early and late steps of a DiT
+    Genes: ``[first, last, interval, ratio]`` per phase, each an index into its value list, and with
+    several ``forecasts`` the phase's forecast order after them. Iteration i of a phase that starts at
+    s is full when ``(i - s) % interval == 0``, else it computes the phase's F and B blocks at its
+    forecast order; every iteration of the phase prunes its ratio. Early and late steps of a DiT
     change differently (Δ-DiT caches the back blocks early and the front ones late), which one
     setting for the whole loop cannot express.
     """
@@ -220,13 +251,15 @@ class BlockSpace(Space):
 
     @property
     def upper(self) -> np.ndarray:
-        return np.array([len(v) - 1 for v in (self.firsts, self.lasts, self.intervals, self.ratios)] * self.phases)
+        lists = (self.firsts, self.lasts, self.intervals, self.ratios) + (self.forecasts,) * self._forecast_genes
+        return np.array([len(v) - 1 for v in lists] * self.phases)
 
     def decode(self, genome: Sequence[int]) -> Schedule:
         values = self._check_genome(genome)
+        width = 4 + self._forecast_genes
         plans: list[StepPlan] = []
         for phase, (start, stop) in enumerate(self._bounds()):
-            plans += self._phase(start, stop, *values[4 * phase : 4 * phase + 4])
+            plans += self._phase(start, stop, *values[width * phase : width * (phase + 1)])
         return self._schedule(plans, "highest-resolution")
 
     def encode(self, schedule: Schedule) -> Genome:
@@ -238,10 +271,12 @@ class BlockSpace(Space):
             cached = next((p.cache for p in plans if isinstance(p.cache, BlockCache)), BlockCache(self.firsts[0], self.lasts[0]))
             first, last = _index(self.firsts, cached.first, "first"), _index(self.lasts, cached.last, "last")
             ratio = _index(self.ratios, plans[0].prune, "prune ratio")
-            interval = next((k for k in range(len(self.intervals)) if self._phase(start, stop, first, last, k, ratio) == plans), None)
+            forecast = next((self._forecast_gene(p, "forecast") for p in plans if isinstance(p.cache, BlockCache)), 0)
+            phase = partial(self._phase, start, stop, first, last, ratio=ratio, forecast=forecast)
+            interval = next((k for k in range(len(self.intervals)) if phase(k) == plans), None)
             if interval is None:
                 raise ScheduleError(f"steps {start}-{stop - 1} are not a phase of this blocks space (a full step every N, one block cache)")
-            genome += [first, last, interval, ratio]
+            genome += [first, last, interval, ratio, forecast][: 4 + self._forecast_genes]
         return tuple(genome)
 
     def check(self) -> None:
@@ -253,20 +288,25 @@ class BlockSpace(Space):
             BlockCache(0, last)
         for ratio in self.ratios:
             self._schedule([StepPlan("full", ratio)], "highest-resolution")
+        for forecast in range(len(self.forecasts)):
+            self._schedule([StepPlan("full"), self._plan(BlockCache(1, 0), 0.0, forecast)], "highest-resolution")
 
     def seeds(self) -> list[Genome]:
-        """At every interval and ratio, the whole loop at the fewest blocks computed and at the most: uniform schedules
-        from the cheapest of the space to the dearest."""
+        """At every interval, ratio and forecast order, the whole loop at the fewest blocks computed and at the most:
+        uniform schedules from the cheapest of the space to the dearest."""
         ends = {(0, 0), (len(self.firsts) - 1, len(self.lasts) - 1)}
-        phase = [(f, b, k, r) for f, b in sorted(ends) for k in range(len(self.intervals)) for r in range(len(self.ratios))]
+        orders = self._forecast_seeds()
+        phase = [
+            (f, b, k, r, *o) for f, b in sorted(ends) for k in range(len(self.intervals)) for r in range(len(self.ratios)) for o in orders
+        ]
         return list(dict.fromkeys(self.canonical(genes * self.phases) for genes in phase))
 
     def _bounds(self) -> list[tuple[int, int]]:
         return [(p * self.steps // self.phases, (p + 1) * self.steps // self.phases) for p in range(self.phases)]
 
-    def _phase(self, start: int, stop: int, first: int, last: int, interval: int, ratio: int) -> list[StepPlan]:
+    def _phase(self, start: int, stop: int, first: int, last: int, interval: int, ratio: int, forecast: int = 0) -> list[StepPlan]:
         cached, every, prune = BlockCache(self.firsts[first], self.lasts[last]), self.intervals[interval], self.ratios[ratio]
-        return [StepPlan("full" if (i - start) % every == 0 else cached, prune) for i in range(start, stop)]
+        return [self._plan("full" if (i - start) % every == 0 else cached, prune, forecast) for i in range(start, stop)]
 
 
 SPACES: dict[str, type[Space]] = {cls.kind: cls for cls in (DatoSpace, DsapSpace, BlockSpace)}
@@ -299,6 +339,8 @@ def space_from_config(table: Mapping[str, Any]) -> Space:
     for key in ("firsts", "lasts"):  # transformer blocks: the model refuses more than it has
         for count in data.get(key, ()):
             check_number(count, key, "[space]", integer=True, high=MAX_STEPS)
+    for order in data.get("forecasts", ()):
+        check_number(order, "forecasts", "[space]", integer=True, high=max(FORECAST_ORDERS))
     if "phases" in data:
         check_number(data["phases"], "phases", "[space]", integer=True, low=1, high=data["steps"])
     space = cls(**data)

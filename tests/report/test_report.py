@@ -183,6 +183,7 @@ def test_the_optuna_mirror_has_every_evaluation_as_a_trial_and_the_front_as_its_
     trial = next(t for t in study.trials if t.user_attrs["candidate"] == done[0][0].id)
     assert trial.values == [done[0][1].objective_0, done[0][1].objective_1]
     assert [trial.params[f"step{i:03d}_cache"] for i in range(8)] == [str(s["cache"]) for s in done[0][0].schedule["steps"]]
+    assert "step000_forecast" not in trial.params, "a search without forecast steps keeps the parameters it always had"
 
 
 def test_schedule_strips_order_block_caches_by_the_blocks_they_compute():
@@ -195,3 +196,13 @@ def test_schedule_strips_order_block_caches_by_the_blocks_they_compute():
     points = [Point(i, 0, 0.1 * i, 1.0, Schedule(steps=steps[: 3 + i]).to_dict(), {}) for i in range(3)]
     figure = strips_plot(points)
     assert [text.get_text() for text in figure.legends[0].get_texts()] == ["full", "F4B2", "branch 0", "F1B0", "reuse"]
+
+
+def test_schedule_strips_name_forecast_steps_after_their_copies():
+    from prunesched.report.plots import strips_plot
+    from prunesched.report.record import Point
+    from prunesched.runtime.schedule import Schedule, StepPlan
+
+    steps = (StepPlan("full"), StepPlan(0, forecast=2), StepPlan("reuse", forecast=1), StepPlan(0), StepPlan("reuse"))
+    figure = strips_plot([Point(0, 0, 0.1, 1.0, Schedule(steps=steps).to_dict(), {})])
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["full", "branch 0", "branch 0 +f2", "reuse", "reuse +f1"]

@@ -99,3 +99,21 @@ def test_the_other_orders_give_the_uncompiled_outputs(uncompiled_after, order):
     assert calls == 7
     assert np.array_equal(images[0], patched) and np.array_equal(images[1], reference)
     assert "forward" not in vars(unet)
+
+
+FORECAST = Schedule(steps=tuple(StepPlan(*s) for s in (("full",), (0,), ("full",), (0, 0, 1), ("reuse", 0, 2), (0, 0, 2), ("full",))))
+"""Cache and reuse steps that extrapolate: the loop positions are tensors, so one graph serves every step of a kind."""
+
+
+def test_forecast_steps_compile_without_graph_breaks_and_give_the_uncompiled_output(uncompiled_after):
+    pipe, _reference, _patched, backend = uncompiled_after
+    with prunesched.apply(pipe, FORECAST):
+        eager = generate(pipe)
+    pipe.unet = torch.compile(pipe.unet, backend=backend)
+    handle = prunesched.apply(pipe, FORECAST)
+    images: list[np.ndarray] = []
+    _, calls = backend.count(lambda: images.append(generate(pipe)))
+    assert calls == 6, "each UNet call that computes runs one compiled graph, with no graph break"
+    assert [r.forecast for r in handle.records] == [0, 0, 0, 1, 1, 1, 0]
+    assert backend.count(lambda: images.append(generate(pipe))) == (0, 6), "a second generation compiles nothing"
+    assert np.array_equal(images[0], eager) and np.array_equal(images[1], eager)

@@ -66,3 +66,9 @@ def test_the_prunesched_format_is_the_schedule_document_and_others_are_refused()
     assert json.loads(export_text(schedule("full", 0), "cache-dit"))["cache_config"]["steps_computation_mask"] == [1, 0]
     with pytest.raises(ScheduleError, match="unknown schedule format 'yaml'; valid: prunesched, cache-dit"):
         export_text(source, "yaml")
+
+
+def test_a_forecast_step_is_refused_for_cache_dit():
+    source = Schedule(steps=(StepPlan("full"), StepPlan(0), StepPlan(0, forecast=2)))
+    with pytest.raises(ScheduleError, match="step 2 forecasts its cached residual at order 2, which cache-dit's static mask cannot"):
+        to_cache_dit(source)

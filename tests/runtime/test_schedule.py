@@ -193,3 +193,44 @@ def test_block_cache_steps_round_trip_and_validate(tmp_path):
     loaded = Schedule.load(tmp_path / "s.json")
     assert loaded == schedule and loaded.hash == schedule.hash and str(loaded.steps[1].cache) == "F2B1"
     assert BlockCache.of(1) == BlockCache(2, 2) and BlockCache.of(BlockCache(0, 3)) == BlockCache(0, 3)
+
+
+def test_forecast_steps_round_trip_and_schedules_without_them_keep_their_hashes(tmp_path):
+    """``forecast`` is written only where it is not 0, so every schedule made before it existed keeps its document and
+    hash (these were computed before the field was added)."""
+    assert Schedule.deepcache(51, 3).hash == "8824115a065f7ff2116ba98ec7ac76f37e662bb6e361efb8bd62c72f7b336616"
+    assert dato_ours_b1().hash == "ad67d0c3860fce175853bceb02c0eef49e839a673f9ea24f45e45db3d67f73f6"
+    steps = (StepPlan("full"), StepPlan(0, 0.5, forecast=1), StepPlan("reuse", forecast=2), StepPlan(BlockCache(2, 1), forecast=1))
+    schedule = Schedule(steps=steps)
+    schedule.save(tmp_path / "s.json")
+    document = json.loads((tmp_path / "s.json").read_text())
+    jsonschema.validate(document, SCHEMA)
+    assert [step.get("forecast") for step in document["steps"]] == [None, 1, 2, 1]
+    loaded = Schedule.load(tmp_path / "s.json")
+    assert loaded == schedule and loaded.hash == schedule.hash and loaded.forecast == 2
+    assert schedule.hash != Schedule(steps=(*steps[:3], StepPlan(BlockCache(2, 1)))).hash
+    assert schedule.resample(8).forecast == 2 and Schedule.deepcache(5, 2).forecast == 0
+    assert [s.forecast for s in Schedule.deepcache(5, 2, "reuse", forecast=1).steps] == [0, 1, 0, 1, 0]
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        ('{"cache": "full", "forecast": 1}', "step 0: a full step computes everything and forecasts nothing; valid: forecast 0"),
+        ('{"forecast": 2}', "step 0: a full step computes everything"),
+        ('{"cache": 0, "forecast": 3}', r"step 0: forecast 3 is not an order; valid: 0, 1, 2 \(0 copies the cache\)"),
+        ('{"cache": "reuse", "forecast": true}', "step 0: forecast True is not an order"),
+    ],
+)
+def test_bad_forecasts_are_refused_in_one_line_by_the_format_and_its_schema(step, message):
+    text = f'{{"format": "prunesched.schedule", "version": 1, "steps": [{step}]}}'
+    with pytest.raises(ScheduleError, match=message) as info:
+        Schedule.from_json(text)
+    assert "\n" not in str(info.value)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(json.loads(text), SCHEMA)
+
+
+def test_a_dato_table_cannot_hold_a_forecast_step():
+    with pytest.raises(ScheduleError, match="step 1 forecasts at order 1, which a DaTo table cannot express; valid: forecast 0"):
+        Schedule(steps=(StepPlan("full"), StepPlan(0), StepPlan("reuse", forecast=1))).to_dato()

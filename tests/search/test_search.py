@@ -15,6 +15,7 @@ from click.testing import CliRunner
 import prunesched
 from prunesched.cli import main
 from prunesched.models.tiny import tiny_flux_pipeline
+from prunesched.report.optuna_mirror import mirror_to_optuna
 from prunesched.runtime.schedule import BlockCache, Schedule
 from prunesched.search import snapshot
 from prunesched.search.config import SearchConfig
@@ -134,6 +135,31 @@ def test_a_dato_space_search_on_flux_exports_a_schedule_that_applies_unchanged(t
     with prunesched.apply(pipe, schedule) as handle:
         pipe("a red circle", num_inference_steps=4, output_type="latent", max_sequence_length=16)
     assert [r.requested for r in handle.records] == [s.cache for s in schedule.steps]
+
+
+def test_a_search_with_forecast_genes_evaluates_and_stores_forecast_schedules(tmp_path):
+    config = SearchConfig.from_dict(
+        {
+            "name": "forecast",
+            "seed": 1,
+            "space": {"kind": "dato", "steps": 8, "forecasts": [0, 1, 2]},
+            "evaluator": {"kind": "synthetic"},
+            "proposer": {"population": 8, "generations": 2},
+            "dispatch": {"workers": 1, "timeout_s": 120},
+        }
+    )
+    db = tmp_path / "forecast.db"
+    search_id = launch(config, db)
+    store = Store(db)
+    rows = store.evaluations(search_id)
+    assert store.search(search_id).status == "finished" and rows and all(e.status == "done" for _, e in rows)
+    orders = {step.forecast for c, _ in rows for step in Schedule.from_dict(c.schedule).steps}
+    assert orders == {0, 1, 2}
+    assert all(len(c.genome) == 3 * 7 for c, _ in rows if c.baseline is None)
+    study = mirror_to_optuna(store, search_id, f"sqlite:///{tmp_path / 'optuna.db'}")  # the orders are trial parameters there
+    for trial in study.trials:
+        steps = Schedule.from_dict(next(c.schedule for c, _ in rows if c.id == trial.user_attrs["candidate"])).steps
+        assert [trial.params[f"step{i:03d}_forecast"] for i in range(8)] == [s.forecast for s in steps]
 
 
 class Interrupt(Exception):

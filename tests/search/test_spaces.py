@@ -143,3 +143,84 @@ def test_a_dsap_schedule_holds_only_the_prune_less_blocks_for_its_first_tau_iter
     for record in handle.records:
         held = {slot for slot, (kept, n) in record.tokens.items() if kept == n}
         assert held == (prune_less if record.index < 2 else set()), record.index
+
+
+def test_dato_forecast_genes_decode_per_step_and_round_trip_canonically():
+    """One forecast gene per step after the cache and ratio genes; a full step's cannot matter and is canonically 0."""
+    space = space_from_config({"kind": "dato", "steps": 3, "ratios": [0.3, 0.5], "forecasts": [0, 1, 2]})
+    assert len(space.upper) == 3 * 2 and list(space.upper[4:]) == [2, 2]
+    schedule = space.decode([1, 0, 1, 0, 2, 1])
+    assert schedule.steps == (StepPlan("full"), StepPlan(0, 0.5, forecast=2), StepPlan("reuse", 0.0, forecast=1))
+    assert space.canonical([2, 2, 0, 0, 1, 2]) == (2, 2, 0, 0, 0, 0)
+    hashes: dict[str, set] = {}
+    for genome in itertools.product(*(range(u + 1) for u in space.upper)):
+        canonical = space.canonical(genome)
+        assert space.decode(canonical) == space.decode(genome) and space.canonical(canonical) == canonical
+        hashes.setdefault(space.decode(genome).hash, set()).add(canonical)
+    assert all(len(c) == 1 for c in hashes.values())
+    assert len(hashes) == (1 * 3 + 2 * 3 + 2) ** 2, "per step: reuse at 3 orders, branch 0 at 2 ratios x 3 orders, full at 2 ratios"
+    seeds = [space.decode(g) for g in space.seeds()]
+    assert {s.forecast for s in seeds} == {0, 1, 2} and len({s.hash for s in seeds}) == len(seeds)
+
+
+def test_a_single_forecast_order_adds_no_gene_and_applies_to_every_cache_step():
+    assert len(DatoSpace(steps=4).upper) == len(DatoSpace(steps=4, forecasts=(1,)).upper) == 6
+    schedule = DatoSpace(steps=4, forecasts=(1,)).decode([0, 1, 2, 0, 0, 0])
+    assert [(s.cache, s.forecast) for s in schedule.steps] == [("full", 0), ("reuse", 1), (0, 1), ("full", 0)]
+
+
+def test_dsap_and_blocks_spaces_take_one_forecast_gene_per_cache_choice():
+    dsap = DsapSpace(steps=6, taus=(0,), ratios=(0.5,), block_sets=("highest-resolution",), intervals=(3,), forecasts=(0, 2))
+    assert list(dsap.upper) == [0, 0, 0, 0, 0, 1]
+    assert [s.forecast for s in dsap.decode([0, 0, 0, 0, 0, 1]).steps] == [0, 2, 2, 0, 2, 2]
+    assert len(dsap.seeds()) == 2 and dsap.encode(dsap.decode([0, 0, 0, 0, 0, 1])) == (0, 0, 0, 0, 0, 1)
+    blocks = BlockSpace(steps=8, phases=2, firsts=(1, 2), lasts=(0,), intervals=(1, 2), forecasts=(0, 1))
+    assert len(blocks.upper) == 2 * 5
+    schedule = blocks.decode([0, 0, 1, 0, 1, 1, 0, 1, 0, 0])
+    assert [(str(s.cache), s.forecast) for s in schedule.steps[:2]] == [("full", 0), ("F1B0", 1)]
+    assert [(str(s.cache), s.forecast) for s in schedule.steps[4:6]] == [("full", 0), ("F2B0", 0)]
+    assert blocks.encode(schedule) == (0, 0, 1, 0, 1, 1, 0, 1, 0, 0)
+    for genome in blocks.random(np.random.default_rng(0), 50):
+        assert blocks.decode(blocks.canonical(genome)) == blocks.decode(genome)
+    assert {s.forecast for g in blocks.seeds() for s in blocks.decode(g).steps} == {0, 1}
+    for space in (dsap, blocks, DatoSpace(steps=5, forecasts=(0, 2))):
+        assert space_from_config(space_to_config(space)) == space
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"kind": "dato", "steps": 5, "forecasts": [0, 3]}, r"\[space\] forecasts must be an integer from 0 to 2, got 3"),
+        ({"kind": "blocks", "steps": 5, "forecasts": [1.0]}, r"\[space\] forecasts must be an integer from 0 to 2, got 1.0"),
+        ({"kind": "dsap", "steps": 5, "forecasts": []}, r"\[space\] forecasts must be a non-empty list"),
+        ({"kind": "dato", "steps": 5, "forecasts": 1}, r"\[space\] forecasts must be a non-empty list, got 1"),
+    ],
+)
+def test_bad_forecast_orders_are_refused_in_one_line(table, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        space_from_config(table)
+    assert "\n" not in str(info.value)
+
+
+def test_a_decoded_forecast_genome_runs_on_a_tiny_unet(sd_pipe):
+    sd_pipe.scheduler.set_timesteps(6)
+    space = DatoSpace(steps=len(sd_pipe.scheduler.timesteps), ratios=(0.0,), forecasts=(0, 1, 2))
+    n = space.steps - 1
+    genome = [2, 1, 1, 0, 2, 1] + [0] * n + [0, 1, 2, 2, 1, 2]  # full, branch 0 (order 1, 2), reuse (order 2), full, 0 (2)
+    with prunesched.apply(sd_pipe, space.decode(genome)) as handle:
+        generate(sd_pipe)
+    assert [(r.performed, r.forecast) for r in handle.records] == [
+        ("full", 0),
+        ("full", 0),
+        (0, 1),
+        (0, 1),
+        ("reuse", 1),
+        ("full", 0),
+        (0, 2),
+    ]
+
+
+def test_a_space_built_in_code_with_a_bad_order_is_refused_by_its_check():
+    for space in (DatoSpace(steps=4, forecasts=(0, 3)), BlockSpace(steps=4, forecasts=(3,)), DsapSpace(steps=4, forecasts=(0, 5))):
+        with pytest.raises(ScheduleError, match=r"forecast [35] is not an order; valid: 0, 1, 2"):
+            space.check()
