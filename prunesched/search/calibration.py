@@ -29,7 +29,9 @@ from prunesched.calibration.document import Calibration
 from prunesched.calibration.thresholds import RULES, threshold_schedule
 from prunesched.checks import check_number
 from prunesched.errors import ConfigError
+from prunesched.evaluation.settings import PipelineSettings
 from prunesched.runtime.schedule import Schedule
+from prunesched.search.evaluators import EvaluatorSettings
 from prunesched.search.spaces import MAX_VALUES, Genome, Space, nearest_genome
 
 MAX_THRESHOLD = 100.0
@@ -71,11 +73,15 @@ class CalibrationConfig:
         """The calibration document ``file`` holds, validated; None without one."""
         return None if self.file is None else Calibration.from_dict(self.file, "[calibration] file")
 
-    def check(self, fingerprint: str | None, space: Space) -> None:
-        """Refuse a calibration of other weights than ``fingerprint`` (None: the evaluator has no model) or of another
-        loop length than the space's schedules."""
-        if self.calibration is not None:
-            self.calibration.check(fingerprint, space.steps, "[calibration] file")
+    def check(self, evaluator: EvaluatorSettings, space: Space) -> None:
+        """Refuse a calibration recorded on other weights than the evaluator's model (a model-less evaluator, the
+        synthetic one, has none to compare) or on another loop length than the space's schedules."""
+        if self.calibration is None:
+            return
+        from prunesched.models.loading import model_fingerprint  # torch: only where there is a calibration to check
+
+        fingerprint = model_fingerprint(evaluator.model) if isinstance(evaluator, PipelineSettings) else None
+        self.calibration.check(fingerprint, space.steps, "[calibration] file")
 
     def schedules(self, space: Space) -> dict[str, Schedule]:
         """Every threshold schedule with the space's token method, by name (``FBCache 0.1``); each method's lowest

@@ -34,7 +34,6 @@ from typing import Any, TypeVar
 
 from prunesched.checks import MAX_SEED, check_keys, check_number
 from prunesched.errors import ConfigError
-from prunesched.evaluation.settings import PipelineSettings
 from prunesched.files import read_text
 from prunesched.runtime.schedule import Schedule
 from prunesched.search.baselines import BaselinesConfig, distinct, seed_genomes
@@ -178,7 +177,7 @@ class SearchConfig:
         baselines = _build(BaselinesConfig, data, "baselines")
         baselines.schedules(space)  # a baseline the space's method cannot run is refused now
         calibration = _build(CalibrationConfig, data, "calibration")
-        calibration.check(_fingerprint(evaluator), space)
+        calibration.check(evaluator, space)
         return cls(
             space=space,
             evaluator=evaluator,
@@ -236,13 +235,6 @@ class SearchConfig:
         """The genomes the first generation starts with, in order: the calibration's seeds (projected into the space),
         then the baselines the space holds."""
         return self.calibration.seed_genomes(self.space) + seed_genomes(self.space, list(self.baseline_schedules().values()))
-
-
-def _fingerprint(evaluator: EvaluatorSettings) -> str | None:
-    """The fingerprint of the evaluator's model, which a calibration must have been recorded on; None without a model."""
-    from prunesched.models.loading import model_fingerprint
-
-    return model_fingerprint(evaluator.model) if isinstance(evaluator, PipelineSettings) else None
 
 
 def _table(config: Any) -> dict[str, Any]:
