@@ -85,6 +85,12 @@ def threshold_schedule(calibration: Calibration, rule: str, threshold: float, me
     return Schedule(steps=tuple(StepPlan(skip if s else "full") for s in skipped), method=token)
 
 
+def strip(schedule: Schedule) -> str:
+    """A schedule in one line, a letter per step: ``F`` full, ``c`` a cached partial step (a branch or block cache),
+    ``r`` reused."""
+    return "".join("F" if s.cache == "full" else "r" if s.cache == "reuse" else "c" for s in schedule.steps)
+
+
 def _summed(change: np.ndarray) -> Error:
     """FirstBlockCache's and TeaCache's error: the changes since the last computed iteration, added up."""
     return lambda start, i: float(change[start : i + 1].sum())

@@ -97,7 +97,7 @@ def calibrate(
     from rich.progress import Progress
 
     from prunesched.calibration.recording import calibration_generator, record
-    from prunesched.calibration.thresholds import threshold_schedule
+    from prunesched.calibration.thresholds import strip, threshold_schedule
     from prunesched.evaluation.cost import CostModel
     from prunesched.evaluation.evaluate import default_cache_dir
     from prunesched.report.plots import calibration_plot, png
@@ -130,13 +130,12 @@ def calibrate(
             schedule = threshold_schedule(calibration, rule, value)
             cost = costs.table(schedule)
             full = sum(step.cache == "full" for step in schedule.steps)
-            strip = "".join("F" if s.cache == "full" else "r" if s.cache == "reuse" else "c" for s in schedule.steps)
             rows.append(
                 [
                     RULES[rule].label,
                     f"{value:g}",
                     f"{full}/{len(schedule)}",
-                    strip,
+                    strip(schedule),
                     number(cost.relative_latency(schedule)),
                     number(cost.relative_macs(schedule)),
                 ]
