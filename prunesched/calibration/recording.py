@@ -151,9 +151,9 @@ class _Probes:
         now["residual"] = now.pop("tail") - now.pop("head")
         self.current = {}
         if self.previous:
-            for key, value in now.items():
-                if key.startswith("block:"):
-                    self.signals["blocks"][:, iteration, self.order.index(key[6:])] = self._change(value, self.previous[key])
+            for column, name in enumerate(self.order):
+                key = f"block:{name}"
+                self.signals["blocks"][:, iteration, column] = self._change(now[key], self.previous[key])
             self.signals["first_block"][:, iteration] = self._change(now["first_block"], self.previous["first_block"])
             self.signals["output"][:, iteration] = self._change(now["output"], self.previous["output"])
             self.signals["magnitude_ratio"][:, iteration] = self._ratio(now["residual"], self.previous["residual"])
@@ -166,8 +166,9 @@ class _Probes:
 
     def _hook(self, key: str, keep: Watch) -> Callable[..., None]:
         def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-            if key.startswith("block:") and key[6:] not in self.order:
-                self.order.append(key[6:])
+            name = key.removeprefix("block:")
+            if name != key and name not in self.order:
+                self.order.append(name)
             self.current.setdefault(key, []).append(keep(args, kwargs, output).detach().to(torch.float32, copy=True))
 
         return hook
