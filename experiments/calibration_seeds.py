@@ -4,15 +4,17 @@
     python experiments/calibration_seeds.py --model shapes-dit    # the shapes DiT in DaTo's space over reuse, depth 0, full
     python experiments/calibration_seeds.py --model shapes-dit --config prunesched/search/presets/shapes-dit.toml
 
-It records a calibration of the model (4 prompts at the search's steps, ``prunesched calibrate``), then runs the
-same search twice, with the same config, budget and seed: once as it is, once with ``[calibration] seeds = true``
-(the threshold schedules of FirstBlockCache, TeaCache and MagCache at their default thresholds, projected into the
-space, start the first generation; they are not added as baselines, so both searches evaluate the same baselines
-and the same number of generations). The search is ``--config`` (the embedded default unless given) on ``--model``,
-with fewer images per candidate, the evaluator's own objectives and guardrails, and the search's own validation off;
-a DiT given a UNet's space gets DaTo's per-step space over reuse, depth 0 (its first and last block) and full steps,
-without pruning. The calibration runs the evaluator's steps, guidance and prompt set. Both searches share one cache
-folder, so the full model's images and the cost table are made once.
+It records a calibration of the model (4 prompts at the search's steps, guidance and prompt set, as ``prunesched
+calibrate``), then runs the same search twice, with the same config, budget and seed: once as it is, once with
+``[calibration] seeds = true`` (the threshold schedules of FirstBlockCache, TeaCache and MagCache at their default
+thresholds, projected into the space, start the first generation; they are not added as baselines, so both
+searches evaluate the same baselines and the same number of generations). The search is ``--config`` (the
+embedded default unless given) on ``--model``, with fewer images per candidate, the evaluator's own objectives and
+guardrails, and the search's own validation off; a DiT given a UNet's space gets DaTo's per-step space over reuse,
+depth 0 (its first and last block) and full steps, without pruning. The cost objective is relative MACs: the cost
+model's predicted latency comes from a table each worker times on its own, and on a busy machine two workers (or
+two searches) price one schedule differently, which would favour one search. Both searches share one cache folder,
+so the full model's images and the cost table are made once.
 
 Each search's evaluations are taken in the order they were proposed (the baselines first); after each one the front
 of those done so far (within the guardrails) is evaluated again on the validation's images (``[validation]``
@@ -39,6 +41,7 @@ from prunesched.search import guardrails
 from prunesched.search.config import SearchConfig
 from prunesched.search.coordinator import Progress, launch
 from prunesched.search.pareto import front_indices, hypervolume, reference_point
+from prunesched.search.spaces import nearest_genome
 from prunesched.search.validation import ValidationConfig, validation_settings
 from prunesched.storage import Store
 
@@ -50,9 +53,11 @@ def search_config(data: dict[str, Any], args: argparse.Namespace, dit: bool, cal
     objectives and guardrails; a DiT in a UNet's space gets DaTo's per-step space over its reuse, depth 0 and full
     steps instead; seeded from ``calibration`` where one is given."""
     data = {**data, "name": f"calibration-seeds-{'seeded' if calibration else 'plain'}", "validation": {"enabled": False}}
-    data["evaluator"] = {**data["evaluator"], "images": args.images}
+    # MACs, not the cost model's predicted latency: each worker times its own cost table, so on a busy machine two
+    # workers of one search, or two searches, can price one schedule differently, which would favour one search
+    data["evaluator"] = {**data["evaluator"], "images": args.images, "cost": ["macs"]}
     data["proposer"] = {**data.get("proposer", {}), "population": args.population, "generations": args.generations}
-    for key in ("objectives", "guardrails"):  # the evaluator's own: its first quality metric and the cost model's; its guardrails
+    for key in ("objectives", "guardrails"):  # the evaluator's own: its first quality metric and relative MACs; its guardrails
         data.pop(key, None)
     if dit and data["space"].get("kind", "dato") == "dato" and data["space"].get("method", {}).get("name") != "cat":
         data["space"] = {
@@ -153,6 +158,8 @@ def main() -> None:
     target = min(curve[-1] for curve in curves.values())
     reached = {name: next(k + 1 for k, volume in enumerate(curve) if volume >= target - 1e-12) for name, curve in curves.items()}
     seeds = config.calibration.schedules(config.space)
+    seeded = {h: objectives for h, _, objectives in rows["seeded"]}
+    projected = {name: config.space.decode(nearest_genome(config.space, s)) for name, s in seeds.items()}
     result = {
         "what": f"{args.config or 'the embedded default search'} on {model} with and without calibration seeds, "
         f"on {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}; python experiments/calibration_seeds.py --model {model}"
@@ -162,7 +169,10 @@ def main() -> None:
             "fingerprint": calibration.fingerprint,
             "loop_length": calibration.loop_length,
             "signals": {s: [round(float(v), 4) for v in calibration.mean(s)[1:]] for s in ("first_block", "output", "magnitude_ratio")},
-            "seeds": {name: strip(s) for name, s in seeds.items()},
+            "seeds": {
+                name: {"steps": strip(s), "projected": strip(projected[name]), "objectives": seeded.get(projected[name].hash)}
+                for name, s in seeds.items()
+            },
             "rules": {name: rule.label for name, rule in RULES.items()},
         },
         "objectives": list(config.objectives),
