@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from prunesched.cli import bench, demo, evaluate, report, schedule, search
+from prunesched.cli import bench, calibrate, demo, evaluate, report, schedule, search
 from prunesched.cli.render import printable
 from prunesched.errors import PruneschedError
 
@@ -91,6 +91,7 @@ COMMANDS = (
     search.db_group,
     schedule.schedule,
     evaluate.evaluate,
+    calibrate.calibrate,
     demo.demo,
     bench.bench,
 )

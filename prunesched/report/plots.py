@@ -12,6 +12,8 @@ from prunesched.runtime.schedule import BlockCache, Cache, Schedule, cache_label
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from prunesched.calibration.document import Calibration
+
 
 def _figure(width: float = 6.4, height: float = 4.2) -> tuple[Figure, Any]:
     """A figure without pyplot: no global state, no display needed."""
@@ -189,6 +191,23 @@ def compare_plot(records: Sequence[SearchRecord]) -> Figure:
     ax.legend(fontsize=8)
     ax.set_title("fronts compared")
     _axes_labels(ax, records[0])
+    return figure
+
+
+def calibration_plot(calibration: Calibration) -> Figure:
+    """A calibration's heat map: each block's relative change (mean over the prompts) at every loop iteration after the
+    first, blocks in the order their forward ends; on a UNet each DeepCache branch is named beside the block it reads."""
+    changes = calibration.mean("blocks")[1:].T  # (blocks, iterations 1..n-1)
+    reads = {block: [b for b, name in enumerate(calibration.branches) if name == block] for block in calibration.blocks}
+    labels = [f"{block} (branch {', '.join(map(str, reads[block]))})" if reads[block] else block for block in calibration.blocks]
+    figure, ax = _figure(8, 1.2 + 0.28 * len(labels))
+    image = ax.imshow(changes, aspect="auto", cmap="viridis", extent=(0.5, calibration.loop_length - 0.5, len(labels) - 0.5, -0.5))
+    figure.colorbar(image, ax=ax, label="relative L1 change from the previous iteration")
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_xlabel("loop iteration")
+    ax.set_title(
+        f"{calibration.model}: {calibration.num_inference_steps} steps of {calibration.scheduler}, {len(calibration.prompts)} prompts"
+    )
     return figure
 
 

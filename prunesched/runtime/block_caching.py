@@ -41,10 +41,10 @@ def _cached_block(original: Callable[..., Any], index: int, plan: BlockPlan, sta
         store = state.cache()
         if state.branch is None:  # a full step: keep the boundaries later steps need
             if index in plan.starts:
-                store[f"block_in.{index}"] = _refresh(store.get(f"block_in.{index}"), _inputs(plan, args, kwargs), state)
+                store[f"block_in.{index}"] = _refresh(store.get(f"block_in.{index}"), block_inputs(plan.joint, args, kwargs), state)
             output = original(*args, **kwargs)
             if index in plan.ends:
-                store[f"block_out.{index}"] = _refresh(store.get(f"block_out.{index}"), _outputs(plan, output), state)
+                store[f"block_out.{index}"] = _refresh(store.get(f"block_out.{index}"), block_outputs(plan.joint, output), state)
             return output
         start, end = plan.span(state.branch)
         if not start <= index <= end:
@@ -53,7 +53,7 @@ def _cached_block(original: Callable[..., Any], index: int, plan: BlockPlan, sta
         if before is None or after is None:  # a call that skipped a boundary block at full steps (SD3's skip-layer guidance)
             state.record_missing()
             return original(*args, **kwargs)
-        inputs = _inputs(plan, args, kwargs)
+        inputs = block_inputs(plan.joint, args, kwargs)
         if index < end:
             return _as_output(plan, inputs)
         before, after = recall(before, state.position, state.forecast), recall(after, state.position, state.forecast)
@@ -65,16 +65,17 @@ def _cached_block(original: Callable[..., Any], index: int, plan: BlockPlan, sta
     return forward
 
 
-def _inputs(plan: BlockPlan, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Streams:
+def block_inputs(joint: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Streams:
+    """The streams a transformer block was called with; ``joint``: it carries the text too (:attr:`BlockPlan.joint`)."""
     image = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-    if not plan.joint:
+    if not joint:
         return image, None
     return image, kwargs["encoder_hidden_states"] if "encoder_hidden_states" in kwargs else args[1]
 
 
-def _outputs(plan: BlockPlan, output: Any) -> Streams:
-    """A joint block returns ``(text, image)``; SD3's last block returns no text (None)."""
-    return (output[1], output[0]) if plan.joint else (output, None)
+def block_outputs(joint: bool, output: Any) -> Streams:
+    """The streams a transformer block returned: a joint block returns ``(text, image)``; SD3's last block returns no text (None)."""
+    return (output[1], output[0]) if joint else (output, None)
 
 
 def _as_output(plan: BlockPlan, streams: Streams) -> Any:

@@ -75,5 +75,9 @@ def block_plan(transformer: DiT, schedule: Schedule) -> BlockPlan:
             )
         starts.add(spec.first)
         ends.add(count - spec.last - 1)
-    joint = not isinstance(transformer, PixArtTransformer2DModel)
-    return BlockPlan(blocks, joint, frozenset(starts), frozenset(ends))
+    return BlockPlan(blocks, is_joint(transformer), frozenset(starts), frozenset(ends))
+
+
+def is_joint(transformer: nn.Module) -> bool:
+    """Whether the transformer's blocks carry the text tokens as a second stream (SD3, Flux; not PixArt)."""
+    return not isinstance(transformer, PixArtTransformer2DModel)

@@ -78,6 +78,11 @@ def _levels(unet: UNet2DConditionModel) -> Iterator[tuple[str, nn.Module, int]]:
         level -= getattr(block, "upsamplers", None) is not None
 
 
+def unet_blocks(unet: UNet2DConditionModel) -> list[str]:
+    """The down, mid and up blocks of the UNet, in the order the forward runs them."""
+    return [name for name, _, _ in _levels(unet)]
+
+
 def all_slots(unet: UNet2DConditionModel) -> list[Slot]:
     """Every transformer block of the UNet, with its resolution level."""
     slots = []
@@ -148,6 +153,25 @@ def check_supported(slot: Slot) -> None:
 def max_branch(unet: UNet2DConditionModel) -> int:
     """The deepest DeepCache branch id of this UNet (branch b recomputes block b // L, layer b % L)."""
     return len(unet.down_blocks) * _layers_per_up_block(unet) - 1
+
+
+def branch_inputs(unet: UNet2DConditionModel) -> list[str]:
+    """For every DeepCache branch ``b`` (the list's index), the module whose cached output a partial step at ``b`` reads:
+    the last layer it does not recompute before the first up layer it does (see :func:`cache_units`), or the up
+    block (the mid block) before that up block when the step recomputes all of it."""
+    per_block, n = _layers_per_up_block(unet), len(unet.down_blocks)
+    names = []
+    for b in range(max_branch(unet) + 1):
+        block_id, layer_id = divmod(b, per_block)
+        up = n - 1 - block_id
+        first = len(unet.up_blocks[up].resnets) - 1 - layer_id  # the first up layer the step recomputes
+        if first == 0:
+            names.append(f"up_blocks.{up - 1}" if up else "mid_block")
+        else:
+            attentions = getattr(unet.up_blocks[up], "attentions", None)
+            kind = "attentions" if attentions is not None and first - 1 < len(attentions) else "resnets"
+            names.append(f"up_blocks.{up}.{kind}.{first - 1}")
+    return names
 
 
 def _layers_per_up_block(unet: UNet2DConditionModel) -> int:

@@ -27,7 +27,7 @@ from prunesched.checks import check_number
 from prunesched.errors import ConfigError, ScheduleError
 from prunesched.runtime.paper_tables import dato_ours_b1
 from prunesched.runtime.schedule import BlockCache, Schedule, StepPlan
-from prunesched.search.spaces import MAX_STEPS, MAX_VALUES, BlockSpace, Genome, Space
+from prunesched.search.spaces import MAX_STEPS, MAX_VALUES, BlockSpace, Genome, Space, genome_of
 
 DIT_METHODS = ("cat",)
 """Token methods that run on DiTs only: a space with one of them gets no DeepCache baselines (a DiT has no UNet branches)."""
@@ -92,20 +92,16 @@ class BaselinesConfig:
             ours = dato_ours_b1().resample(steps)
             plans = [StepPlan("reuse", 0.0) if p.cache == "reuse" else p for p in ours.steps]  # a reuse step runs nothing to prune
             named["DaTo Ours-b1"] = replace(ours, steps=tuple(plans), method=method)
-        distinct: dict[str, Schedule] = {}
-        for name, schedule in named.items():
-            if all(schedule.hash != other.hash for other in distinct.values()):
-                distinct[name] = schedule
-        return distinct
+        return distinct(named)
 
 
-def genome_of(space: Space, schedule: Schedule) -> Genome | None:
-    """The genome of ``schedule`` in ``space``, or None where the space does not hold it exactly."""
-    try:
-        genome = space.encode(schedule)
-    except ScheduleError:
-        return None
-    return genome if space.decode(genome).hash == schedule.hash else None
+def distinct(named: dict[str, Schedule]) -> dict[str, Schedule]:
+    """``named`` without the schedules named before under another name: each keeps its first name."""
+    kept: dict[str, Schedule] = {}
+    for name, schedule in named.items():
+        if all(schedule.hash != other.hash for other in kept.values()):
+            kept[name] = schedule
+    return kept
 
 
 def seed_genomes(space: Space, schedules: Sequence[Schedule]) -> list[Genome]:

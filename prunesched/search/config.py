@@ -12,6 +12,7 @@ guardrails = [{ metric = "caption_accuracy", min = "full" }]  # optional; else t
 [proposer]     # prunesched.search.proposers.ProposerConfig
 [evaluator]    # prunesched.search.evaluators.SETTINGS
 [baselines]    # prunesched.search.baselines.BaselinesConfig
+[calibration]  # prunesched.search.calibration.CalibrationConfig
 [screening]    # prunesched.search.screening.ScreeningConfig
 [validation]   # prunesched.search.validation.ValidationConfig
 [dispatch]     # DispatchConfig below
@@ -34,12 +35,14 @@ from typing import Any, TypeVar
 from prunesched.checks import MAX_SEED, check_keys, check_number
 from prunesched.errors import ConfigError
 from prunesched.files import read_text
-from prunesched.search.baselines import BaselinesConfig
+from prunesched.runtime.schedule import Schedule
+from prunesched.search.baselines import BaselinesConfig, distinct, seed_genomes
+from prunesched.search.calibration import CalibrationConfig
 from prunesched.search.evaluators import EvaluatorSettings, evaluator_settings, evaluator_table
 from prunesched.search.guardrails import Guardrail, guardrails_from_config, guardrails_to_config
 from prunesched.search.proposers import ProposerConfig
 from prunesched.search.screening import ScreeningConfig
-from prunesched.search.spaces import Space, space_from_config, space_to_config
+from prunesched.search.spaces import Genome, Space, space_from_config, space_to_config
 from prunesched.search.validation import ValidationConfig
 
 T = TypeVar("T")
@@ -126,8 +129,9 @@ class SearchConfig:
     ``evaluator`` holds the settings of the ``[evaluator]`` table's kind, built and checked once, here.
     ``guardrails`` (:mod:`prunesched.search.guardrails`) default to the evaluator's own
     (``default_guardrails``), ``baselines`` (:mod:`prunesched.search.baselines`) to the hand-made
-    schedules every search is compared with, ``screening`` (:mod:`prunesched.search.screening`) to new
-    candidates scored on 4 images before the promising ones get all, ``validation``
+    schedules every search is compared with, ``calibration`` (:mod:`prunesched.search.calibration`) to none (a
+    calibration's threshold schedules as more baselines and as seeds of the first generation), ``screening``
+    (:mod:`prunesched.search.screening`) to new candidates scored on 4 images before the promising ones get all, ``validation``
     (:mod:`prunesched.search.validation`) to the final front and the baselines evaluated again on four times the images.
     """
 
@@ -141,13 +145,14 @@ class SearchConfig:
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     guardrails: tuple[Guardrail, ...] = ()
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     screening: ScreeningConfig = field(default_factory=ScreeningConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchConfig:
         keys = ["name", "seed", "objectives", "reference_point", "guardrails", "space", "proposer", "evaluator", "baselines"]
-        keys += ["screening", "validation", "dispatch"]
+        keys += ["calibration", "screening", "validation", "dispatch"]
         check_keys(data, keys, "the search config")
         for table in ("space", "evaluator"):
             if not isinstance(data.get(table), Mapping):
@@ -174,6 +179,8 @@ class SearchConfig:
         space = space_from_config(data["space"])
         baselines = _build(BaselinesConfig, data, "baselines")
         baselines.schedules(space)  # a baseline the space's method cannot run is refused now
+        calibration = _build(CalibrationConfig, data, "calibration")
+        calibration.check(evaluator, space)
         return cls(
             space=space,
             evaluator=evaluator,
@@ -185,6 +192,7 @@ class SearchConfig:
             dispatch=_build(DispatchConfig, data, "dispatch"),
             guardrails=guardrails_from_config(data.get("guardrails", evaluator.default_guardrails())),
             baselines=baselines,
+            calibration=calibration,
             screening=_build(ScreeningConfig, data, "screening"),
             validation=_build(ValidationConfig, data, "validation"),
         )
@@ -223,9 +231,20 @@ class SearchConfig:
             "dispatch": _table(self.dispatch),
             "guardrails": guardrails_to_config(self.guardrails),
             "baselines": _table(self.baselines),
+            "calibration": _table(self.calibration),
             "screening": _table(self.screening),
             "validation": _table(self.validation),
         }
+
+    def baseline_schedules(self) -> dict[str, Schedule]:
+        """Every baseline of the search by name: the ``[baselines]`` table's, then the calibration's threshold schedules;
+        a schedule named twice keeps its first name."""
+        return distinct({**self.baselines.schedules(self.space), **self.calibration.baseline_schedules(self.space)})
+
+    def seed_genomes(self) -> list[Genome]:
+        """The genomes the first generation starts with, in order: the calibration's seeds (projected into the space),
+        then the baselines the space holds."""
+        return self.calibration.seed_genomes(self.space) + seed_genomes(self.space, list(self.baseline_schedules().values()))
 
 
 def _table(config: Any) -> dict[str, Any]:

@@ -33,7 +33,6 @@ import numpy as np
 from prunesched.errors import ConfigError, PruneschedError, StorageError
 from prunesched.search import guardrails
 from prunesched.search import snapshot as snapshots
-from prunesched.search.baselines import genome_of, seed_genomes
 from prunesched.search.config import SearchConfig
 from prunesched.search.dispatch import RayDispatcher, Task, ensure_ray
 from prunesched.search.evaluators import Evaluator, evaluator_factory
@@ -41,6 +40,7 @@ from prunesched.search.guardrails import FULL
 from prunesched.search.pareto import front_indices, hypervolume, reference_point
 from prunesched.search.proposers import Proposer, make_proposer
 from prunesched.search.screening import can_reach
+from prunesched.search.spaces import genome_of
 from prunesched.search.validation import validation_settings
 from prunesched.storage.records import Counts, FrozenCandidate, FrozenEvaluation, FrozenGeneration, Outcome, thaw
 from prunesched.storage.store import BASELINE_GENERATION, FINISHED, Store
@@ -239,9 +239,9 @@ def _guard(config: SearchConfig, dispatcher: RayDispatcher) -> Guard:
 
 
 def _new_proposer(config: SearchConfig) -> Proposer:
-    """The proposer a search starts with: its first generation begins with the baselines its space holds."""
-    schedules = list(config.baselines.schedules(config.space).values())
-    return make_proposer(config.space, config.proposer, config.seed, seed_genomes(config.space, schedules))
+    """The proposer a search starts with: its first generation begins with the calibration's seeds and the baselines
+    its space holds (:meth:`SearchConfig.seed_genomes`)."""
+    return make_proposer(config.space, config.proposer, config.seed, config.seed_genomes())
 
 
 def _run(
@@ -278,7 +278,7 @@ def _baselines(
     """Evaluate the baselines not evaluated yet, as candidates born in generation -1 that carry their names (screened
     first where the search screens, and then all promoted)."""
     members = []
-    for name, schedule in config.baselines.schedules(config.space).items():
+    for name, schedule in config.baseline_schedules().items():
         genome = genome_of(config.space, schedule) or ()  # a baseline outside the space has no genome
         members.append(store.candidate(search_id, schedule.hash, schedule.to_dict(), genome, BASELINE_GENERATION, baseline=name))
     report = _reporter(store, search_id, BASELINE_GENERATION, config, progress, dispatcher)

@@ -366,6 +366,59 @@ def space_to_config(space: Space) -> dict[str, Any]:
     return table
 
 
+def genome_of(space: Space, schedule: Schedule) -> Genome | None:
+    """The genome of ``schedule`` in ``space``, or None where the space does not hold it exactly."""
+    try:
+        genome = space.encode(schedule)
+    except ScheduleError:
+        return None
+    return genome if space.decode(genome).hash == schedule.hash else None
+
+
+def nearest_genome(space: Space, schedule: Schedule) -> Genome:
+    """The genome of the schedule in ``space`` nearest ``schedule`` (of the space's length) by :func:`schedule_distance`.
+
+    A schedule the space holds is its own genome. Otherwise one gene at a time takes the value that brings the
+    decoded schedule nearest, from the all-zero genome, until no single gene can: exact in the ``dato`` space, whose
+    steps have genes of their own, and a local optimum where genes act on several steps together (``dsap``, ``blocks``).
+    """
+    held = genome_of(space, schedule)
+    if held is not None:
+        return held
+    genome = [0] * len(space.upper)
+    best = schedule_distance(space.decode(genome), schedule)
+    improved = True
+    while improved:
+        improved = False
+        for gene, upper in enumerate(space.upper):
+            for value in range(int(upper) + 1):
+                trial = [*genome[:gene], value, *genome[gene + 1 :]]
+                distance = schedule_distance(space.decode(trial), schedule)
+                if distance < best:
+                    genome, best, improved = trial, distance, True
+    return space.canonical(genome)
+
+
+def schedule_distance(a: Schedule, b: Schedule) -> tuple[int, float]:
+    """How far apart two schedules of one loop are: first the count of steps one computes in full and the other does
+    not (what a threshold method decides), then how many blocks their other steps compute apart, plus the prune ratios'
+    difference and the forecast orders'; compared as a pair, the count first."""
+    mismatched, apart = 0, 0.0
+    for x, y in zip(a.steps, b.steps):
+        if (x.cache == "full") != (y.cache == "full"):
+            mismatched += 1
+        elif x.cache != "full":
+            apart += abs(_computed(x.cache) - _computed(y.cache))
+        apart += abs(x.prune - y.prune) + abs(x.forecast - y.forecast)
+    return mismatched, apart
+
+
+def _computed(cache: Cache) -> float:
+    """A partial step on one scale: the blocks a block cache or depth computes (depth b: 2 b + 2, the mirrored U), and
+    -1 for reuse, which runs not even the layers around the blocks that a block cache of no block still runs."""
+    return float(BlockCache.of(cache).computed) if isinstance(cache, (int, BlockCache)) else -1.0
+
+
 def _index(values: Sequence[Any], value: Any, what: str) -> int:
     for i, v in enumerate(values):
         if v == value and type(v) is not bool:

@@ -42,6 +42,8 @@ NOT_RUN = {
     ("evaluation.md", 1): "profiles a cost table, timing every plan (minutes on 2 cores); tests/evaluation/test_cost.py",
     ("evaluation.md", 2): "evaluates 64 images of the shapes model against its unaccelerated ones; tests/evaluation/test_evaluate.py",
     ("search.md", 0): "runs a whole search on Ray workers, then resumes it; tests/search/test_search.py runs launch and resume",
+    ("calibration.md", 0): "records a calibration of the shapes model (a minute on 2 cores); tests/calibration/test_recording.py "
+    "records tiny pipelines' and checks every signal",
     ("cache-dit.md", 0): "runs cache-dit, an optional extra (interop); experiments/cache_dit_agreement.py runs it on tiny pipelines",
 }
 """(page, block index): why the block does not run here, and which test runs its code."""
