@@ -26,8 +26,10 @@ A config is a TOML file (docs/experiments.md lists them all):
 Schedules of a row: ``{kind = "uniform", prune, cache, method}``, ``{kind = "deepcache", interval,
 branch, prune, method, forecast}`` (on a DiT ``branch`` is a depth or a block cache such as ``"F1B0"``;
 ``branch = "reuse"`` for reuse steps; ``forecast``, their order: docs/schedule.md), ``{kind = "cat", t0, alpha}``
-(CAT on a DiT), ``{kind = "dato-ours-b1"}`` (DaTo's published table), ``{kind = "file", path}`` (a schedule
-document) or ``{kind = "dato-file", path}``
+(CAT on a DiT), ``{kind = "dato-ours-b1"}`` (DaTo's published table), ``{kind = "threshold", calibration,
+rule, threshold}`` (the fixed schedule FirstBlockCache, TeaCache or MagCache runs on a calibration file from
+``prunesched calibrate``: docs/calibration.md), ``{kind = "file", path}`` (a schedule document) or
+``{kind = "dato-file", path}``
 (a DaTo table, see ``Schedule.load_dato``), each optionally with ``prune_less = TAU``
 (DSAP) and ``slots`` (where a UNet method prunes); a row without a schedule shows the paper's
 numbers only (a method prunesched does not run).
@@ -48,6 +50,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from prunesched.checks import check_number
 from prunesched.errors import ConfigError, PruneschedError
 from prunesched.files import read_text
 from prunesched.runtime.paper_tables import dato_ours_b1
@@ -55,7 +58,7 @@ from prunesched.runtime.schedule import BlockCache, PruneLess, Schedule
 
 ROOT = Path(__file__).resolve().parent
 KINDS = ("table", "search")
-SCHEDULE_KINDS = ("uniform", "deepcache", "cat", "dato-ours-b1", "file", "dato-file")
+SCHEDULE_KINDS = ("uniform", "deepcache", "cat", "dato-ours-b1", "threshold", "file", "dato-file")
 COLUMNS = ("feature_distance", "fid", "caption_accuracy", "psnr", "relative_macs", "relative_latency", "speedup")
 """Measured columns of a table, in this order, where the evaluation gives them; speed-up is 1 / relative latency."""
 
@@ -104,8 +107,10 @@ def substitute(value: Any, paths: Mapping[str, str], config: Path) -> Any:
     return value
 
 
-def row_schedule(spec: Any, steps: int) -> Schedule:
-    """The schedule a row's ``schedule`` table names, at the pipeline's loop length ``steps``.
+def row_schedule(spec: Any, steps: int, model: str | None = None) -> Schedule:
+    """The schedule a row's ``schedule`` table names, at the pipeline's loop length ``steps``; a threshold row's
+    calibration is refused where it was recorded on other weights than ``model``'s or another loop (where ``model`` is
+    given: its loop length is known once the pipeline is loaded).
 
     Any kind takes ``prune_less = TAU`` (DSAP's blocks stay unpruned for the first TAU iterations)
     and ``slots`` (the schedule's slots, e.g. ``"all"``).
@@ -124,6 +129,8 @@ def row_schedule(spec: Any, steps: int) -> Schedule:
             schedule = Schedule.cat(steps, **options)
         elif spec["kind"] == "dato-ours-b1":
             schedule = dato_ours_b1(**options)
+        elif spec["kind"] == "threshold":
+            schedule = threshold_row(steps, model, **options)
         elif set(options) != {"path"}:
             raise ConfigError(f"a schedule of kind {spec['kind']!r} takes only a path, got {spec!r:.80}")
         else:
@@ -133,6 +140,24 @@ def row_schedule(spec: Any, steps: int) -> Schedule:
     if "slots" in spec:
         schedule = dataclasses.replace(schedule, slots=spec["slots"])
     return schedule if "prune_less" not in spec else dataclasses.replace(schedule, prune_less=PruneLess(spec["prune_less"]))
+
+
+def threshold_row(steps: int, model: str | None, calibration: str, rule: str, threshold: float, method: str = "sito") -> Schedule:
+    """The schedule the threshold method ``rule`` (first_block, teacache or magcache) runs at ``threshold`` on the
+    ``calibration`` file, checked against ``model`` and ``steps`` where a model is given (see :func:`row_schedule`)."""
+    from prunesched.calibration.document import Calibration
+    from prunesched.calibration.thresholds import RULES, threshold_schedule
+    from prunesched.search.calibration import MAX_THRESHOLD
+
+    if rule not in RULES:
+        raise ConfigError(f"a threshold row's rule must be one of {', '.join(RULES)}, got {rule!r:.80}")
+    check_number(threshold, "threshold", "a threshold row", high=MAX_THRESHOLD)
+    document = Calibration.load(calibration)
+    if model is not None:
+        from prunesched.models.loading import model_fingerprint
+
+        document.check(model_fingerprint(model), steps, calibration)
+    return threshold_schedule(document, rule, threshold, method)
 
 
 def run_table(config: dict[str, Any], out: Path, plot_path: Path | None) -> dict[str, Any]:
@@ -153,7 +178,7 @@ def run_table(config: dict[str, Any], out: Path, plot_path: Path | None) -> dict
     began = time.perf_counter()
     print(f"preparing the full model's {settings.images} images, reference features and cost tables (cached for the next run)", flush=True)
     evaluation = PipelineEvaluator(settings)
-    schedules = [row_schedule(r["schedule"], evaluation.steps) if "schedule" in r else None for r in rows]
+    schedules = [row_schedule(r["schedule"], evaluation.steps, settings.model) if "schedule" in r else None for r in rows]
     results = []
     for row, schedule in zip(rows, schedules):
         entry = {"label": row["label"], "family": row.get("family", row["label"]), "paper": row.get("paper", {}), "note": row.get("note")}

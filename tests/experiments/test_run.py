@@ -163,8 +163,25 @@ def test_malformed_configs_are_refused_with_what_would_be_valid(tmp_path, text, 
 
 
 def test_a_row_schedule_of_an_unknown_kind_names_the_valid_ones():
-    with pytest.raises(ConfigError, match="kind one of uniform, deepcache, cat, dato-ours-b1, file"):
+    with pytest.raises(ConfigError, match="kind one of uniform, deepcache, cat, dato-ours-b1, threshold, file"):
         run.row_schedule({"kind": "tomesd", "ratio": 0.5}, 11)
+
+
+def test_a_threshold_row_is_the_calibrations_schedule_and_refuses_another_model_or_rule():
+    from prunesched.calibration.document import Calibration
+    from prunesched.calibration.thresholds import threshold_schedule
+
+    path = "experiments/configs/shapes_dit.calibration.json"  # the DiT table's: 28 Euler steps of shapes-dit
+    row = {"kind": "threshold", "calibration": str(ROOT / path), "rule": "teacache", "threshold": 0.2}
+    assert run.row_schedule(row, 28, "shapes-dit") == threshold_schedule(Calibration.load(ROOT / path), "teacache", 0.2)
+    with pytest.raises(ConfigError, match="recorded on 'shapes-dit'"):
+        run.row_schedule(row, 28, "shapes")
+    with pytest.raises(ConfigError, match="covers 28 loop iterations"):
+        run.row_schedule(row, 21, "shapes-dit")
+    with pytest.raises(ConfigError, match="rule must be one of first_block, teacache, magcache, got 'fbcache'"):
+        run.row_schedule(row | {"rule": "fbcache"}, 28)
+    with pytest.raises(ConfigError, match="threshold"):
+        run.row_schedule(row | {"threshold": -1}, 28)
 
 
 def documented_runs() -> list[tuple[str, list[str]]]:
