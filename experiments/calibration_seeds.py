@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prunesched.calibration.recording import calibrate
+from prunesched.calibration.recording import calibration_generator, record
 from prunesched.calibration.thresholds import RULES, strip
 from prunesched.evaluation.evaluate import PipelineEvaluator
 from prunesched.runtime.schedule import Schedule
@@ -110,7 +110,7 @@ def main() -> None:
     evaluator = data["evaluator"] = {**data["evaluator"], "model": args.model or data["evaluator"]["model"]}
     model = evaluator["model"]  # the calibration runs what the search's evaluator runs
     steps, guidance = evaluator["num_inference_steps"], evaluator["guidance_scale"]
-    calibration = calibrate(model, num_inference_steps=steps, guidance_scale=guidance, prompt_set=evaluator["prompts"])
+    calibration = record(calibration_generator(model, num_inference_steps=steps, guidance_scale=guidance, prompt_set=evaluator["prompts"]))
     path = calibration.save(folder / "calibration.json")
     wall = {"calibration": round(time.monotonic() - begun, 1)}
     dit = calibration.architecture == "dit"

@@ -1,6 +1,6 @@
 """A calibration: how much the full model's blocks and output change from one loop iteration to the next, as JSON.
 
-``prunesched calibrate MODEL`` (:func:`prunesched.calibration.recording.calibrate`) records it; the threshold
+``prunesched calibrate MODEL`` (:func:`prunesched.calibration.recording.record`) records it; the threshold
 rules (:mod:`prunesched.calibration.thresholds`) turn it into the schedules FirstBlockCache, TeaCache and
 MagCache would run. The document is data, never a pickle, and carries the model's fingerprint and the loop it was
 recorded on, so a search refuses one made on other weights or another loop length (:meth:`Calibration.check`)::

@@ -40,21 +40,6 @@ Watch = Callable[[tuple[Any, ...], dict[str, Any], Any], Tensor]
 """What a hook keeps of one forward call: a tensor made from its positional arguments, keyword arguments and output."""
 
 
-def calibrate(
-    model: str,
-    prompts: int = DEFAULT_PROMPTS,
-    num_inference_steps: int = 20,
-    guidance_scale: float = 7.5,
-    seed: int = 0,
-    prompt_set: PromptSpec | None = None,
-    progress: Progress | None = None,
-) -> Calibration:
-    """Record a calibration of ``model`` (a built-in name, a diffusers folder or a cached hub id): the full model on
-    ``prompts`` prompts of ``prompt_set`` (default: the shapes captions, as a search's evaluator), image i with seed
-    ``seed + i``, at ``num_inference_steps`` and ``guidance_scale``."""
-    return record(calibration_generator(model, prompts, num_inference_steps, guidance_scale, seed, prompt_set), progress)
-
-
 def calibration_generator(
     model: str,
     prompts: int = DEFAULT_PROMPTS,
@@ -63,8 +48,10 @@ def calibration_generator(
     seed: int = 0,
     prompt_set: PromptSpec | None = None,
 ) -> ImageGenerator:
-    """The generator a calibration runs: the model's pipeline with the prompts and seeds an evaluator with these
-    settings would draw (:class:`~prunesched.evaluation.settings.PipelineSettings`), all in one batch."""
+    """The generator a calibration of ``model`` (a built-in name, a diffusers folder or a cached hub id) runs for
+    :func:`record`: its pipeline on ``prompts`` prompts of ``prompt_set`` (default: the shapes captions), image i with
+    seed ``seed + i``, drawn as an evaluator with these settings draws them
+    (:class:`~prunesched.evaluation.settings.PipelineSettings`), all in one batch."""
     settings = PipelineSettings(
         model=model,
         prompts=prompt_set or {"kind": "shapes"},
