@@ -2,13 +2,14 @@
 
     python experiments/calibration_seeds.py --model shapes        # -> experiments/results/calibration_seeds_shapes.json
     python experiments/calibration_seeds.py --model shapes-dit    # the shapes DiT in DaTo's space over reuse, depth 0, full
-    python experiments/calibration_seeds.py --model shapes-dit --config prunesched/search/presets/shapes-dit.toml
+    python experiments/calibration_seeds.py --config prunesched/search/presets/shapes-dit.toml   # the DiT preset
 
 It records a calibration of the model (4 prompts at the search's steps, guidance and prompt set, as ``prunesched
-calibrate``), then runs the same search twice, with the same config, budget and seed: once as it is, once with
-``[calibration] seeds = true`` (the threshold schedules of FirstBlockCache, TeaCache and MagCache at their default
-thresholds, projected into the space, start the first generation; they are not added as baselines, so both
-searches evaluate the same baselines and the same number of generations). The search is ``--config`` (the
+calibrate``), or takes the config's own ``[calibration]`` (the shapes-dit preset's), then runs the same search
+twice, with the same config, budget and seed: once without calibration, once with ``[calibration] seeds = true``
+(the threshold schedules of FirstBlockCache, TeaCache and MagCache at the config's thresholds, projected into the
+space, start the first generation; neither search evaluates them as baselines, so both evaluate the same
+baselines and the same number of generations). The search is ``--config`` (the
 embedded default unless given) on ``--model``, with fewer images per candidate, the evaluator's own objectives and
 guardrails, and the search's own validation off; a DiT given a UNet's space gets DaTo's per-step space over reuse,
 depth 0 (its first and last block) and full steps, without pruning. The cost objective is relative MACs: the cost
@@ -33,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prunesched.calibration.document import Calibration
 from prunesched.calibration.recording import calibration_generator, record
 from prunesched.calibration.thresholds import RULES, strip
 from prunesched.evaluation.evaluate import PipelineEvaluator
@@ -67,8 +69,9 @@ def search_config(data: dict[str, Any], args: argparse.Namespace, dit: bool, cal
             "ratios": [0.0],
             "method": {"name": "cat"},
         }
+    thresholds = data.pop("calibration")["thresholds"]  # neither search evaluates a config's own calibration baselines
     if calibration is not None:
-        data["calibration"] = {"file": str(calibration), "baselines": False, "seeds": True}
+        data["calibration"] = {"file": str(calibration), "thresholds": thresholds, "baselines": False, "seeds": True}
     return SearchConfig.from_dict(data)
 
 
@@ -110,7 +113,12 @@ def main() -> None:
     evaluator = data["evaluator"] = {**data["evaluator"], "model": args.model or data["evaluator"]["model"]}
     model = evaluator["model"]  # the calibration runs what the search's evaluator runs
     steps, guidance = evaluator["num_inference_steps"], evaluator["guidance_scale"]
-    calibration = record(calibration_generator(model, num_inference_steps=steps, guidance_scale=guidance, prompt_set=evaluator["prompts"]))
+    own = data["calibration"]  # a config's own calibration and thresholds seed it (the shapes-dit preset's) where it has one
+    if own["file"] is not None:
+        calibration = Calibration.from_dict(own["file"], str(args.config))
+    else:
+        generator = calibration_generator(model, num_inference_steps=steps, guidance_scale=guidance, prompt_set=evaluator["prompts"])
+        calibration = record(generator)
     path = calibration.save(folder / "calibration.json")
     wall = {"calibration": round(time.monotonic() - begun, 1)}
     dit = calibration.architecture == "dit"

@@ -8,7 +8,7 @@ threshold here, are evaluated beside the candidates like every other baseline (n
 
 ```toml
 [calibration]
-file = "calibration.json"   # from `prunesched calibrate MODEL`, at the search's model and num_inference_steps
+file = "calibration.json"   # from `prunesched calibrate MODEL`, at the search's model and num_inference_steps; next to the config
 thresholds = { first_block = [0.05, 0.1, 0.2], teacache = [0.1, 0.2, 0.4], magcache = [0.02, 0.06, 0.2] }  # the defaults
 baselines = true            # evaluate them as baselines (generation -1)
 seeds = true                # start the first generation from them

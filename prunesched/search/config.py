@@ -211,11 +211,15 @@ class SearchConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> SearchConfig:
+        """The search config in the TOML file ``path``; a relative ``[calibration] file`` is found next to it."""
         text = read_text(path, "search config", ConfigError)
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"search config {str(path)!r} is not valid TOML: {exc}") from None
+        calibration = data.get("calibration")
+        if isinstance(calibration, dict) and isinstance(calibration.get("file"), str):
+            data["calibration"] = calibration | {"file": str(Path(path).parent / Path(calibration["file"]).expanduser())}
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:

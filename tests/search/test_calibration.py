@@ -103,3 +103,15 @@ def test_a_search_stores_the_calibration_baselines_and_starts_from_the_projected
     assert len(seeds) == 3 and not set(seeds) & {s.hash for s in expected.values()}
     members = {c.schedule_hash for c, _ in store.candidates_by_id(store.generation(search_id, 0).members)}
     assert set(seeds) <= members
+
+
+def test_a_config_files_relative_calibration_is_found_next_to_it(tmp_path, monkeypatch):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    made(CHANGE, CHANGE, [1.0] * 8, architecture="dit", model="a-dit").save(folder / "calibration.json")
+    (folder / "search.toml").write_text(
+        '[space]\nkind = "dato"\nsteps = 8\ncaches = ["reuse", 0, "full"]\nmethod = { name = "cat" }\n'
+        '[evaluator]\nkind = "synthetic"\n[calibration]\nfile = "calibration.json"\nthresholds = { teacache = [0.07] }\n'
+    )
+    monkeypatch.chdir(tmp_path)  # not the config's folder: a path relative to the working directory would miss it
+    assert list(SearchConfig.load("configs/search.toml").baseline_schedules())[-1] == "TeaCache 0.07"
