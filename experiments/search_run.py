@@ -48,7 +48,7 @@ def load(path: Path | None, screening: bool | None) -> SearchConfig:
         data = SearchConfig.default().to_dict()
     else:
         data = tomllib.loads(path.read_text())
-        data = data.get("search", data)
+        data = data["search"] if "search" in data else SearchConfig.load(path).to_dict()  # its calibration beside it
     if screening is not None:
         data["screening"] = {**data.get("screening", {}), "enabled": screening}
     return SearchConfig.from_dict(data)
