@@ -1,8 +1,9 @@
-"""The demo: the embedded shapes model next to a few well-known schedules, in pictures and numbers.
+"""The demo: an embedded shapes model next to a few well-known schedules, in pictures and numbers.
 
 It is the quickest way to see what caching and pruning do, on a laptop, without any download:
 one row of images per schedule (same captions and seeds), with the judge's caption accuracy,
 FID to the full model's images in the judge's feature space, PSNR, and the measured speed-up.
+The UNet (``shapes``) runs DeepCache, SiTo and DaTo; the DiT (``shapes-dit``) block caches and CAT.
 """
 
 from __future__ import annotations
@@ -18,12 +19,25 @@ from prunesched.evaluation.evaluate import PipelineEvaluator
 from prunesched.evaluation.generation import load_images, tile
 from prunesched.evaluation.settings import PipelineSettings
 from prunesched.evaluation.stats import Metrics
+from prunesched.models import shapes
 from prunesched.runtime.paper_tables import dato_ours_b1
-from prunesched.runtime.schedule import Schedule
+from prunesched.runtime.schedule import BlockCache, Schedule
+
+DEMO_MODELS = {shapes.NAME: (50, 7.5), shapes.DIT_NAME: (28, 7.0)}
+"""The models the demo runs, with their pipelines' default steps and guidance (SD 1.5's PNDM, SD3's Euler)."""
 
 
-def demo_schedules(steps: int) -> dict[str, Schedule]:
-    """All-full, DeepCache-style caching, SiTo at 0.5 everywhere, and DaTo's published table, for a ``steps``-iteration loop."""
+def demo_schedules(steps: int, model: str = shapes.NAME) -> dict[str, Schedule]:
+    """For a ``steps``-iteration loop of ``model``: all-full, then on the UNet DeepCache-style caching, SiTo at 0.5
+    everywhere and DaTo's published table; on the DiT a block cache of its first and last block, DBCache's fixed
+    F1B0 mask and CAT at its paper's t0 and alpha."""
+    if model == shapes.DIT_NAME:
+        return {
+            "all full": Schedule.uniform(steps),
+            "F1B1, N=3": Schedule.deepcache(steps, interval=3, branch=0),
+            "DBCache F1B0, N=3": Schedule.deepcache(steps, interval=3, branch=BlockCache(1, 0)),
+            "CAT 0.3": Schedule.cat(steps, t0=8, alpha=0.3),
+        }
     dato = dato_ours_b1()
     return {
         "all full": Schedule.uniform(steps),
@@ -42,19 +56,29 @@ class DemoRow:
 
 def run_demo(
     images: int = 8,
-    num_inference_steps: int = 50,
+    num_inference_steps: int | None = None,
     repeats: int = 2,
     cache_dir: str | None = None,
     log: Callable[[str], None] = print,
+    model: str = shapes.NAME,
 ) -> list[DemoRow]:
-    """Generate the full model's images and each demo schedule's, score them, and time ``repeats`` paired runs."""
+    """Generate ``model``'s full images and each demo schedule's (at the model's default steps unless
+    ``num_inference_steps`` is given), score them, and time ``repeats`` paired runs."""
+    default_steps, guidance_scale = DEMO_MODELS[model]
+    steps = num_inference_steps or default_steps
     settings = PipelineSettings(
-        images=images, num_inference_steps=num_inference_steps, reference="model", repeats=repeats, cache_dir=cache_dir
+        model=model,
+        images=images,
+        num_inference_steps=steps,
+        guidance_scale=guidance_scale,
+        reference="model",
+        repeats=repeats,
+        cache_dir=cache_dir,
     )
-    log(f"loading the shapes model and generating {images} full-model images ({num_inference_steps} steps)...")
+    log(f"loading {model} and generating {images} full-model images ({steps} steps)...")
     evaluation = PipelineEvaluator(settings)
     rows = [DemoRow("full model", evaluation.full_images, {})]
-    for name, schedule in demo_schedules(evaluation.steps).items():
+    for name, schedule in demo_schedules(evaluation.steps, model).items():
         log(f"{name}: generating, scoring and timing...")
         metrics = evaluation.evaluate(schedule)
         generated = load_images(evaluation.folder / schedule.hash[:16], images)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from prunesched.cli.render import number, table
+from prunesched.models import shapes
 
 
 @click.command("demo")
@@ -19,16 +20,26 @@ from prunesched.cli.render import number, table
     help="The image grid: a new name or a regular file.",
 )
 @click.option("--images", type=int, default=8, show_default=True, help="Images per schedule (held-out captions, seeds 0..N-1).")
-@click.option("--steps", "num_inference_steps", type=int, default=50, show_default=True, help="PNDM steps, as SD 1.5.")
+@click.option(
+    "--model", type=click.Choice(list(shapes.MODELS)), default="shapes", show_default=True, help="The shapes UNet or the shapes DiT."
+)
+@click.option(
+    "--steps",
+    "num_inference_steps",
+    type=int,
+    default=None,
+    help="Inference steps [default: 50 PNDM steps for shapes, as SD 1.5; 28 Euler steps for shapes-dit, as SD3].",
+)
 @click.option("--repeats", type=int, default=2, show_default=True, help="Timed runs per speed-up, each paired with a full run.")
 @click.option("--cache-dir", default=None, help="Images and reference features [default: $PRUNESCHED_CACHE or ~/.cache/prunesched].")
-def demo(output: Path, images: int, num_inference_steps: int, repeats: int, cache_dir: str | None) -> None:
-    """Compare the shapes model's full output with all-full, DeepCache, SiTo 0.5 and DaTo schedules."""
+def demo(output: Path, model: str, images: int, num_inference_steps: int | None, repeats: int, cache_dir: str | None) -> None:
+    """Compare a shapes model's full output with well-known schedules: all-full, DeepCache, SiTo 0.5 and DaTo on the
+    UNet; block caches (F1B1, DBCache's F1B0) and CAT on the DiT."""
     from prunesched.demo import run_demo, save_grid
     from prunesched.storage.outputs import check_output
 
     check_output(output, None)  # before the minutes of sampling
-    rows = run_demo(images, num_inference_steps, repeats, cache_dir, log=lambda line: click.echo(line, err=True))
+    rows = run_demo(images, num_inference_steps, repeats, cache_dir, log=lambda line: click.echo(line, err=True), model=model)
     names = ["caption_accuracy", "fid", "psnr", "relative_latency"]
     table(
         ["schedule", "judge accuracy", "FID to full", "PSNR dB", "speed-up"],

@@ -106,3 +106,27 @@ def test_eval_takes_the_dit_by_name(tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "caption_accuracy" in result.output and "feature_distance" in result.output
+
+
+def test_the_demo_runs_the_dits_block_caches_and_cat(tmp_path):
+    out = tmp_path / "demo.png"
+    args = [
+        "demo",
+        "--model",
+        DIT_NAME,
+        "-o",
+        str(out),
+        "--images",
+        "2",
+        "--steps",
+        "10",
+        "--repeats",
+        "1",
+        "--cache-dir",
+        str(tmp_path / "c"),
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    for name in ("F1B1, N=3", "DBCache F1B0, N=3", "CAT 0.3"):
+        assert name in result.output
+    assert "10 steps" in result.output and Image.open(out).size == (150 + 2 * 128, 5 * 128)  # full model + 4 rows
