@@ -84,49 +84,24 @@ def test_apply_records_the_block_cache_steps_on_the_shipped_dit(pipe):
     handle.remove()
 
 
+def on_the_dit(tmp_path: Path, *args: str) -> str:
+    """The output of the CLI command ``args`` on the DiT, with 2 images, one timed run and its cache in ``tmp_path``."""
+    common = ["--model", DIT_NAME, "--images", "2", "--repeats", "1", "--cache-dir", str(tmp_path / "c")]
+    result = CliRunner().invoke(main, [*args, *common])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
 def test_eval_takes_the_dit_by_name(tmp_path):
     schedule = tmp_path / "s.json"
     Schedule.deepcache(4, interval=2, branch=0).save(schedule)
-    args = [
-        "eval",
-        str(schedule),
-        "-o",
-        str(tmp_path / "s.eval.json"),
-        "--model",
-        DIT_NAME,
-        "--images",
-        "2",
-        "--steps",
-        "4",
-        "--repeats",
-        "1",
-        "--cache-dir",
-        str(tmp_path / "c"),
-    ]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output
-    assert "caption_accuracy" in result.output and "feature_distance" in result.output
+    output = on_the_dit(tmp_path, "eval", str(schedule), "-o", str(tmp_path / "s.eval.json"), "--steps", "4")
+    assert "caption_accuracy" in output and "feature_distance" in output
 
 
 def test_the_demo_runs_the_dits_block_caches_and_cat(tmp_path):
     out = tmp_path / "demo.png"
-    args = [
-        "demo",
-        "--model",
-        DIT_NAME,
-        "-o",
-        str(out),
-        "--images",
-        "2",
-        "--steps",
-        "10",
-        "--repeats",
-        "1",
-        "--cache-dir",
-        str(tmp_path / "c"),
-    ]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output
+    output = on_the_dit(tmp_path, "demo", "-o", str(out), "--steps", "10")
     for name in ("F1B1, N=3", "DBCache F1B0, N=3", "CAT 0.3"):
-        assert name in result.output
-    assert "10 steps" in result.output and Image.open(out).size == (150 + 2 * 128, 5 * 128)  # full model + 4 rows
+        assert name in output
+    assert "10 steps" in output and Image.open(out).size == (150 + 2 * 128, 5 * 128)  # full model + 4 rows
