@@ -273,6 +273,15 @@ def run_search(config: dict[str, Any], db: str) -> int:
     return launch_with_progress(SearchConfig.from_dict(config["search"]), db)
 
 
+def evaluator_setting(item: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of ``--evaluator`` as the key and the TOML value (``seed=1000``, ``cost=["macs"]``)."""
+    key, _, value = item.partition("=")
+    try:
+        return key, tomllib.loads(f"value = {value}")["value"]
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(f'--evaluator takes KEY=VALUE with a TOML value, such as seed=1000 or cost=["macs"]; got {item!r}') from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", type=Path)
@@ -280,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="table: result JSON [default: experiments/results/CONFIG.json]")
     parser.add_argument("--plot", type=Path, help="table: plot PNG [default: docs/images/CONFIG.png]")
     parser.add_argument("--db", help="search: database file or SQLAlchemy URL [default: CONFIG.db]")
+    parser.add_argument(
+        "--evaluator",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="table: replace one [evaluator] setting, VALUE in TOML (seed=1000 images=16: the same rows on new images)",
+    )
     args = parser.parse_args(argv)
     try:
         overrides = dict(item.split("=", 1) for item in args.path if "=" in item)
@@ -287,8 +303,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--path takes NAME=PATH, got {next(p for p in args.path if '=' not in p)!r}")
         config = load(args.config, overrides)
         if config["kind"] == "table":
+            config["evaluator"] = config.get("evaluator", {}) | dict(evaluator_setting(item) for item in args.evaluator)
             out = args.out or ROOT / "results" / f"{args.config.stem}.json"
             run_table(config, out, args.plot or ROOT.parent / "docs" / "images" / f"{args.config.stem}.png")
+        elif args.evaluator:
+            raise ConfigError("--evaluator changes a table's [evaluator]; a search config's is its [search.evaluator]")
         else:
             run_search(config, args.db or f"{args.config.stem}.db")
     except PruneschedError as exc:

@@ -212,3 +212,16 @@ def test_every_documented_experiment_command_names_a_config_and_its_paths(where,
 def test_a_row_schedule_takes_dsap_prune_less_steps():
     schedule = run.row_schedule({"kind": "uniform", "prune": 0.6, "method": "atedm", "prune_less": 3}, 11)
     assert schedule.prune_less is not None and schedule.prune_less.steps == 3 and schedule.method.name == "atedm"
+
+
+def test_evaluator_overrides_are_toml_values_for_tables_only(capsys):
+    assert run.evaluator_setting("seed=1000") == ("seed", 1000)
+    assert run.evaluator_setting('cost=["macs"]') == ("cost", ["macs"])
+    with pytest.raises(ConfigError, match="--evaluator takes KEY=VALUE with a TOML value"):
+        run.evaluator_setting("seed=")
+    table = str(ROOT / "experiments" / "configs" / "shapes_dit_methods.toml")
+    assert run.main([table, "--evaluator", "colour=1"]) == 2  # refused before any image is made
+    assert "unexpected keyword argument 'colour'" in capsys.readouterr().err
+    search = str(ROOT / "experiments" / "configs" / "shapes_search_vs_baselines.toml")
+    assert run.main([search, "--evaluator", "seed=1"]) == 2
+    assert "--evaluator changes a table's [evaluator]" in capsys.readouterr().err
