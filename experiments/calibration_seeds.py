@@ -29,12 +29,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from prunesched.calibration.document import Calibration
 from prunesched.calibration.recording import calibration_generator, record
 from prunesched.calibration.thresholds import RULES, strip
 from prunesched.evaluation.evaluate import PipelineEvaluator
@@ -109,14 +109,13 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="prunesched-seeds-"))
     os.environ["PRUNESCHED_CACHE"] = str(folder / "cache")  # before Ray starts: its workers inherit it
     begun = time.monotonic()
-    data = SearchConfig.default().to_dict() if args.config is None else SearchConfig.load(args.config).to_dict()
+    loaded = SearchConfig.default() if args.config is None else SearchConfig.load(args.config)
+    data = loaded.to_dict()
     evaluator = data["evaluator"] = {**data["evaluator"], "model": args.model or data["evaluator"]["model"]}
     model = evaluator["model"]  # the calibration runs what the search's evaluator runs
     steps, guidance = evaluator["num_inference_steps"], evaluator["guidance_scale"]
-    own = data["calibration"]  # a config's own calibration and thresholds seed it (the shapes-dit preset's) where it has one
-    if own["file"] is not None:
-        calibration = Calibration.from_dict(own["file"], str(args.config))
-    else:
+    calibration = loaded.calibration.calibration  # a config's own seeds it (the shapes-dit preset's) where it has one
+    if calibration is None:
         generator = calibration_generator(model, num_inference_steps=steps, guidance_scale=guidance, prompt_set=evaluator["prompts"])
         calibration = record(generator)
     path = calibration.save(folder / "calibration.json")
@@ -170,8 +169,7 @@ def main() -> None:
     projected = {name: config.space.decode(nearest_genome(config.space, s)) for name, s in seeds.items()}
     result = {
         "what": f"{args.config or 'the embedded default search'} on {model} with and without calibration seeds, "
-        f"on {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}; python experiments/calibration_seeds.py --model {model}"
-        + (f" --config {args.config}" if args.config else ""),
+        f"on {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}; python experiments/calibration_seeds.py {' '.join(sys.argv[1:])}",
         "config": {**config.to_dict(), "calibration": {"seeds": True, "baselines": False, "thresholds": config.calibration.thresholds}},
         "calibration": {
             "fingerprint": calibration.fingerprint,

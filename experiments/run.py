@@ -146,11 +146,9 @@ def threshold_row(steps: int, model: str | None, calibration: str, rule: str, th
     """The schedule the threshold method ``rule`` (first_block, teacache or magcache) runs at ``threshold`` on the
     ``calibration`` file, checked against ``model`` and ``steps`` where a model is given (see :func:`row_schedule`)."""
     from prunesched.calibration.document import Calibration
-    from prunesched.calibration.thresholds import RULES, threshold_schedule
+    from prunesched.calibration.thresholds import threshold_schedule
     from prunesched.search.calibration import MAX_THRESHOLD
 
-    if rule not in RULES:
-        raise ConfigError(f"a threshold row's rule must be one of {', '.join(RULES)}, got {rule!r:.80}")
     check_number(threshold, "threshold", "a threshold row", high=MAX_THRESHOLD)
     document = Calibration.load(calibration)
     if model is not None:

@@ -32,7 +32,7 @@ from prunesched.cli.render import comparison_dict
 from prunesched.report import plots
 from prunesched.report.record import read_search
 from prunesched.search import review
-from prunesched.search.config import SearchConfig
+from prunesched.search.config import SearchConfig, files_beside
 from prunesched.search.coordinator import Progress, launch
 from prunesched.storage import Store
 from prunesched.storage.store import BASELINE_GENERATION
@@ -48,7 +48,7 @@ def load(path: Path | None, screening: bool | None) -> SearchConfig:
         data = SearchConfig.default().to_dict()
     else:
         data = tomllib.loads(path.read_text())
-        data = data["search"] if "search" in data else SearchConfig.load(path).to_dict()  # its calibration beside it
+        data = data["search"] if "search" in data else files_beside(data, path.parent)
     if screening is not None:
         data["screening"] = {**data.get("screening", {}), "enabled": screening}
     return SearchConfig.from_dict(data)

@@ -217,10 +217,7 @@ class SearchConfig:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"search config {str(path)!r} is not valid TOML: {exc}") from None
-        calibration = data.get("calibration")
-        if isinstance(calibration, dict) and isinstance(calibration.get("file"), str):
-            data["calibration"] = calibration | {"file": str(Path(path).parent / Path(calibration["file"]).expanduser())}
-        return cls.from_dict(data)
+        return cls.from_dict(files_beside(data, Path(path).parent))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that :meth:`from_dict` turns back into this config (stored with the search)."""
@@ -266,6 +263,14 @@ def _build(cls: type[T], data: Mapping[str, Any], name: str) -> T:
         return cls(**table)
     except TypeError as exc:
         raise ConfigError(f"[{name}]: {exc}") from None
+
+
+def files_beside(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A search config's tables with a relative ``[calibration] file`` taken from ``folder``, the config file's."""
+    calibration = data.get("calibration")
+    if isinstance(calibration, dict) and isinstance(calibration.get("file"), str):
+        return data | {"calibration": calibration | {"file": str(folder / Path(calibration["file"]).expanduser())}}
+    return data
 
 
 def preset_names() -> list[str]:

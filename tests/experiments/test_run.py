@@ -178,7 +178,7 @@ def test_a_threshold_row_is_the_calibrations_schedule_and_refuses_another_model_
         run.row_schedule(row, 28, "shapes")
     with pytest.raises(ConfigError, match="covers 28 loop iterations"):
         run.row_schedule(row, 21, "shapes-dit")
-    with pytest.raises(ConfigError, match="rule must be one of first_block, teacache, magcache, got 'fbcache'"):
+    with pytest.raises(ConfigError, match="unknown threshold method 'fbcache'; valid: first_block, teacache, magcache"):
         run.row_schedule(row | {"rule": "fbcache"}, 28)
     with pytest.raises(ConfigError, match="threshold"):
         run.row_schedule(row | {"threshold": -1}, 28)
