@@ -22,7 +22,6 @@ from the JSON and the kept images, without generating anything.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 from pathlib import Path
@@ -36,7 +35,7 @@ from prunesched.errors import ConfigError, PruneschedError
 from prunesched.evaluation import paired
 from prunesched.evaluation.generation import load_images
 from prunesched.evaluation.stats import metric
-from prunesched.models.loading import load_pipeline
+from prunesched.models.loading import pipeline_defaults
 from prunesched.runtime.schedule import FORECAST_ORDERS, cache_label
 
 ROOT = Path(__file__).resolve().parent
@@ -58,12 +57,6 @@ def rows() -> list[dict[str, Any]]:
         for n in intervals
         for order in FORECAST_ORDERS
     ]
-
-
-def pipeline_defaults(model: str) -> tuple[int, float]:
-    """The default ``num_inference_steps`` and ``guidance_scale`` of the model's pipeline (50 and 7.5 for SD, 28 and 7 for SD3)."""
-    parameters = inspect.signature(type(load_pipeline(model)).__call__).parameters
-    return parameters["num_inference_steps"].default, parameters["guidance_scale"].default
 
 
 def groups(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

@@ -20,11 +20,9 @@ from prunesched.evaluation.generation import load_images, tile
 from prunesched.evaluation.settings import PipelineSettings
 from prunesched.evaluation.stats import Metrics
 from prunesched.models import shapes
+from prunesched.models.loading import pipeline_defaults
 from prunesched.runtime.paper_tables import dato_ours_b1
 from prunesched.runtime.schedule import BlockCache, Schedule
-
-DEMO_MODELS = {shapes.NAME: (50, 7.5), shapes.DIT_NAME: (28, 7.0)}
-"""The models the demo runs, with their pipelines' default steps and guidance (SD 1.5's PNDM, SD3's Euler)."""
 
 
 def demo_schedules(steps: int, model: str = shapes.NAME) -> dict[str, Schedule]:
@@ -64,7 +62,7 @@ def run_demo(
 ) -> list[DemoRow]:
     """Generate ``model``'s full images and each demo schedule's (at the model's default steps unless
     ``num_inference_steps`` is given), score them, and time ``repeats`` paired runs."""
-    default_steps, guidance_scale = DEMO_MODELS[model]
+    default_steps, guidance_scale = pipeline_defaults(model)
     steps = num_inference_steps or default_steps
     settings = PipelineSettings(
         model=model,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,12 @@ def load_pipeline(model: str) -> Any:
         pipe = DiffusionPipeline.from_pretrained(model, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def pipeline_defaults(model: str) -> tuple[int, float]:
+    """The default ``num_inference_steps`` and ``guidance_scale`` of the model's pipeline (50 and 7.5 for SD, 28 and 7 for SD3)."""
+    parameters = inspect.signature(type(load_pipeline(model)).__call__).parameters
+    return parameters["num_inference_steps"].default, parameters["guidance_scale"].default
 
 
 @contextlib.contextmanager

@@ -23,8 +23,8 @@ from prunesched.cli import main
 from prunesched.evaluation.evaluate import PipelineEvaluator
 from prunesched.evaluation.paired import psnr
 from prunesched.evaluation.settings import PipelineSettings
-from prunesched.models.loading import load_pipeline, model_fingerprint
-from prunesched.models.shapes import DIT_DIR, DIT_NAME, MODEL_DIR
+from prunesched.models.loading import load_pipeline, model_fingerprint, pipeline_defaults
+from prunesched.models.shapes import DIT_DIR, DIT_NAME, MODEL_DIR, NAME
 from prunesched.runtime.schedule import Schedule
 
 REFERENCE = Path(__file__).parent / "data" / "shapes_dit_reference.png"
@@ -105,3 +105,8 @@ def test_the_demo_runs_the_dits_block_caches_and_cat(tmp_path):
     for name in ("F1B1, N=3", "DBCache F1B0, N=3", "CAT 0.3"):
         assert name in output
     assert "10 steps" in output and Image.open(out).size == (150 + 2 * 128, 5 * 128)  # full model + 4 rows
+
+
+def test_each_shapes_model_defaults_to_its_pipelines_steps_and_guidance():
+    """What demo and the forecast experiment run without --steps: SD 1.5's 50 PNDM steps, SD3's 28 Euler steps."""
+    assert pipeline_defaults(NAME) == (50, 7.5) and pipeline_defaults(DIT_NAME) == (28, 7.0)
