@@ -39,7 +39,7 @@ ZERO_TOKENS = 256
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=40_000, help="training images rendered once")
-    parser.add_argument("--steps", type=int, default=5400)
+    parser.add_argument("--steps", type=int, default=14_000)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
