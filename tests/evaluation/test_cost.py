@@ -95,6 +95,15 @@ def test_a_missing_table_entry_is_an_error_not_a_guess():
         table.steps(Schedule(steps=(StepPlan("full"), StepPlan("reuse", 0.3))))
 
 
+def test_the_same_steps_in_another_order_cost_exactly_the_same():
+    """Summed in order, 1 + 0.05 + 0.35 and 1 + 0.35 + 0.05 differ in the last bit, and a front then takes the costs apart."""
+    table = CostTable(key={}, relative={FULL: 1.0, "0@0.0": 0.05, "reuse@0.0": 0.35}, unaccelerated=2.0)
+    one = Schedule(steps=(StepPlan("full"), StepPlan(0), StepPlan("reuse")))
+    other = Schedule(steps=(StepPlan("full"), StepPlan("reuse"), StepPlan(0)))
+    assert labels(one)[1:] == ["0@0.0", "reuse@0.0"] and labels(other)[1:] == ["reuse@0.0", "0@0.0"]
+    assert table.relative_latency(one) == table.relative_latency(other) == 1.4 / 2.0
+
+
 def test_macs_are_exact_sums_and_the_table_is_profiled_once_per_machine(tmp_path, monkeypatch):
     generator = ImageGenerator(load_pipeline("tiny-sd"), GenerationSpec("tiny-sd", ("a cat",), (0,), 14, 7.5, 1))
     model = CostModel(generator, tmp_path, repeats=1)
