@@ -9,7 +9,7 @@ that searching beats the hand-made schedules.
 The search runs as ``prunesched search launch`` runs it (the same coordinator, a private local Ray), in a
 new database, with ``PRUNESCHED_CACHE`` pointed at an empty folder so that the full model's images, reference
 features and the cost table are all made within the measured time. The JSON holds the wall time of each stage,
-what the screening saved (candidates and images evaluated), the validated front with intervals, every baseline
+what the screening saved and the confirmation spent (candidates and images evaluated), the validated front with intervals, every baseline
 beside the searched point nearest it, whether the front dominates each DeepCache baseline, the cost model
 against measured latency, and two goals against DeepCache N=3 (branch 0): the quality loss at its cost, and
 the cost at its quality.
@@ -80,20 +80,27 @@ def _now() -> datetime:
 
 
 def spent(store: Store, search_id: int) -> dict[str, Any]:
-    """What the search evaluated: candidates, how many the screening left behind, and the images generated."""
+    """What the search evaluated: candidates, how many the screening left behind, how many front points were
+    confirmed, and the images generated (screenings, evaluations and confirmations; not the validation's)."""
     rows = store.evaluations(search_id)
     searched = [(c, e) for c, e in rows if c.generation_born != BASELINE_GENERATION]
 
+    def most(metrics: Any) -> int:
+        return max((m["n"] for m in metrics.values()), default=0) if metrics else 0
+
     def images(evaluation: Any) -> int:
-        full = 0 if evaluation.promoted is False or not evaluation.metrics else max(m["n"] for m in evaluation.metrics.values())
-        screened = max(m["n"] for m in evaluation.screening["metrics"].values()) if evaluation.screening else 0
-        return full + screened
+        screened = most(evaluation.screening["metrics"]) if evaluation.screening else 0
+        if evaluation.promoted is False:
+            return screened
+        replaced = (evaluation.confirmation or {}).get("unconfirmed")
+        return screened + most(evaluation.metrics) + (most(replaced["metrics"]) if replaced else 0)
 
     return {
         "baselines": len(rows) - len(searched),
         "searched": len(searched),
         "screened_out": sum(e.promoted is False for _, e in searched),
         "promoted": sum(e.promoted is True for _, e in searched),
+        "confirmed": sum(bool((e.confirmation or {}).get("unconfirmed")) for _, e in rows),
         "failed": sum(e.status == "failed" for _, e in rows),
         "images_generated": sum(images(e) for _, e in rows),
     }

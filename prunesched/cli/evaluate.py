@@ -99,14 +99,14 @@ def evaluate(schedule_path: Path, dato: bool, output: Path | None, prompts: str 
         ],
     )
     rails = guardrails_from_config(settings.default_guardrails())
-    violation, reason = check(rails, metrics, evaluation.full_metrics)
+    violation, reason = check(rails, metrics, evaluation.full_metrics())
     if rails:
         click.echo(f"guardrails: {reason}: a search keeps this schedule off its fronts" if violation else "guardrails: kept")
     result = {
         "schedule": schedule.to_dict(),
         "schedule_hash": schedule.hash,
         "metrics": metrics,
-        "full_model": evaluation.full_metrics,
+        "full_model": evaluation.full_metrics(),
         "guardrails": {"rules": guardrails_to_config(rails), "violation": violation, "reason": reason},
         "measured_with": evaluation.describe(),
     }

@@ -35,6 +35,8 @@ class ProgressView:
         self.search_id = p.search_id
         stage = f"generation {p.generation + 1}/{p.generations}" if p.stage == "search" else p.stage
         line = f"{stage}  done {p.done}  running {p.running}  failed {p.failed}  front {p.front_size}  hv {number(p.hypervolume)}"
+        if p.confirming:  # front points being evaluated again on more images (prunesched.search.confirmation)
+            line += f"  confirming {p.confirming} front points"
         if p.workers_up < p.workers:  # an actor died or its node was lost: its candidate is retried, a replacement is starting
             line += f"  workers {p.workers_up}/{p.workers} (replacing {p.workers - p.workers_up})"
         self.bar.update(self.task, description=line, completed=max(p.generation, 0) + p.generation_stored)
@@ -111,6 +113,7 @@ def row_dict(candidate: FrozenCandidate, evaluation: FrozenEvaluation, names: Se
         "violation_reason": evaluation.violation_reason,
         "screening": evaluation.screening,
         "promoted": evaluation.promoted,
+        "confirmation": evaluation.confirmation,
         "schedule": candidate.schedule,
     }
 

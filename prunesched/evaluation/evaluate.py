@@ -65,9 +65,16 @@ class PipelineEvaluator:
                 else _folder_key(Path(settings.reference))
             )
             self.reference = self.fidelity.reference(source, key, self.generator.size)
-        self.full_metrics = self.quality(self.full_images)
+        self._full_metrics: dict[int, Metrics] = {}
         self.costs = CostModel(self.generator, self.cache, settings.repeats) if {"predicted", "macs"} & set(settings.cost) else None
         self.device = f"{device}, batch {self.generator.batch_size}, {self.generator.attention}, latency: {settings.latency_scope}"
+
+    def full_metrics(self, images: int | None = None) -> Metrics:
+        """The unaccelerated model's quality metrics on the first ``images`` prompts and seeds (None: all of them)."""
+        n = len(self.full_images) if images is None else images
+        if n not in self._full_metrics:
+            self._full_metrics[n] = self.quality(self.full_images[:n])
+        return self._full_metrics[n]
 
     def evaluate(self, schedule: Schedule, images: int | None = None, timed: bool = True) -> Metrics:
         """The schedule's metrics on the first ``images`` prompts and seeds (None: all of them); ``timed`` False

@@ -14,6 +14,7 @@ guardrails = [{ metric = "caption_accuracy", min = "full" }]  # optional; else t
 [baselines]    # prunesched.search.baselines.BaselinesConfig
 [calibration]  # prunesched.search.calibration.CalibrationConfig
 [screening]    # prunesched.search.screening.ScreeningConfig
+[confirmation] # prunesched.search.confirmation.ConfirmationConfig
 [validation]   # prunesched.search.validation.ValidationConfig
 [dispatch]     # DispatchConfig below
 ```
@@ -38,6 +39,7 @@ from prunesched.files import read_text
 from prunesched.runtime.schedule import Schedule
 from prunesched.search.baselines import BaselinesConfig, distinct, seed_genomes
 from prunesched.search.calibration import CalibrationConfig
+from prunesched.search.confirmation import ConfirmationConfig
 from prunesched.search.evaluators import EvaluatorSettings, evaluator_settings, evaluator_table
 from prunesched.search.guardrails import Guardrail, guardrails_from_config, guardrails_to_config
 from prunesched.search.proposers import ProposerConfig
@@ -131,7 +133,8 @@ class SearchConfig:
     (``default_guardrails``), ``baselines`` (:mod:`prunesched.search.baselines`) to the hand-made
     schedules every search is compared with, ``calibration`` (:mod:`prunesched.search.calibration`) to none (a
     calibration's threshold schedules as more baselines and as seeds of the first generation), ``screening``
-    (:mod:`prunesched.search.screening`) to new candidates scored on 4 images before the promising ones get all, ``validation``
+    (:mod:`prunesched.search.screening`) to new candidates scored on 4 images before the promising ones get all, ``confirmation``
+    (:mod:`prunesched.search.confirmation`) to none (front points evaluated again on more images during the search), ``validation``
     (:mod:`prunesched.search.validation`) to the final front and the baselines evaluated again on four times the images.
     """
 
@@ -147,12 +150,13 @@ class SearchConfig:
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     screening: ScreeningConfig = field(default_factory=ScreeningConfig)
+    confirmation: ConfirmationConfig = field(default_factory=ConfirmationConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchConfig:
         keys = ["name", "seed", "objectives", "reference_point", "guardrails", "space", "proposer", "evaluator", "baselines"]
-        keys += ["calibration", "screening", "validation", "dispatch"]
+        keys += ["calibration", "screening", "confirmation", "validation", "dispatch"]
         check_keys(data, keys, "the search config")
         for table in ("space", "evaluator"):
             if not isinstance(data.get(table), Mapping):
@@ -181,6 +185,8 @@ class SearchConfig:
         baselines.schedules(space)  # a baseline the space's method cannot run is refused now
         calibration = _build(CalibrationConfig, data, "calibration")
         calibration.check(evaluator, space)
+        confirmation = _build(ConfirmationConfig, data, "confirmation")
+        confirmation.check(evaluator)
         return cls(
             space=space,
             evaluator=evaluator,
@@ -194,6 +200,7 @@ class SearchConfig:
             baselines=baselines,
             calibration=calibration,
             screening=_build(ScreeningConfig, data, "screening"),
+            confirmation=confirmation,
             validation=_build(ValidationConfig, data, "validation"),
         )
 
@@ -234,6 +241,7 @@ class SearchConfig:
             "baselines": _table(self.baselines),
             "calibration": _table(self.calibration),
             "screening": _table(self.screening),
+            "confirmation": _table(self.confirmation),
             "validation": _table(self.validation),
         }
 

@@ -3,7 +3,9 @@
 Before the first generation, the config's baselines (:mod:`prunesched.search.baselines`) are
 evaluated the same way and stored as candidates born in generation -1. Within a generation, new
 candidates are first screened on a few images and only those that can still reach the front are
-evaluated on all (:mod:`prunesched.search.screening`). After the last generation, the final
+evaluated on all (:mod:`prunesched.search.screening`); then, where the search confirms, the points
+that reached the front are evaluated again on more images until every point of the front is
+confirmed (:mod:`prunesched.search.confirmation`), and the proposer is told. After the last generation, the final
 front and the baselines are validated on more images (:mod:`prunesched.search.validation`) by
 workers of their own, and the search is finished once every validation is stored. Every finished evaluation
 is checked against the search's guardrails (:mod:`prunesched.search.guardrails`) before it is
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from importlib.metadata import version
@@ -31,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from prunesched.errors import ConfigError, PruneschedError, StorageError
+from prunesched.evaluation.stats import Metrics
 from prunesched.search import guardrails
 from prunesched.search import snapshot as snapshots
 from prunesched.search.config import SearchConfig
@@ -71,6 +74,7 @@ class Progress:
     workers_up: int = 0  # of them up now; fewer while lost ones (a dead actor, a lost node) are being replaced
     replaced: int = 0  # actors replaced so far in this run
     stage: str = "search"  # "baselines", "search" (the generations), or "validation"
+    confirming: int = 0  # front points being confirmed on more images now
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -181,14 +185,15 @@ def _owning(store: Store, search_id: int) -> Iterator[None]:
 def _workers(config: SearchConfig, factory: EvaluatorFactory | None, validating: bool = False) -> Iterator[RayDispatcher]:
     """Started evaluator actors whose pipeline runs as many loop iterations as the space's schedules have; killed on exit.
 
-    They evaluate with the config's evaluator settings, or with its validation settings when ``validating``.
+    They evaluate with the config's evaluator settings (holding the confirmation's images where the search confirms),
+    or with its validation settings when ``validating``.
     """
     config.dispatch.check_local_room()
     ensure_ray(config.dispatch.address)
     dispatch = config.dispatch
     settings = validation_settings(config.evaluator, config.validation) if validating else None
     dispatcher = RayDispatcher(
-        factory or evaluator_factory(settings or config.evaluator),
+        factory or evaluator_factory(settings or config.confirmation.worker_settings(config.evaluator)),
         dispatch.workers,
         dispatch.timeout_s,
         dispatch.retries,
@@ -211,13 +216,14 @@ Guard = Callable[[Outcome], Outcome]
 """Adds an evaluation's guardrail violation to its outcome."""
 
 
-def _guard(config: SearchConfig, dispatcher: RayDispatcher) -> Guard:
-    """The search's guardrails, bounded by the full model's metrics the workers measured when they started.
+def _guard(config: SearchConfig, dispatcher: RayDispatcher, validating: bool = False) -> Guard:
+    """The search's guardrails, bounded by the full model's metrics the workers measured on as many images as the
+    evaluation (a plain evaluation's or a confirmation's, where the search confirms).
 
     A guardrail bounded by ``"full"`` whose metric the evaluator does not measure is refused here, before
     anything is stored; one whose metric a result lacks fails that evaluation, naming the metric.
     """
-    full = dispatcher.infos[0]["full"] if dispatcher.infos else {}
+    full = dispatcher.full_metrics(None) if dispatcher.infos else {}
     for guardrail in config.guardrails:
         if FULL in (guardrail.min, guardrail.max) and guardrail.metric not in full:
             measured = ", ".join(full) or "none"
@@ -226,16 +232,28 @@ def _guard(config: SearchConfig, dispatcher: RayDispatcher) -> Guard:
                 f"of the full model (it measures: {measured}); bound it by a number or name another metric"
             )
 
+    fulls = {_images(full, config.guardrails): full}
+    images = None if validating else config.confirmation.evaluation_images(config.evaluator)
+    if images is not None:
+        fulls[images] = dispatcher.full_metrics(images)
+
     def guarded(outcome: Outcome) -> Outcome:
         if not outcome.ok or not config.guardrails or outcome.metrics is None:
             return outcome
         try:
-            violation, reason = guardrails.check(config.guardrails, outcome.metrics, full)
+            violation, reason = guardrails.check(
+                config.guardrails, outcome.metrics, fulls.get(_images(outcome.metrics, config.guardrails), full)
+            )
         except ConfigError as exc:
             return replace(outcome, ok=False, metrics=None, objectives=None, error=str(exc))
         return replace(outcome, violation=violation, violation_reason=reason)
 
     return guarded
+
+
+def _images(metrics: Metrics, rails: tuple[guardrails.Guardrail, ...]) -> int | None:
+    """On how many images ``metrics`` measured the first guardrail's metric they hold (None: none of them)."""
+    return next((metrics[g.metric].get("n") for g in rails if isinstance(metrics.get(g.metric), Mapping)), None)
 
 
 def _new_proposer(config: SearchConfig) -> Proposer:
@@ -287,7 +305,8 @@ def _baselines(
         _screen(store, members, dispatcher, report, images)
         _promote(store, search_id, [c.id for c, _ in members], everyone=True)
         members = store.candidates_by_id([c.id for c, _ in members])
-    _evaluate(store, members, dispatcher, guard, report)
+    _evaluate(store, members, dispatcher, guard, report, config.confirmation.evaluation_images(config.evaluator))
+    _confirm(store, search_id, config, dispatcher, guard, report)
 
 
 def _validate(
@@ -306,7 +325,7 @@ def _validate(
     if not tasks:
         return
     with _workers(config, factory, validating=True) as dispatcher:
-        guard = _guard(config, dispatcher)
+        guard = _guard(config, dispatcher, validating=True)
         done = len(rows) - len(tasks)
 
         def report() -> None:
@@ -330,10 +349,12 @@ def _evaluate(
     dispatcher: RayDispatcher,
     guard: Guard,
     report: Callable[..., None],
+    images: int | None,
 ) -> None:
-    """Evaluate the members not finished yet on the workers, storing each result (with its guardrail violation) as it arrives."""
+    """Evaluate the members not finished yet on the workers' first ``images`` images (None: all), storing each result
+    (with its guardrail violation) as it arrives."""
     pending = {c.id: (c, e) for c, e in members if e.status not in FINISHED}
-    tasks = [Task(c.id, thaw(c.schedule), e.attempts) for c, e in pending.values()]
+    tasks = [Task(c.id, thaw(c.schedule), e.attempts, images) for c, e in pending.values()]
 
     def finished(outcome: Outcome) -> None:
         outcome = guard(outcome)
@@ -345,6 +366,30 @@ def _evaluate(
         started=lambda task, worker, attempt: store.mark_running(task.candidate_id, worker, attempt),
         finished=finished,
     )
+
+
+def _confirm(
+    store: Store, search_id: int, config: SearchConfig, dispatcher: RayDispatcher, guard: Guard, report: Callable[..., None]
+) -> None:
+    """Confirm the front's points on all the workers' images until every point of the front is confirmed; nothing where
+    the search does not confirm. A confirmation replaces the point's values, so the front is computed again after each round."""
+    if not config.confirmation.images:
+        return
+    while True:
+        front = store.candidates_by_id(_front_ids(store.done_objectives(search_id)))
+        tasks = [Task(c.id, thaw(c.schedule)) for c, e in front if e.confirmation is None]
+        if not tasks:
+            return
+        left = len(tasks)
+        report(False, confirming=left)
+
+        def finished(outcome: Outcome) -> None:
+            nonlocal left
+            store.record_confirmation(guard(outcome))
+            left -= 1
+            report(False, confirming=left)
+
+        dispatcher.run(tasks, started=lambda *_: None, finished=finished)
 
 
 def _screen(
@@ -405,7 +450,8 @@ def _generation(
         _promote(store, search_id, ids)
         report(False, recount=True)
         members = store.candidates_by_id(ids)
-    _evaluate(store, members, dispatcher, guard, report)
+    _evaluate(store, members, dispatcher, guard, report, config.confirmation.evaluation_images(config.evaluator))
+    _confirm(store, search_id, config, dispatcher, guard, report)
     rows = store.candidates_by_id(ids)
     objectives = np.array([[e.objective_0, e.objective_1] if e.status == "done" else [np.inf, np.inf] for _, e in rows], dtype=float)
     ok = np.array([e.status == "done" for _, e in rows], dtype=bool)
@@ -439,7 +485,7 @@ def _front_ids(done: list[tuple[int, float, float]]) -> list[int]:
 def _reporter(
     store: Store, search_id: int, number: int, config: SearchConfig, progress: ProgressCallback | None, dispatcher: RayDispatcher
 ) -> Callable[..., None]:
-    """``report(stored, outcome, recount)`` tells ``progress`` where the search stands.
+    """``report(stored, outcome, recount, confirming)`` tells ``progress`` where the search stands.
 
     The counts are read from the database once per generation, after its screening (``recount``)
     and when it is stored; in between, each finished ``outcome`` updates them in memory, because a
@@ -447,7 +493,7 @@ def _reporter(
     """
     counts, latest = (store.counts(search_id), store.generation(search_id)) if progress else (Counts(), None)
 
-    def report(stored: bool, outcome: Outcome | None = None, recount: bool = False) -> None:
+    def report(stored: bool, outcome: Outcome | None = None, recount: bool = False, confirming: int = 0) -> None:
         nonlocal counts, latest
         if progress is None:
             return
@@ -458,7 +504,7 @@ def _reporter(
         elif outcome is not None:
             counts = Counts(done=counts.done + outcome.ok, active=counts.active - 1, failed=counts.failed + (not outcome.ok))
         stage = "baselines" if number == BASELINE_GENERATION else "search"
-        progress(_progress(search_id, number, config, dispatcher, counts, latest, stored, stage))
+        progress(replace(_progress(search_id, number, config, dispatcher, counts, latest, stored, stage), confirming=confirming))
 
     return report
 

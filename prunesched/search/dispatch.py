@@ -58,8 +58,11 @@ class EvaluatorActor:
             "worker": worker_name(),
             "device": self.evaluator.device,
             "steps": self.evaluator.steps,
-            "full": self.evaluator.full_metrics,
+            "full": self.evaluator.full_metrics(),
         }
+
+    def full_metrics(self, images: int | None) -> dict[str, Any]:
+        return self.evaluator.full_metrics(images)
 
     def evaluate(self, schedule: dict[str, Any], images: int | None = None, timed: bool = True) -> dict[str, Any]:
         from prunesched.runtime.schedule import Schedule
@@ -208,6 +211,14 @@ class RayDispatcher:
         except DispatchError:
             self.close()
             raise
+
+    def full_metrics(self, images: int | None) -> dict[str, Any]:
+        """The unaccelerated model's metrics on the first ``images`` of the evaluator's images, as a worker measures them."""
+        import ray
+
+        if images is None and self.infos:
+            return dict(self.infos[0]["full"])
+        return dict(ray.get(self.actors[0].full_metrics.remote(images), timeout=READY_TIMEOUT_S))
 
     def close(self) -> None:
         import ray

@@ -33,8 +33,8 @@ class Evaluator(Protocol):
 
     ``metrics`` names the metrics that can be objectives (lower is better for each); ``steps`` is
     the loop length the evaluator's pipeline runs (None: any); ``device`` names where it runs;
-    ``full_metrics`` are the unaccelerated model's quality metrics measured the same way (what a
-    guardrail bounded by ``"full"`` compares with; empty where there is no such model). ``evaluate``
+    ``full_metrics`` are the unaccelerated model's quality metrics measured the same way, on the first ``images`` of
+    its images (what a guardrail bounded by ``"full"`` compares with; empty where there is no such model). ``evaluate``
     scores on the first ``images`` of its images when a search screens candidates on fewer
     (:mod:`prunesched.search.screening`), and leaves out measured latency when ``timed`` is False
     (a validation of a baseline); evaluators without images or timings are never asked to.
@@ -49,8 +49,7 @@ class Evaluator(Protocol):
     @property
     def metrics(self) -> tuple[str, ...]: ...
 
-    @property
-    def full_metrics(self) -> Metrics: ...
+    def full_metrics(self, images: int | None = None) -> Metrics: ...
 
     def evaluate(self, schedule: Schedule, images: int | None = None, timed: bool = True) -> Metrics: ...
 
@@ -98,8 +97,7 @@ class SyntheticEvaluator:
     def __init__(self, settings: SyntheticSettings = SyntheticSettings()) -> None:
         self.settings = settings
 
-    @property
-    def full_metrics(self) -> Metrics:
+    def full_metrics(self, images: int | None = None) -> Metrics:
         """None: the problem has no unaccelerated model, so its guardrails are bounded by numbers."""
         return {}
 

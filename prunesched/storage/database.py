@@ -19,7 +19,7 @@ from prunesched.errors import StorageError
 
 BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 """The schema revision this prunesched writes: the head of ``migrations/versions`` (a test checks
 that they agree). Alembic itself is imported only to migrate, so reading a database stays quick."""
 

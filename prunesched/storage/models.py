@@ -75,7 +75,9 @@ class Evaluation(Base):
     ``screening`` is a searched candidate's first evaluation on fewer images (``metrics``, ``objectives``,
     ``attempts``) where the search screens (:mod:`prunesched.search.screening`); ``promoted`` says whether it then
     went on to the full evaluation (None: not screened, or not decided yet). A candidate left behind is done with
-    its screening's values, and never stands on a front.
+    its screening's values, and never stands on a front. ``confirmation`` says that a front point was evaluated again
+    on more images during the search (:mod:`prunesched.search.confirmation`): the values that confirmation replaced
+    (``unconfirmed``: metrics, objectives, violation, violation_reason), or the ``error`` of a confirmation that failed.
     """
 
     __tablename__ = "evaluations"
@@ -95,6 +97,7 @@ class Evaluation(Base):
     validation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     screening: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     promoted: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    confirmation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -121,6 +121,7 @@ class FrozenEvaluation:
     validation: FrozenDict | None  # the second evaluation on more images: metrics, objectives, violation, violation_reason
     screening: FrozenDict | None  # the first evaluation on fewer images: metrics, objectives, attempts
     promoted: bool | None  # whether the screening led to the full evaluation; None: not screened, or not decided yet
+    confirmation: FrozenDict | None  # a front point's values before its confirmation replaced them (or its error); None: unconfirmed
     queued_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

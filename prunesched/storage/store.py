@@ -225,6 +225,27 @@ class Store:
         with self.sessions.begin() as session:
             self._evaluation(session, outcome.candidate_id).validation = validation
 
+    def record_confirmation(self, outcome: Outcome) -> None:
+        """Commit a front point's confirmation on more images: a success replaces its metrics, objective values and
+        guardrail violation and keeps the replaced ones; a failure keeps them and records the error (not tried again)."""
+        with self.sessions.begin() as session:
+            evaluation = self._evaluation(session, outcome.candidate_id)
+            if not outcome.ok or outcome.metrics is None or outcome.objectives is None:
+                evaluation.confirmation = {"error": outcome.error}
+                return
+            evaluation.confirmation = {
+                "unconfirmed": {
+                    "metrics": evaluation.metrics,
+                    "objectives": [evaluation.objective_0, evaluation.objective_1],
+                    "violation": evaluation.violation,
+                    "violation_reason": evaluation.violation_reason,
+                },
+                "duration_s": outcome.duration_s,
+            }
+            evaluation.metrics = dict(outcome.metrics)
+            evaluation.objective_0, evaluation.objective_1 = (float(v) for v in outcome.objectives)
+            evaluation.violation, evaluation.violation_reason = outcome.violation, outcome.violation_reason
+
     def record_screening(self, outcome: Outcome) -> None:
         """Commit a candidate's screening, its first evaluation on fewer images: a success leaves it queued for the
         promotion decision (:meth:`promote`) with its attempts counted afresh; a failure fails the candidate."""

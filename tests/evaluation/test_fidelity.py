@@ -248,7 +248,7 @@ def test_the_paired_feature_distance_is_zero_for_the_full_model_and_grows_as_a_s
     )
     assert settings.objective_metrics()[0] == "feature_distance"  # the default quality objective wherever there are features
     evaluation = PipelineEvaluator(settings)
-    assert evaluation.full_metrics["feature_distance"]["value"] == pytest.approx(0, abs=1e-12)
+    assert evaluation.full_metrics()["feature_distance"]["value"] == pytest.approx(0, abs=1e-12)
     distances = [evaluation.quality(evaluation.generator.images(Schedule.deepcache(9, n)))["feature_distance"] for n in (2, 8)]
     assert all(d["n"] == 4 and d["ci"][0] <= d["value"] <= d["ci"][1] for d in distances)
     assert 0 < distances[0]["value"] < distances[1]["value"]
