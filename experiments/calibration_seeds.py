@@ -151,7 +151,7 @@ def main() -> None:
     validated: dict[str, tuple[float, float] | None] = {}
     for i, schedule_hash in enumerate(needed):
         metrics = validator.evaluate(Schedule.from_dict(schedules[schedule_hash]), timed=False)
-        violation, _ = guardrails.check(config.guardrails, metrics, validator.full_metrics)
+        violation, _ = guardrails.check(config.guardrails, metrics, validator.full_metrics())
         objectives = (metrics[config.objectives[0]]["value"], metrics[config.objectives[1]]["value"])
         validated[schedule_hash] = None if violation else objectives
         print(f"validated {i + 1}/{len(needed)}", flush=True)

@@ -15,6 +15,7 @@ from prunesched.runtime.interop import FORMATS
 
 if TYPE_CHECKING:
     from prunesched.search.config import SearchConfig
+    from prunesched.storage.records import FrozenEvaluation
 
 LARGEST = 2**63 - 1
 """The largest integer a database column holds (SQLite and PostgreSQL store 64 bits)."""
@@ -332,7 +333,7 @@ def history(
         click.echo(json.dumps([row_dict(c, e, names) for c, e in rows], indent=2))
         return
     table(
-        ["candidate", "born", "status", names[0], names[1], "attempts", "worker", "seconds", "error, guardrail or screening"],
+        ["candidate", "born", "status", names[0], names[1], "attempts", "worker", "seconds", "error, guardrail, screening, confirmation"],
         [
             [
                 c.id,
@@ -343,12 +344,24 @@ def history(
                 e.attempts,
                 e.worker or "",
                 number(e.duration_s),
-                (e.error or e.violation_reason or e.excluded or "")[:60],
+                _note(e, names[0])[:60],
             ]
             for c, e in rows
         ],
         page=True,
     )
+
+
+def _note(evaluation: FrozenEvaluation, quality: str) -> str:
+    """What ``history`` says beside an evaluation's values: why it failed or is kept off the fronts, else what its
+    confirmation on more images replaced (:mod:`prunesched.search.confirmation`)."""
+    reason = evaluation.error or evaluation.violation_reason or evaluation.excluded
+    if reason or evaluation.confirmation is None:
+        return reason or ""
+    replaced = evaluation.confirmation.get("unconfirmed")
+    if replaced is None:
+        return f"confirmation failed: {evaluation.confirmation['error']}"
+    return f"confirmed; was {metric(replaced['metrics'], quality)}"
 
 
 @click.group("db")

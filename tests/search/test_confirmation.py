@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -77,12 +77,14 @@ def test_every_front_point_is_confirmed_on_more_images_and_the_proposer_is_told_
     history = CliRunner().invoke(main, ["history", "--search", str(search_id), "--json", "--db", str(db)])
     assert history.exit_code == 0, history.output
     assert sum(row["confirmation"] is not None for row in json.loads(history.output)) == len(confirmed)
+    history = CliRunner().invoke(main, ["history", "--search", str(search_id), "--db", str(db)])
+    assert history.exit_code == 0 and history.output.count("confirmed; was ") == len(confirmed)
 
 
 class Workers:
     """What the guard reads of the search's workers: the full model's metrics on the first ``images`` of their images."""
 
-    infos = [{"full": {}}]
+    infos: ClassVar[list[dict[str, Any]]] = [{"full": {}}]
 
     def full_metrics(self, images: int | None) -> dict[str, Any]:
         n = images or 4
