@@ -102,3 +102,15 @@ def test_each_evaluation_is_guarded_by_the_full_model_measured_on_as_many_images
 
     assert violation(2) == 0  # above the lower bound of the full model's two images
     assert violation(4) == pytest.approx(0.1)  # below the tighter bound of its four
+
+
+def test_a_failed_confirmation_keeps_the_values_and_says_why(tmp_path):
+    store = Store(tmp_path / "search.db", mode="create")
+    search_id = store.create_search("a", {}, 0, ["mse", "relative_macs"], "test")
+    candidate, _ = store.candidate(search_id, "h", {}, (), 0)
+    metrics = {"mse": {"value": 0.1, "n": 2}, "relative_macs": {"value": 0.5, "n": 1}}
+    store.record(Outcome(candidate.id, True, 1, metrics, [0.1, 0.5]))
+    store.record_confirmation(Outcome(candidate.id, False, 1, error="RuntimeError: out of memory"))
+    _, evaluation = store.candidates_by_id([candidate.id])[0]
+    assert evaluation.objectives == (0.1, 0.5) and evaluation.confirmation == {"error": "RuntimeError: out of memory"}
+    assert store.done_objectives(search_id) == [(candidate.id, 0.1, 0.5)]
