@@ -14,7 +14,7 @@ from prunesched.cli import main
 from prunesched.errors import ConfigError
 from prunesched.search.config import SearchConfig
 from prunesched.search.confirmation import ConfirmationConfig
-from prunesched.search.coordinator import _guard, launch
+from prunesched.search.coordinator import Progress, _guard, launch, resume
 from prunesched.search.pareto import front_indices
 from prunesched.storage import Store
 from prunesched.storage.records import Outcome
@@ -114,3 +114,31 @@ def test_a_failed_confirmation_keeps_the_values_and_says_why(tmp_path):
     _, evaluation = store.candidates_by_id([candidate.id])[0]
     assert evaluation.objectives == (0.1, 0.5) and evaluation.confirmation == {"error": "RuntimeError: out of memory"}
     assert store.done_objectives(search_id) == [(candidate.id, 0.1, 0.5)]
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_a_search_interrupted_while_confirming_resumes_to_the_same_fronts(tmp_path):
+    config = confirmed_search(tmp_path / "cache")
+    launch(config, tmp_path / "whole.db")
+
+    last = [0]
+
+    def stop_mid_round(update: Progress) -> None:
+        if 0 < update.confirming < last[0]:
+            raise Interrupt  # a round of confirmations with one of them stored and the others not
+        last[0] = update.confirming
+
+    with pytest.raises(Interrupt):
+        launch(config, tmp_path / "cut.db", progress=stop_mid_round)
+    cut = [e.confirmation is not None for _, e in Store(tmp_path / "cut.db").evaluations(1)]
+    assert any(cut) and not all(cut)
+    resume(1, tmp_path / "cut.db")
+
+    def fronts(store: Store) -> list[list[str]]:
+        return [sorted(c.schedule_hash for c, _ in store.candidates_by_id(g.front)) for g in store.generations(1)]
+
+    assert fronts(Store(tmp_path / "cut.db")) == fronts(Store(tmp_path / "whole.db"))
