@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from torch.utils.flop_counter import FlopCounterMode
 
 from prunesched.errors import ConfigError
@@ -92,7 +93,10 @@ class CostModel:
 
     A plan is profiled the first time a schedule needs it; the table file is keyed by the model,
     image size, batch, guidance, device and method, so a worker restarted on the same machine
-    profiles nothing again.
+    profiles nothing again. The workers of one machine share the file: a plan is profiled by one of
+    them, under a file lock, and the others read its entry, so that a schedule's predicted cost does
+    not depend on which worker evaluated it (each timing its own plans, two workers' tables once
+    differed by up to 10 %). An entry, once written, never changes.
     """
 
     def __init__(self, generator: ImageGenerator, cache_dir: str | Path, repeats: int = 5) -> None:
@@ -103,12 +107,17 @@ class CostModel:
         """The table for ``schedule``'s method and slots, with every plan it uses profiled."""
         key = self._key(schedule)
         name = key_hash(key)
-        table = self.tables.get(name) or self._load(name) or CostTable(key)
-        self.tables[name] = table
-        missing = sorted(set(labels(schedule)) - set(table.relative) - {FULL})
-        if missing or not table.full_s:
-            self._profile(table, [_plan(name) for name in missing], schedule)
-            self._save(name, table)
+        table = self.tables.get(name)
+        if table is None or _missing(table, schedule) is not None:
+            path = self._path(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(path.with_suffix(".lock")):  # the table as the machine's workers have profiled it so far
+                table = self._load(name) or CostTable(key)
+                missing = _missing(table, schedule)
+                if missing is not None:
+                    self._profile(table, [_plan(name) for name in missing], schedule)
+                    self._save(name, table)
+            self.tables[name] = table
         return table
 
     def measure(self, schedule: Schedule) -> float:
@@ -235,6 +244,12 @@ class CostModel:
         with os.fdopen(handle, "w") as file:
             json.dump(asdict(table), file, indent=2, sort_keys=True)
         os.replace(temporary, path)
+
+
+def _missing(table: CostTable, schedule: Schedule) -> list[str] | None:
+    """The plans of ``schedule`` that ``table`` lacks (an empty list when it lacks only its units); None: it lacks nothing."""
+    missing = sorted(set(labels(schedule)) - set(table.relative) - {FULL})
+    return missing if missing or not table.full_s else None
 
 
 def _plan(name: str) -> StepPlan:

@@ -122,3 +122,16 @@ def test_macs_are_exact_sums_and_the_table_is_profiled_once_per_machine(tmp_path
     assert again.relative == table.relative and timed == []  # read from disk, nothing profiled
     CostModel(generator, tmp_path, repeats=1).table(Schedule.deepcache(15, interval=2, branch=1))
     assert timed  # a new plan (branch 1) is profiled and added
+
+
+def test_the_workers_of_a_machine_share_one_table_so_a_schedule_costs_the_same_on_each(tmp_path):
+    generator = ImageGenerator(load_pipeline("tiny-sd"), GenerationSpec("tiny-sd", ("a cat",), (0,), 14, 7.5, 1))
+    first, second = CostModel(generator, tmp_path, repeats=1), CostModel(generator, tmp_path, repeats=1)
+    deepcache = Schedule.deepcache(15, interval=3, branch=0)
+    assert first.table(deepcache).relative == second.table(deepcache).relative  # both hold the table now
+    branch_1 = Schedule.deepcache(15, interval=2, branch=1)
+    profiled = first.table(branch_1).relative["1@0.0"]  # a plan new to both: the first worker to need it profiles it
+    timed: list[Schedule] = []
+    second._time = lambda schedule: timed.append(schedule) or ([1.0] * 15, 0.0)  # type: ignore[method-assign]
+    assert second.table(branch_1).relative["1@0.0"] == profiled and timed == []  # the second reads it, times nothing
+    assert second.table(branch_1).relative_latency(branch_1) == first.table(branch_1).relative_latency(branch_1)
