@@ -77,7 +77,8 @@ class Evaluation(Base):
     went on to the full evaluation (None: not screened, or not decided yet). A candidate left behind is done with
     its screening's values, and never stands on a front. ``confirmation`` says that a front point was evaluated again
     on more images during the search (:mod:`prunesched.search.confirmation`): the values that confirmation replaced
-    (``unconfirmed``: metrics, objectives, violation, violation_reason), or the ``error`` of a confirmation that failed.
+    (``unconfirmed``: metrics, objectives, violation, violation_reason) with the confirmation's ``worker`` and
+    ``duration_s``, or the ``error`` of a confirmation that failed.
     """
 
     __tablename__ = "evaluations"

@@ -240,6 +240,7 @@ class Store:
                     "violation": evaluation.violation,
                     "violation_reason": evaluation.violation_reason,
                 },
+                "worker": outcome.worker,
                 "duration_s": outcome.duration_s,
             }
             evaluation.metrics = dict(outcome.metrics)
