@@ -504,7 +504,7 @@ def _reporter(
         elif outcome is not None:
             counts = Counts(done=counts.done + outcome.ok, active=counts.active - 1, failed=counts.failed + (not outcome.ok))
         stage = "baselines" if number == BASELINE_GENERATION else "search"
-        progress(replace(_progress(search_id, number, config, dispatcher, counts, latest, stored, stage), confirming=confirming))
+        progress(_progress(search_id, number, config, dispatcher, counts, latest, stored, stage, confirming))
 
     return report
 
@@ -518,6 +518,7 @@ def _progress(
     latest: FrozenGeneration | None,
     stored: bool,
     stage: str,
+    confirming: int = 0,
 ) -> Progress:
     """Where the search stands: ``counts`` of this stage's evaluations, the latest stored generation's front."""
     return Progress(
@@ -534,4 +535,5 @@ def _progress(
         workers_up=dispatcher.workers_up,
         replaced=dispatcher.replaced,
         stage=stage,
+        confirming=confirming,
     )
