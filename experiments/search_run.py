@@ -35,6 +35,7 @@ from prunesched.search import review
 from prunesched.search.config import SearchConfig, files_beside
 from prunesched.search.coordinator import Progress, launch
 from prunesched.storage import Store
+from prunesched.storage.records import thaw
 from prunesched.storage.store import BASELINE_GENERATION
 
 ROOT = Path(__file__).resolve().parent
@@ -107,7 +108,7 @@ def spent(store: Store, search_id: int) -> dict[str, Any]:
 
 
 def described(point: review.FrontPoint, quality: str) -> dict[str, Any]:
-    """A validated point: which it is, and its validation's metrics that matter, with their intervals."""
+    """A validated point: which it is, its schedule, and its validation's metrics that matter, with their intervals."""
     names = (quality, "predicted_relative_latency", "relative_latency", "caption_accuracy", "fid", "kid", "psnr")
     return {
         "candidate": point.candidate.id,
@@ -116,6 +117,7 @@ def described(point: review.FrontPoint, quality: str) -> dict[str, Any]:
         "objectives": list(point.objectives),
         "violation_reason": point.reason,
         "metrics": {name: point.metrics[name] for name in names if name in point.metrics},
+        "schedule": thaw(point.candidate.schedule),
     }
 
 

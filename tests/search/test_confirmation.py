@@ -120,6 +120,7 @@ class Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow  # two searches and a resume, about a minute: out of the default run to keep CI under 25 minutes
 @pytest.mark.usefixtures("ray_local")
 def test_a_search_interrupted_while_confirming_resumes_to_the_same_fronts(tmp_path):
     config = confirmed_search(tmp_path / "cache")
