@@ -96,7 +96,7 @@ class CostModel:
     profiles nothing again. The workers of one machine share the file: a plan is profiled by one of
     them, under a file lock, and the others read its entry, so that a schedule's predicted cost does
     not depend on which worker evaluated it (each timing its own plans, two workers' tables once
-    differed by up to 10 %). An entry, once written, never changes.
+    differed by up to 12 %). An entry, once written, never changes.
     """
 
     def __init__(self, generator: ImageGenerator, cache_dir: str | Path, repeats: int = 5) -> None:
