@@ -28,13 +28,17 @@ def _at_least_one(options: dict[str, float]) -> None:
             raise click.BadParameter(f"must be >= 1, got {value}", param_hint=f"--{name}")
 
 
-def _report(result: dict[str, Any], output: Path, summary: str = "") -> None:
-    """Write ``result`` as JSON to ``output`` (:func:`~prunesched.storage.outputs.write_output`), then print ``summary``,
-    every goal with whether it is met, and the path."""
+def _write(result: dict[str, Any], output: Path) -> None:
+    """Write ``result`` as JSON to ``output`` (:func:`~prunesched.storage.outputs.write_output`)."""
     from prunesched.storage.outputs import write_output
 
     output.parent.mkdir(parents=True, exist_ok=True)
     write_output(output, (json.dumps(result, indent=2) + "\n").encode("utf-8"), None)
+
+
+def _report(result: dict[str, Any], output: Path, summary: str = "") -> None:
+    """Write ``result`` as JSON to ``output`` (:func:`_write`), then print ``summary``, every goal with whether it is met, and the path."""
+    _write(result, output)
     if summary:
         click.echo(summary)
     for name, goal in result["goals"].items():
@@ -178,3 +182,30 @@ def bench_dit(models: tuple[str, ...], latency_latent: int, latency_text_tokens:
         for count in result["macs"].values()
     ]
     _report(result, output, "\n".join(lines))
+
+
+@bench.command("gpu")
+@click.option(
+    "--section",
+    "sections",
+    type=click.Choice(["step", "atedm", "cat", "search"]),
+    multiple=True,
+    help="Run only this section (repeatable; default: all four, in this order).",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench_gpu.json"), show_default=True)
+def bench_gpu(sections: tuple[str, ...], output: Path) -> None:
+    """The GPU kit, at most 8 minutes on one GPU: bench step in fp16 at 512x512 with tomesd, DeepCache and DaTo's Ours-b1
+    end to end; one AT-EDM SDXL and one CAT SD3 step at 1024x1024; a 2-generation shapes search on GPU actors.
+
+    The JSON is rewritten after each section, so a run cut short keeps what it measured; the search is stored in the
+    database beside it (OUTPUT with the suffix .db).
+    """
+    import torch
+
+    from prunesched.bench.gpu import gpu_kit, run_kit
+
+    if not torch.cuda.is_available():
+        raise click.UsageError("no CUDA GPU is visible: the GPU kit times fp16 with CUDA events; on a CPU run bench step, atedm and cat")
+    kit = [section for section in gpu_kit(output.with_suffix(".db")) if not sections or section.name in sections]
+    result = run_kit(kit, lambda partial: _write(partial, output), log=lambda message: click.echo(message, err=True))
+    _report(result, output)
