@@ -102,7 +102,7 @@ def main() -> None:
 @torch.no_grad()
 def parts(judge: Judge, images: torch.Tensor, captions: list[str]) -> dict[str, dict[str, float]]:
     """Caption accuracy's two halves: the share of images whose main object has the caption's shape, and its colour."""
-    logits = judge(images.float() / 255)
+    logits = judge.read(images)
     read = zip(logits["shape"].argmax(dim=1).tolist(), logits["colour"].argmax(dim=1).tolist())
     pairs = [((HEADS["shape"][s], HEADS["colour"][c]), main_object(caption)) for (s, c), caption in zip(read, captions)]
     return {

@@ -23,7 +23,7 @@ from prunesched.evaluation.evaluate import PipelineEvaluator
 from prunesched.evaluation.paired import psnr
 from prunesched.evaluation.settings import PipelineSettings
 from prunesched.models.shapes import JUDGE_FILE, MODEL_DIR, pipeline
-from prunesched.models.shapes.judge import EXTRACTOR, caption_matches, load_judge
+from prunesched.models.shapes.judge import EXTRACTOR, Judge, caption_matches, load_judge
 from prunesched.runtime.schedule import Schedule
 from prunesched.search.config import SearchConfig
 from prunesched.search.coordinator import launch
@@ -65,6 +65,16 @@ def test_the_judge_recognises_the_main_object_of_generated_held_out_captions(tmp
     evaluation = PipelineEvaluator(settings)
     matches = caption_matches(load_judge(), evaluation.full_images, list(evaluation.generator.spec.prompts))
     assert matches is not None and sum(matches) / len(matches) >= 0.7, matches
+
+
+def test_the_judge_reads_images_on_its_own_device():
+    """Generated images stay on the CPU while an evaluator's judge lives on its GPU (the GPU kit's first search failed here):
+    the judge on the meta device stands in for a GPU, which a CPU cannot mix with its tensors either."""
+    judge = Judge().to("meta").eval()
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    with pytest.raises(RuntimeError, match="device"):
+        judge(images.float() / 255)
+    assert {logits.device.type for logits in judge.read(images).values()} == {"meta"}
 
 
 def test_fid_on_the_shapes_model_is_torch_fidelitys_own_in_the_judges_feature_space(tmp_path):

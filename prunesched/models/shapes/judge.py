@@ -70,6 +70,11 @@ class Judge(nn.Module):
         features = self.features(images)
         return {head: layer(features) for head, layer in self.heads.items()}
 
+    def read(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits per head of uint8 images (N, 3, H, W), wherever they are: they are moved to the judge's device
+        (generated images are kept on the CPU, the judge of an evaluator on a GPU lives there)."""
+        return self(images.to(next(self.parameters()).device).float() / 255)
+
 
 def load_judge(path: str | Path | None = None) -> Judge:
     """The shipped judge (or the one at ``path``), in eval mode."""
@@ -94,7 +99,7 @@ def caption_matches(judge: Judge, images: torch.Tensor, captions: list[str]) -> 
     expected = [main_object(c) for c in captions]
     if any(e is None for e in expected):
         return None
-    logits = judge(images.float() / 255)
+    logits = judge.read(images)
     shapes, colours = logits["shape"].argmax(dim=1).tolist(), logits["colour"].argmax(dim=1).tolist()
     return [(HEADS["shape"][s], HEADS["colour"][c]) == e for s, c, e in zip(shapes, colours, expected)]
 
