@@ -9,11 +9,12 @@
 # Python (default 3.12) on manylinux x86-64, into one folder and packs it with xz. On the GPU machine:
 #
 #   mkdir -p /tmp/site && tar -xJf OUT.tar.xz -C /tmp/site
-#   PYTHONPATH=$PWD:/tmp/site python3 -m prunesched bench gpu -o bench_gpu.json     # in a checkout of prunesched
+#   python3 -m pip install --no-deps --no-index --no-build-isolation --target /tmp/prunesched .   # in a checkout of prunesched
+#   PYTHONPATH=/tmp/prunesched:/tmp/site HF_HUB_OFFLINE=1 python3 -m prunesched bench gpu -o bench_gpu.json
 #
 # --slim drops the parts of Ray a local instance never loads (Java jars, the dashboard's web client, RLlib,
 # Data, Serve, Train, Tune, the LLM library) and strips the symbols of its binaries, for transfers with a
-# size cap: the archive goes from about 95 MB to about 36 MB. It is what docs/benchmarks.md's GPU run used.
+# size cap: 35 MB (Ray's wheel alone is 79 MB). It is what docs/benchmarks.md's GPU run used.
 set -euo pipefail
 out=${1:?usage: experiments/gpu_site.sh OUT.tar.xz [PYTHON_VERSION] [--slim]}
 python_version=${2:-3.12}
