@@ -42,10 +42,22 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+"""The precisions a pipeline can run in, by the name a config gives."""
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The precision ``name`` (a key of :data:`DTYPES`) asks for; ``"auto"`` is fp16 on a GPU, as SD-class models are
+    served there, and fp32 on a CPU, where fp16 is slow or unsupported."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return DTYPES[name]
+
+
 def timing_device(name: str = "auto") -> tuple[torch.device, torch.dtype]:
-    """Where, and in which precision, a benchmark times: :func:`pick_device`, in fp16 on a GPU and fp32 on a CPU."""
+    """Where, and in which precision, a benchmark times: :func:`pick_device`, in :func:`pick_dtype`'s ``"auto"`` precision."""
     device = pick_device(name)
-    return device, torch.float16 if device.type == "cuda" else torch.float32
+    return device, pick_dtype("auto", device)
 
 
 class Stopwatch:

@@ -23,12 +23,11 @@ from prunesched.errors import UnsupportedModelError
 from prunesched.evaluation.generation import ImageGenerator, step_callback
 from prunesched.evaluation.prompts import PromptSpec
 from prunesched.evaluation.settings import PipelineSettings
-from prunesched.models.loading import load_pipeline, model_fingerprint
+from prunesched.models.loading import model_fingerprint
 from prunesched.runtime.block_caching import block_inputs, block_outputs
 from prunesched.runtime.dit_layout import dit_blocks, is_joint
 from prunesched.runtime.patch import find_denoiser
 from prunesched.runtime.unet_layout import branch_inputs, unet_blocks
-from prunesched.timing import pick_device
 
 DEFAULT_PROMPTS = 4
 """Prompts a calibration runs by default: the signals vary little between prompts (the spread is kept to show it)."""
@@ -61,7 +60,7 @@ def calibration_generator(
         guidance_scale=guidance_scale,
         batch_size=prompts,
     )
-    return ImageGenerator(load_pipeline(model).to(pick_device()), settings.spec())
+    return ImageGenerator(settings.pipeline(), settings.spec())
 
 
 def record(generator: ImageGenerator, progress: Progress | None = None) -> Calibration:

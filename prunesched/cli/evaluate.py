@@ -53,6 +53,13 @@ def prompts_option(value: str) -> dict[str, str]:
 @click.option("--repeats", type=int, default=3, show_default=True, help="Timed runs per latency, after one warm-up.")
 @click.option("--latency-scope", type=click.Choice(["loop", "pipeline"]), default="loop", show_default=True)
 @click.option(
+    "--dtype",
+    type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
+    default="auto",
+    show_default=True,
+    help="The pipeline's precision; auto is fp16 on a GPU, fp32 on a CPU.",
+)
+@click.option(
     "--cost", multiple=True, type=click.Choice(["measured", "predicted", "macs"]), help="Cost sources (repeatable; default: measured)."
 )
 @click.option("--reference", default=None, help="FID/KID reference: 'model' (the unaccelerated images) or a folder of real images.")

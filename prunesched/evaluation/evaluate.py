@@ -25,10 +25,9 @@ from prunesched.evaluation.generation import ImageGenerator, key_hash, load_imag
 from prunesched.evaluation.settings import PipelineSettings
 from prunesched.evaluation.stats import Metrics, metric
 from prunesched.models import shapes
-from prunesched.models.loading import folder_fingerprint, load_pipeline
+from prunesched.models.loading import folder_fingerprint
 from prunesched.models.shapes.judge import caption_matches, load_judge
 from prunesched.runtime.schedule import Schedule
-from prunesched.timing import pick_device
 
 
 def default_cache_dir() -> Path:
@@ -45,8 +44,8 @@ class PipelineEvaluator:
 
     def __init__(self, settings: PipelineSettings) -> None:
         self.settings = settings
-        device = pick_device()
-        self.generator = ImageGenerator(load_pipeline(settings.model).to(device), settings.spec())
+        self.generator = ImageGenerator(settings.pipeline(), settings.spec())
+        device = self.generator.device
         self.steps = self.generator.loop_length
         self.metrics = settings.objective_metrics()
         self.cache = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()

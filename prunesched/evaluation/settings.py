@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from prunesched.checks import MAX_SEED, check_number
 from prunesched.errors import ConfigError
@@ -79,7 +79,8 @@ class PipelineSettings:
     folder of real images.
     ``cost`` lists the cost sources to compute (:data:`COSTS`). ``repeats`` timed runs (after a
     warm-up) give every latency; ``latency_scope`` is ``loop`` (text encoding and VAE decode
-    excluded) or ``pipeline``.
+    excluded) or ``pipeline``. ``dtype`` is the pipeline's precision: ``auto`` (fp16 on a GPU, fp32
+    on a CPU), ``float32``, ``float16`` or ``bfloat16``; images, caches and cost tables are kept apart by it.
 
     Every number is bounded (the ``MAX_`` constants of this module). Building the settings checks them all;
     a model name is checked against the built-in pipelines and a reference's feature extractor against
@@ -103,9 +104,11 @@ class PipelineSettings:
     inception_weights: str | None = None
     cache_dir: str | None = None
     keep_images: bool = True
+    dtype: str = "auto"
 
     def __post_init__(self) -> None:
         from prunesched.models.loading import check_model
+        from prunesched.timing import DTYPES
 
         check_model(self.model)
         sizes = {"images": MAX_IMAGES, "num_inference_steps": MAX_INFERENCE_STEPS, "repeats": MAX_REPEATS, "batch_size": MAX_BATCH_SIZE}
@@ -113,6 +116,8 @@ class PipelineSettings:
             check_number(getattr(self, name), name, "[evaluator]", integer=True, low=1, high=high)
         check_number(self.seed, "seed", "[evaluator]", integer=True, high=MAX_SEED)
         check_number(self.guidance_scale, "guidance_scale", "[evaluator]", high=MAX_GUIDANCE_SCALE)
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise ConfigError(f"[evaluator] dtype must be one of auto, {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.latency_scope not in LATENCY_SCOPES:
             raise ConfigError(f"[evaluator] latency_scope must be one of {', '.join(LATENCY_SCOPES)}, got {self.latency_scope!r}")
         costs = [self.cost] if isinstance(self.cost, str) else list(self.cost)
@@ -133,6 +138,14 @@ class PipelineSettings:
         if self.images <= len(prompts.prompts):
             return list(prompts.subsample(self.images, self.seed).prompts)
         return [prompts.prompts[i % len(prompts.prompts)] for i in range(self.images)]
+
+    def pipeline(self) -> Any:
+        """The model's pipeline where these settings evaluate: on :func:`~prunesched.timing.pick_device`'s device, in ``dtype``."""
+        from prunesched.models.loading import load_pipeline
+        from prunesched.timing import pick_device, pick_dtype
+
+        device = pick_device()
+        return load_pipeline(self.model).to(device, pick_dtype(self.dtype, device))
 
     def spec(self) -> GenerationSpec:
         """The images these settings generate: one prompt and one seed per image."""

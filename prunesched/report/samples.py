@@ -21,12 +21,11 @@ def sample_images(
     Only a ``pipeline`` evaluator makes images; any other kind is a :class:`ConfigError`.
     """
     from prunesched.evaluation.generation import ImageGenerator
-    from prunesched.models.loading import load_pipeline
 
     if not isinstance(evaluator, PipelineSettings):
         raise ConfigError(f"the search's evaluator is of kind {evaluator.kind!r}, which makes no images; use --images 0")
     settings = dataclasses.replace(
         evaluator, images=images, reference=None, cost=("measured",), batch_size=min(images, evaluator.batch_size)
     )
-    generator = ImageGenerator(load_pipeline(settings.model), settings.spec())
+    generator = ImageGenerator(settings.pipeline(), settings.spec())
     return list(generator.spec.prompts), generator.images(None), [generator.images(s) for s in schedules]

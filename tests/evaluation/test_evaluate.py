@@ -151,6 +151,19 @@ def test_a_saved_diffusers_folder_is_a_model(tmp_path):
     assert metrics["mse"]["value"] == 0.0
 
 
+def test_the_pipeline_runs_in_the_settings_precision_and_keeps_its_images_apart(settings):
+    """``dtype`` places the pipeline (``auto``: fp32 on a CPU, fp16 on a GPU); bf16 stands in for fp16 here, which a
+    CPU does not run well. Its images are cached apart from fp32's and still score against its own full model."""
+    fp32 = PipelineEvaluator(settings)
+    bf16 = PipelineEvaluator(replace(settings, dtype="bfloat16"))
+    assert fp32.generator.denoiser.dtype == torch.float32 and bf16.generator.denoiser.dtype == torch.bfloat16
+    assert bf16.folder != fp32.folder and bf16.generator.identity["dtype"] == "torch.bfloat16"
+    assert not torch.equal(bf16.full_images, fp32.full_images), "each precision has its own unaccelerated images"
+    full = bf16.evaluate(Schedule.uniform(5), timed=False)
+    assert full["mse"]["value"] == 0.0, "paired with the unaccelerated images of the same precision"
+    assert bf16.evaluate(Schedule.from_dato([1, 0, 12, 1], [0.5, 0.0, 0.5, 0.5]), timed=False)["mse"]["value"] > 0
+
+
 def test_bad_input_is_refused_with_what_would_be_valid(settings, tmp_path):
     with pytest.raises(ConfigError, match="images must be an integer from 1 to 100,000, got 0"):
         replace(settings, images=0)
@@ -160,6 +173,8 @@ def test_bad_input_is_refused_with_what_would_be_valid(settings, tmp_path):
         replace(settings, reference=str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="cost must list some of measured, predicted, macs"):
         replace(settings, cost=("flops",))
+    with pytest.raises(ConfigError, match="dtype must be one of auto, float32, float16, bfloat16, got 'fp8'"):
+        replace(settings, dtype="fp8")
     with pytest.raises(ConfigError, match=r"unknown model 'no/such-model'.*local Hugging Face cache"):
         replace(settings, model="no/such-model")
     evaluation = PipelineEvaluator(settings)
