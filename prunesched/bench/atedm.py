@@ -25,6 +25,7 @@ from prunesched import AtedmConfig, PruneLess, Schedule, StepPlan
 from prunesched.bench.goals import latency_tracks_macs, matches_paper
 from prunesched.bench.loop import DenoiserLoop, inputs_like
 from prunesched.bench.paired_timing import RELATIVE, paired
+from prunesched.bench.profiling import profile_pair
 from prunesched.models.configs import SDXL_UNET
 from prunesched.timing import timing_device
 
@@ -46,6 +47,7 @@ class AtedmBenchConfig:
         iterations: G-WPR iterations (a fixed count: the meta device has no values to test convergence on).
         latency_latent: latent side of the timed runs (0: no timing).
         repeats: timed pairs per configuration.
+        profile: also record the busiest operators of one full and one AT-EDM call (:func:`profile_pair`).
     """
 
     unet: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(SDXL_UNET))
@@ -57,6 +59,7 @@ class AtedmBenchConfig:
     iterations: int = 10
     latency_latent: int = 32
     repeats: int = 3
+    profile: bool = False
 
 
 def sdxl_loop(unet: UNet2DConditionModel, latent: int, batch: int) -> DenoiserLoop:
@@ -121,11 +124,17 @@ def time_steps(config: AtedmBenchConfig, device: torch.device, dtype: torch.dtyp
     loop, out = sdxl_loop(unet, config.latency_latent, config.batch), {}
     pairs = 1 + config.repeats  # the first pair warms up
     for name, schedule in step_schedules(config, 2 * pairs).items():
-        if name == "full":
-            continue
-        steps = tuple(StepPlan("full", 0.0) if i % 2 == 0 else s for i, s in enumerate(schedule.steps))
-        out[name] = paired(loop.time_schedule(dataclasses.replace(schedule, steps=steps)))
+        if name != "full":
+            out[name] = paired(loop.time_schedule(_alternated(schedule)))
+    if config.profile:
+        out["atedm"]["profile"] = profile_pair(loop, _alternated(step_schedules(config, 6)["atedm"]))
     return out
+
+
+def _alternated(schedule: Schedule) -> Schedule:
+    """``schedule`` with every even step full: [full, X] pairs of its step kind."""
+    steps = tuple(StepPlan("full", 0.0) if i % 2 == 0 else s for i, s in enumerate(schedule.steps))
+    return dataclasses.replace(schedule, steps=steps)
 
 
 def run_atedm_bench(config: AtedmBenchConfig, log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:

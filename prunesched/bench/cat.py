@@ -24,6 +24,7 @@ from prunesched import Schedule
 from prunesched.bench.goals import latency_tracks_macs, matches_paper
 from prunesched.bench.loop import dit_loop
 from prunesched.bench.paired_timing import RELATIVE, alternating, paired
+from prunesched.bench.profiling import profile_pair
 from prunesched.models.configs import SD3_MEDIUM_TRANSFORMER
 from prunesched.timing import timing_device
 
@@ -47,6 +48,7 @@ class CatBenchConfig:
         alpha: fraction of the image tokens each CAT step recomputes.
         latency_latent: latent side of the timed runs (0: no timing).
         repeats: timed pairs.
+        profile: also record the busiest operators of one full and one CAT call (:func:`profile_pair`).
     """
 
     transformer: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(SD3_MEDIUM_TRANSFORMER))
@@ -58,6 +60,7 @@ class CatBenchConfig:
     alpha: float = 0.3
     latency_latent: int = 32
     repeats: int = 2
+    profile: bool = False
 
 
 def count_macs(config: CatBenchConfig, latent: int) -> dict[str, list[int]]:
@@ -78,7 +81,10 @@ def time_steps(config: CatBenchConfig, device: torch.device, dtype: torch.dtype)
     transformer = SD3Transformer2DModel.from_config(config.transformer).to(device, dtype).eval()
     loop = dit_loop(transformer, config.latency_latent, config.batch, config.text_tokens)
     pruned = Schedule.cat(1, t0=0, alpha=config.alpha)
-    return paired(loop.time_schedule(alternating(pruned.steps[0], config.repeats, pruned.method)))
+    timing = paired(loop.time_schedule(alternating(pruned.steps[0], config.repeats, pruned.method)))
+    if config.profile:  # past the warm-up pair and the one that clusters: a steady CAT step
+        timing["profile"] = profile_pair(loop, alternating(pruned.steps[0], 2, pruned.method))
+    return timing
 
 
 def run_cat_bench(config: CatBenchConfig, log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:

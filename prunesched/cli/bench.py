@@ -95,6 +95,7 @@ def bench_step(
     "--latency-latent", default=32, show_default=True, help="Latent side of the timed runs (0 skips timing; the CPU handles 32, a GPU 128)."
 )
 @click.option("--repeats", default=3, show_default=True, help="Timed [full, step] pairs per step kind.")
+@click.option("--profile", is_flag=True, help="Also record the busiest operators of one full and one AT-EDM call (torch.profiler).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench_atedm.json"), show_default=True)
 def bench_atedm(output: Path, **options: Any) -> None:
     """AT-EDM's MACs and latency per step on the SDXL UNet at the paper's budget (rho 63 %, DSAP 15 of 50 steps)."""
@@ -125,6 +126,7 @@ def bench_atedm(output: Path, **options: Any) -> None:
     "--latency-latent", default=32, show_default=True, help="Latent side of the timed runs (0 skips timing; a CPU handles 32, a GPU 128)."
 )
 @click.option("--repeats", default=2, show_default=True, help="Timed [full, CAT] pairs.")
+@click.option("--profile", is_flag=True, help="Also record the busiest operators of one full and one CAT call (torch.profiler).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench_cat.json"), show_default=True)
 def bench_cat(output: Path, **options: Any) -> None:
     """CAT pruning's MACs and latency on the SD3-medium transformer at the paper's setting (28 steps, t0 8, alpha 0.3)."""

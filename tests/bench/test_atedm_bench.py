@@ -23,13 +23,17 @@ def test_sdxl_at_the_papers_budget_has_the_papers_mac_count():
 def test_a_run_reports_macs_the_dsap_budget_latency_and_goals():
     tiny = dict(tiny_sdxl_pipeline().unet.config)  # SDXL's layout at toy size, so the timed part takes seconds
     # one G-WPR iteration: on the meta device each operation costs Python time, and the MAC count is checked above
-    data = run_atedm_bench(AtedmBenchConfig(unet=tiny, latent=16, latency_latent=16, repeats=1, steps=10, tau=3, iterations=1))
+    data = run_atedm_bench(
+        AtedmBenchConfig(unet=tiny, latent=16, latency_latent=16, repeats=1, steps=10, tau=3, iterations=1, profile=True)
+    )
     json.dumps(data)  # it is written as JSON
     assert 0 < data["mac_reduction"] < 1
     assert data["dsap"]["mac_reduction_at_the_same_ratio"] < data["mac_reduction"]
     assert data["dsap"]["ratio_for_the_same_budget"] > 0.63
     assert set(data["latency"]["steps"]) == {"atedm", "atedm_dsap_held"}
     assert all(len(step["repeats_s"]) == 1 for step in data["latency"]["steps"].values())  # one timed pair after the warm-up
+    profile = {call: {op["name"] for op in p["top"]} for call, p in data["latency"]["steps"]["atedm"]["profile"].items()}
+    assert "aten::_softmax" in profile["step"] and "aten::_softmax" not in profile["full"], "AT-EDM's scoring forms the attention map"
     assert set(data["goals"]) == {"mac_reduction_within_5_percent_of_paper", "latency_reduction_at_least_80_percent_of_mac_reduction"}
 
 

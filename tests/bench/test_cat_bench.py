@@ -25,13 +25,17 @@ def test_sd3_medium_at_the_papers_setting_has_the_papers_mac_reduction():
 
 def test_a_run_reports_macs_latency_and_goals():
     tiny = dict(tiny_sd3_pipeline().transformer.config)  # SD3's layout at toy size, so the timed part takes seconds
-    data = run_cat_bench(CatBenchConfig(transformer=tiny, latent=16, latency_latent=16, text_tokens=7, steps=6, t0=2, repeats=1))
+    config = CatBenchConfig(transformer=tiny, latent=16, latency_latent=16, text_tokens=7, steps=6, t0=2, repeats=1, profile=True)
+    data = run_cat_bench(config)
     json.dumps(data)  # it is written as JSON
     per_step = data["macs_per_step"]
     assert per_step["cat"][:2] == per_step["full"][:2] and all(c < f for c, f in zip(per_step["cat"][2:], per_step["full"][2:]))
     assert 0 < data["mac_reduction"] < 1
     assert len(data["latency"]["cat_step"]["repeats_s"]) == 1  # one timed pair after the warm-up
     assert data["latency"]["denoising_speedup_at_this_latent"] > 0
+    profile = data["latency"]["cat_step"]["profile"]
+    assert profile["step"]["events"] > profile["full"]["events"], "a CAT step runs its selection, gathers and scatters besides the blocks"
+    assert all(p["total_ms"] > 0 and p["top"][0]["self_ms"] > 0 for p in profile.values())
     assert set(data["goals"]) == {"mac_reduction_within_5_percent_of_paper", "latency_reduction_at_least_80_percent_of_mac_reduction"}
 
 
