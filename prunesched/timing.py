@@ -12,6 +12,7 @@ therefore compare neighbouring regions (a schedule's run against the full run ne
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +41,11 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    """What a benchmark's result says it ran on: the GPU's name, else the CPU's (its processor, or the machine type)."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
 
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from prunesched.models.loading import load_pipeline
 from prunesched.runtime.paper_tables import dato_ours_b1
 from prunesched.runtime.schedule import Schedule
 from prunesched.search.spaces import space_from_config
-from prunesched.timing import pick_device
+from prunesched.timing import device_name, pick_device
 
 
 @dataclass(frozen=True)
@@ -187,10 +186,9 @@ def run_eval_bench(config: EvalBenchConfig, log: Callable[[str], None] = print) 
 
 
 def _meta(config: EvalBenchConfig) -> dict[str, Any]:
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
     return {
         "config": asdict(config),
-        "device": device,
+        "device": device_name(pick_device()),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": sys.version.split()[0],

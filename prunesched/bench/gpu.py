@@ -35,6 +35,7 @@ from prunesched.bench.cat import CatBenchConfig, run_cat_bench
 from prunesched.bench.step import StepBenchConfig, run_step_bench
 from prunesched.search.config import SearchConfig
 from prunesched.search.coordinator import Progress, launch
+from prunesched.timing import device_name, pick_device
 
 Log = Callable[[str], None]
 
@@ -162,10 +163,10 @@ def run_kit(sections: Sequence[Section], write: Callable[[dict[str, Any]], None]
 
 
 def _meta() -> dict[str, Any]:
-    cuda = torch.cuda.is_available()
+    device = pick_device()
     return {
-        "device": torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
-        "cuda": torch.version.cuda if cuda else None,
+        "device": device_name(device),
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
         "versions": {name: _version(name) for name in PACKAGES},
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

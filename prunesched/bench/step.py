@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import platform
 import statistics
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -35,7 +34,7 @@ from prunesched.models.configs import SD15_UNET
 from prunesched.models.tiny import SD_SCHEDULER
 from prunesched.runtime.paper_tables import dato_ours_b1
 from prunesched.runtime.schedule import Cache
-from prunesched.timing import ZERO, Sample, timing_device
+from prunesched.timing import ZERO, Sample, device_name, timing_device
 
 
 @dataclass(frozen=True)
@@ -346,7 +345,7 @@ def _meta(config: StepBenchConfig, model: str, device: torch.device, dtype: torc
     return {
         "config": asdict(config),
         "model": model,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device": device_name(device),
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "dtype": str(dtype).removeprefix("torch."),
