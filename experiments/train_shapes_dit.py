@@ -1,14 +1,14 @@
 """Train the embedded shapes DiT (SD3's MMDiT) from scratch, on a CPU, with a fixed seed.
 
-    python experiments/train_shapes_dit.py        # about 70 minutes on 2 idle CPU cores
+    python experiments/train_shapes_dit.py        # about 85 minutes on 2 idle CPU cores
 
 It reuses the shapes model's data, VAE, tokenizer and judge (docs/shapes-dit.md). Stages, each
 saved under --work so a crash resumes where it stopped:
   data   render the training images and captions (the UNet's data, same seed)
   dit    encode the images once with the shipped VAE, then train the transformer and its two CLIP
          encoders (warm-started from the UNet's text encoder) jointly: rectified flow (velocity
-         prediction, logit-normal timesteps, as SD3), 10 % empty captions for guidance, bf16
-         autocast, EMA weights
+         prediction, logit-normal timesteps, as SD3), 10 % empty captions for guidance, fp32
+         under torch.compile, EMA weights
   ship   write the diffusers folder into the package, the loss curve to --log and --plot
 
 SD3's pipeline gives the transformer 256 context tokens of zeros where T5 would be (this model
@@ -39,7 +39,7 @@ ZERO_TOKENS = 256
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=40_000, help="training images rendered once")
-    parser.add_argument("--steps", type=int, default=14_000)
+    parser.add_argument("--steps", type=int, default=22_000)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
@@ -147,6 +147,13 @@ def train_dit(vae, images: torch.Tensor, captions: list[str], args: argparse.Nam
     transformer.set_attn_processor(ZeroTokens(ZERO_TOKENS))
     generator = torch.Generator().manual_seed(args.seed + 4)
 
+    # Compiled in fp32: 0.19 s a step on 2 cores, against 0.27 eager under bf16 autocast (which this
+    # model's small matrices do not repay) and 0.23 eager in fp32; compiling takes about 90 s once.
+    @torch.compile
+    def velocity(noisy: torch.Tensor, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        context, pooled = prompt_embeddings(texts, tokens, 1)
+        return transformer(noisy, context, pooled, t * 1000).sample
+
     def step(_: int) -> torch.Tensor:
         index = torch.randint(len(latents), (args.batch,), generator=generator)
         tokens = ids[index].clone()
@@ -155,10 +162,7 @@ def train_dit(vae, images: torch.Tensor, captions: list[str], args: argparse.Nam
         noise = torch.randn(x0.shape, generator=generator)
         t = torch.sigmoid(torch.randn(args.batch, generator=generator))  # SD3's logit-normal timesteps
         noisy = (1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * noise
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            context, pooled = prompt_embeddings(texts, tokens, 1)
-            velocity = transformer(noisy, context, pooled, t * 1000).sample.float()
-        return F.mse_loss(velocity, noise - x0)
+        return F.mse_loss(velocity(noisy, tokens, t), noise - x0)
 
     @torch.no_grad()
     def update_ema(i: int) -> None:
