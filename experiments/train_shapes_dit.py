@@ -1,6 +1,6 @@
 """Train the embedded shapes DiT (SD3's MMDiT) from scratch, on a CPU, with a fixed seed.
 
-    python experiments/train_shapes_dit.py        # about 85 minutes on 2 idle CPU cores
+    python experiments/train_shapes_dit.py        # about 88 minutes on 2 idle CPU cores
 
 It reuses the shapes model's data, VAE, tokenizer and judge (docs/shapes-dit.md). Stages, each
 saved under --work so a crash resumes where it stopped:
