@@ -23,7 +23,7 @@ from prunesched.evaluation.cost import CostModel
 from prunesched.evaluation.fidelity import IMAGE_SUFFIXES, FidelityScorer
 from prunesched.evaluation.generation import ImageGenerator, key_hash, load_images, save_images
 from prunesched.evaluation.settings import PipelineSettings
-from prunesched.evaluation.stats import Metrics, metric
+from prunesched.evaluation.stats import Metrics, geometric_mean, metric
 from prunesched.models import shapes
 from prunesched.models.loading import folder_fingerprint
 from prunesched.models.shapes.judge import caption_matches, load_judge
@@ -110,7 +110,9 @@ class PipelineEvaluator:
             out["caption_accuracy"] = metric([float(m) for m in matches])
         if self.fidelity is not None and self.full_features is not None:
             generated = self.fidelity.features(images)  # once, for the feature distance and FID/KID
-            out["feature_distance"] = metric(self.fidelity.feature_distance(generated, self.full_features[:n]))
+            distances = self.fidelity.feature_distance(generated, self.full_features[:n])
+            out["feature_distance_gmean"] = metric(distances, center=geometric_mean)
+            out["feature_distance"] = metric(distances)
             if self.reference is not None:
                 out.update(self.fidelity.score(generated, self.reference, self.settings.seed))
         return out

@@ -73,9 +73,10 @@ class PipelineSettings:
     e.g. ``{kind = "imagenet"}``); image i uses seed ``seed + i``; a larger set is subsampled with
     ``seed``, a smaller one cycled through. ``feature_extractor`` (default: the judge for the shapes
     model, Inception otherwise; ``inception_weights`` is a local weight file) gives the paired
-    ``feature_distance`` to the unaccelerated images, the default quality objective, wherever it
-    can load without a download (:meth:`has_features`). ``reference`` turns on FID and KID in the
-    same space: ``"model"`` (the unaccelerated model's images of the same prompts and seeds) or a
+    feature distance to the unaccelerated images wherever it can load without a download
+    (:meth:`has_features`): its geometric mean over images, ``feature_distance_gmean``, is the
+    default quality objective; ``feature_distance`` is its arithmetic mean. ``reference`` turns on
+    FID and KID in the same space: ``"model"`` (the unaccelerated model's images of the same prompts and seeds) or a
     folder of real images.
     ``cost`` lists the cost sources to compute (:data:`COSTS`). ``repeats`` timed runs (after a
     warm-up) give every latency; ``latency_scope`` is ``loop`` (text encoding and VAE decode
@@ -173,7 +174,8 @@ class PipelineSettings:
         return [{"metric": "caption_accuracy", "min": "full"}] if self.model in shapes.MODELS and captions else []
 
     def objective_metrics(self) -> tuple[str, ...]:
-        """The metrics this evaluation gives that a search can minimise: quality first (the paired feature distance
-        where there are features), cost last."""
-        quality = (("feature_distance",) if self.has_features() else ()) + ("mse",) + (("fid", "kid") if self.reference else ())
+        """The metrics this evaluation gives that a search can minimise: quality first (the paired feature distance's
+        geometric mean over images where there are features), cost last."""
+        features = ("feature_distance_gmean", "feature_distance") if self.has_features() else ()
+        quality = features + ("mse",) + (("fid", "kid") if self.reference else ())
         return quality + tuple(name for source in self.cost for name in COSTS[source])

@@ -14,7 +14,7 @@ from prunesched.evaluation.evaluate import PipelineEvaluator
 from prunesched.evaluation.fidelity import fid_resampler
 from prunesched.evaluation.generation import ImageGenerator, load_images
 from prunesched.evaluation.settings import PipelineSettings
-from prunesched.evaluation.stats import interval, metric
+from prunesched.evaluation.stats import DISTANCE_FLOOR, geometric_mean, interval, metric
 from prunesched.runtime.schedule import BlockCache, Schedule, StepPlan
 from prunesched.search.config import SearchConfig
 
@@ -119,6 +119,17 @@ def test_bootstrap_intervals_cover_the_value_and_shrink_as_the_image_count_grows
     assert fid_widths[1] < fid_widths[0] / 2
 
 
+def test_the_geometric_mean_weighs_every_image_alike_where_one_outlier_decides_the_mean():
+    typical = np.full(15, 0.01)
+    assert geometric_mean(typical) == pytest.approx(0.01)
+    with_outlier = np.append(typical, 0.5)  # one image whose object changed outright
+    assert np.mean(with_outlier) == pytest.approx(0.0406, abs=1e-4)  # 4x the typical image's distance
+    assert geometric_mean(with_outlier) == pytest.approx(0.01 * 50 ** (1 / 16))  # 1.28x: still seen, not deciding
+    assert geometric_mean(np.array([0.0, 0.0])) == pytest.approx(DISTANCE_FLOOR)  # the full model's own images
+    result = metric(with_outlier, center=geometric_mean)
+    assert result["value"] == pytest.approx(geometric_mean(with_outlier)) and result["ci"][0] <= result["value"] <= result["ci"][1]
+
+
 def test_fid_interval_is_centred_on_the_value_although_resampling_biases_fid_upward():
     rng = np.random.default_rng(0)
     reference, generated = torch.from_numpy(rng.normal(0.0, 1.0, (1000, 16))), torch.from_numpy(rng.normal(0.2, 1.0, (64, 16)))
@@ -187,7 +198,7 @@ def test_a_search_may_minimise_any_cost_source_and_fid_when_a_reference_is_set()
     config = SearchConfig.from_dict({**base, "evaluator": {**base["evaluator"], "cost": ["macs"]}, "objectives": ["mse", "relative_macs"]})
     assert config.objectives == ("mse", "relative_macs")
     with pytest.raises(
-        ConfigError, match=r"objectives must be two metrics .*feature_distance, mse, latency_s, relative_latency; got \['fid'"
+        ConfigError, match=r"objectives must be two metrics .*feature_distance_gmean, feature_distance, mse, latency_s, relative_latency; got \['fid'"
     ):
         SearchConfig.from_dict({**base, "objectives": ["fid", "relative_latency"]})
     with_fid = {**base["evaluator"], "reference": "model"}

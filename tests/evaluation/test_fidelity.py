@@ -21,6 +21,7 @@ from prunesched.evaluation.evaluate import PipelineEvaluator
 from prunesched.evaluation.fidelity import cosine_distance, fid_resampler, kid_resampler
 from prunesched.evaluation.generation import save_images
 from prunesched.evaluation.settings import PipelineSettings
+from prunesched.evaluation.stats import DISTANCE_FLOOR
 from prunesched.runtime.schedule import Schedule
 
 DEEPCACHE = Schedule.deepcache(5, interval=2, branch=0)
@@ -246,10 +247,15 @@ def test_the_paired_feature_distance_is_zero_for_the_full_model_and_grows_as_a_s
     settings = PipelineSettings(
         model="tiny-sd", images=4, num_inference_steps=8, feature_extractor="shapes-judge", cache_dir=str(tmp_path / "c"), repeats=1
     )
-    assert settings.objective_metrics()[0] == "feature_distance"  # the default quality objective wherever there are features
+    # the default quality objective wherever there are features: the distance's geometric mean over images
+    assert settings.objective_metrics()[:2] == ("feature_distance_gmean", "feature_distance")
     evaluation = PipelineEvaluator(settings)
     assert evaluation.full_metrics()["feature_distance"]["value"] == pytest.approx(0, abs=1e-12)
-    distances = [evaluation.quality(evaluation.generator.images(Schedule.deepcache(9, n)))["feature_distance"] for n in (2, 8)]
-    assert all(d["n"] == 4 and d["ci"][0] <= d["value"] <= d["ci"][1] for d in distances)
-    assert 0 < distances[0]["value"] < distances[1]["value"]
+    assert evaluation.full_metrics()["feature_distance_gmean"]["value"] == pytest.approx(DISTANCE_FLOOR)
+    metrics = [evaluation.quality(evaluation.generator.images(Schedule.deepcache(9, n))) for n in (2, 8)]
+    for name in ("feature_distance", "feature_distance_gmean"):
+        distances = [m[name] for m in metrics]
+        assert all(d["n"] == 4 and d["ci"][0] <= d["value"] <= d["ci"][1] for d in distances)
+        assert 0 < distances[0]["value"] < distances[1]["value"]
+    assert all(m["feature_distance_gmean"]["value"] <= m["feature_distance"]["value"] for m in metrics)  # AM-GM
     assert "feature_distance" not in PipelineSettings(model="tiny-sd").objective_metrics()  # no extractor without a download

@@ -30,7 +30,7 @@ def test_the_seeded_search_adds_only_the_presets_projected_seeds_and_neither_eva
     assert len(projected) == 6 and seeded.seed_genomes()[:6] == projected and plain.seed_genomes()[:6] != projected
     for config in (plain, seeded):  # the budget and measures of the experiment, not the preset's
         assert (config.evaluator.images, config.proposer.population, config.proposer.generations) == (4, 6, 2)
-        assert config.objectives == ("feature_distance", "relative_macs") and not config.validation.enabled
+        assert config.objectives == ("feature_distance_gmean", "relative_macs") and not config.validation.enabled
 
 
 def test_the_front_after_each_evaluation_is_that_of_the_evaluations_so_far():

@@ -109,7 +109,7 @@ def test_the_embedded_default_search_runs_on_the_shapes_model(tmp_path, ray_loca
     """`prunesched search launch` without a config: the shapes model, the paired feature distance (judge features) against
     the cost model, the caption-accuracy guardrail, the baselines and the validation; shrunk here."""
     data = SearchConfig.default().to_dict()
-    assert data["evaluator"]["model"] == "shapes" and data["objectives"] == ["feature_distance", "predicted_relative_latency"]
+    assert data["evaluator"]["model"] == "shapes" and data["objectives"] == ["feature_distance_gmean", "predicted_relative_latency"]
     assert data["guardrails"] == [{"metric": "caption_accuracy", "min": "full"}]
     data["space"]["steps"] = 5
     data["evaluator"].update(images=2, num_inference_steps=4, repeats=1, cache_dir=str(tmp_path / "cache"))
@@ -119,6 +119,6 @@ def test_the_embedded_default_search_runs_on_the_shapes_model(tmp_path, ray_loca
     rows = Store(tmp_path / "search.db").evaluations(search_id)
     assert rows and all(e.status == "done" and e.violation is not None for _, e in rows)
     assert {c.baseline for c, _ in rows} >= {"DeepCache N=2 branch 0", "dato uniform 0.5", "DaTo Ours-b1"}
-    assert all({"feature_distance", "caption_accuracy", "predicted_relative_latency"} <= set(e.metrics) for _, e in rows)
+    assert all({"feature_distance_gmean", "caption_accuracy", "predicted_relative_latency"} <= set(e.metrics) for _, e in rows)
     validated = [e.validation for _, e in rows if e.validation is not None]
-    assert validated and all(v["metrics"]["feature_distance"]["n"] == 8 and "fid" in v["metrics"] for v in validated)
+    assert validated and all(v["metrics"]["feature_distance_gmean"]["n"] == 8 and "fid" in v["metrics"] for v in validated)
