@@ -44,7 +44,7 @@ from prunesched.search.pareto import front_indices, hypervolume, reference_point
 from prunesched.search.proposers import Proposer, make_proposer
 from prunesched.search.screening import can_reach
 from prunesched.search.spaces import genome_of
-from prunesched.search.validation import validation_settings
+from prunesched.search.validation import challengers, validation_settings
 from prunesched.storage.records import Counts, FrozenCandidate, FrozenEvaluation, FrozenGeneration, Outcome, thaw
 from prunesched.storage.store import BASELINE_GENERATION, FINISHED, Store
 
@@ -312,15 +312,19 @@ def _baselines(
 def _validate(
     store: Store, search_id: int, config: SearchConfig, factory: EvaluatorFactory | None, progress: ProgressCallback | None
 ) -> None:
-    """Validate the final front's points (or as many as ``max_front_points`` allows) and the baselines not validated yet,
-    each on more images, on workers of their own."""
+    """Validate the final front's points (or as many as ``max_front_points`` allows), each baseline's challenger on the
+    front and the baselines not validated yet, each on more images, on workers of their own."""
     latest = store.generation(search_id)
     if validation_settings(config.evaluator, config.validation) is None or latest is None:
         return
-    baselines = [c.id for c, e in store.evaluations(search_id, generation=BASELINE_GENERATION, status="done")]
+    measured = store.evaluations(search_id, generation=BASELINE_GENERATION, status="done")
+    baselines = {c.id for c, e in measured}
     front = store.candidates_by_id(latest.front)
-    picked = [front[i][0].id for i in config.validation.thinned([e.objectives[1] for _, e in front])]
-    rows = store.candidates_by_id(sorted({*picked, *baselines}))
+    searched = [(c, e) for c, e in front if c.baseline is None]
+    against = challengers([e.objectives for _, e in searched], [e.objectives for _, e in measured if e.feasible])
+    picked = {front[i][0].id for i in config.validation.thinned([e.objectives[1] for _, e in front])}
+    picked |= {searched[i][0].id for i in against}
+    rows = store.candidates_by_id(sorted(picked | baselines))
     tasks = [Task(c.id, thaw(c.schedule), 0, timed=c.id in picked) for c, e in rows if e.validation is None]
     if not tasks:
         return

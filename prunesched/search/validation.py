@@ -8,12 +8,15 @@ model's images on the same seeds, and the measured latency beside the cost model
 ``prunesched front --validated`` shows the front these values give, and ``prunesched export``
 picks from it. A front of many points can be thinned to ``max_front_points`` spread evenly along
 its cost (the cheapest and the dearest included), where validating each would cost too much.
+Whatever the thinning, each baseline's challenger is validated too: the searched front point of
+least quality loss at the baseline's cost or lower (:func:`challengers`), the point the baselines
+summary sets against it, so every comparison the search claims is made again on the new images.
 
 ```toml
 [validation]      # the defaults
 enabled = true
 factor = 4            # validation images = factor x the evaluator's images
-max_front_points = 0  # 0: every point of the final front; the baselines are always validated
+max_front_points = 0  # 0: every point of the final front; the baselines and their challengers always
 ```
 """
 
@@ -59,6 +62,17 @@ class ValidationConfig:
             return order
         picks = np.linspace(0, len(order) - 1, self.max_front_points).round().astype(int)
         return [order[i] for i in sorted(set(picks.tolist()))]
+
+
+def challengers(front: Sequence[tuple[float, float]], baselines: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the front points (quality loss, cost) set against the baselines: for each baseline, the point of
+    least quality loss among those that cost no more than it (none where every point costs more)."""
+    out = set()
+    for _, cost in baselines:
+        cheaper = [i for i, point in enumerate(front) if point[1] <= cost]
+        if cheaper:
+            out.add(min(cheaper, key=lambda i: front[i]))
+    return sorted(out)
 
 
 def validation_settings(settings: EvaluatorSettings, config: ValidationConfig) -> PipelineSettings | None:

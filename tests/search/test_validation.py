@@ -14,7 +14,7 @@ from prunesched.evaluation.settings import PipelineSettings
 from prunesched.search import review
 from prunesched.search.coordinator import launch
 from prunesched.search.evaluators import SyntheticSettings
-from prunesched.search.validation import SEED_OFFSET, ValidationConfig, validation_settings
+from prunesched.search.validation import SEED_OFFSET, ValidationConfig, challengers, validation_settings
 from prunesched.storage import Store
 from prunesched.storage.store import BASELINE_GENERATION
 from tests.search.tiny import tiny_sd_search
@@ -40,6 +40,37 @@ def test_a_long_front_is_thinned_evenly_along_its_cost_keeping_both_ends():
     assert ValidationConfig(max_front_points=10).thinned(costs) == ValidationConfig().thinned(costs)
     with pytest.raises(ConfigError, match=r"\[validation\] max_front_points must be an integer from 0 to 10,000, got -1"):
         ValidationConfig(max_front_points=-1)
+
+
+def test_each_baseline_is_challenged_by_the_best_front_point_that_costs_no_more():
+    front = [(0.1, 0.9), (0.2, 0.5), (0.4, 0.3)]  # (quality loss, cost)
+    assert challengers(front, [(0.3, 0.6)]) == [1]  # of the two that cost <= 0.6, the lower loss
+    assert challengers(front, [(0.5, 0.2)]) == []  # every point costs more
+    assert challengers(front, [(0.3, 0.6), (0.5, 0.2), (0.05, 1.0), (0.9, 0.5)]) == [0, 1]
+    assert challengers([], [(0.3, 0.6)]) == []
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_a_thinned_validation_still_validates_every_baselines_challenger(tmp_path):
+    db = tmp_path / "search.db"
+    config = tiny_sd_search(
+        tmp_path / "cache",
+        {"feature_extractor": "shapes-judge", "repeats": 1, "cost": ["macs"]},
+        objectives=["feature_distance_gmean", "relative_macs"],
+        baselines={"deepcache_intervals": [2, 3], "deepcache_branches": [0], "uniform_ratios": [0.5], "dato_ours_b1": False},
+        validation={"factor": 2, "max_front_points": 1},
+        proposer={"population": 4, "generations": 2},
+    )
+    search_id = launch(config, db)
+    store = Store(db)
+    front = store.candidates_by_id(store.generation(search_id).front)
+    searched = [(c, e) for c, e in front if c.baseline is None]
+    baselines = [e for _, e in store.evaluations(search_id, generation=BASELINE_GENERATION, status="done") if e.feasible]
+    expected = {searched[i][0].id for i in challengers([e.objectives for _, e in searched], [e.objectives for e in baselines])}
+    validated = {c.id for c, e in searched if e.validation is not None}
+    assert expected and expected <= validated  # the comparisons the summary makes are all re-measured
+    assert len(validated) <= 1 + len(expected)  # and nothing else beyond the thinned point
+    assert all(e.validation is not None for e in baselines)
 
 
 @pytest.mark.usefixtures("ray_local")
