@@ -1,7 +1,7 @@
 """Does a quality objective rank schedules the way image quality does, and does it rank them the same twice?
 
     python experiments/objective_validity.py              # 80 minutes on 2 CPU cores
-    python experiments/objective_validity.py --reuse-large OLD.json   # 8 minutes: the large set's values taken from OLD.json
+    python experiments/objective_validity.py --reuse-large OLD.json   # 6 minutes: the large set's values taken from OLD.json
 
 On the shipped shapes model, at the embedded default search's setting, for >= 30 schedules that span
 the search space (DeepCache intervals 2-5 at branches 0 and 1, uniform pruning per method, random
@@ -177,8 +177,8 @@ def main() -> None:
     stored = {name: {k: v for k, v in vars(s).items() if k != "prompts"} for name, s in runs.items()}
     if earlier is not None:  # a setting added since the earlier run was measured at its default
         defaults = json.loads(json.dumps({f.name: f.default for f in fields(PipelineSettings)}, default=str))
-        large = json.loads(json.dumps(stored["large"], default=str))
-        if any(earlier["settings"]["large"].get(key, defaults[key]) != value for key, value in large.items()):
+        wanted = json.loads(json.dumps(stored["large"], default=str))
+        if any(earlier["settings"]["large"].get(key, defaults[key]) != value for key, value in wanted.items()):
             parser.error(f"--reuse-large {args.reuse_large}: its large set was measured with other settings")
     evaluators = {name: PipelineEvaluator(settings) for name, settings in runs.items() if not (earlier and name == "large")}
     loop = evaluators["first"].steps
