@@ -137,7 +137,10 @@ def markdown(result: dict) -> str:
         values = (row["repeatability"], row["validity_psnr"], row["validity_caption_accuracy"], row["broken_ranked_worse"])
         lines.append(f"| `{name}` | " + " | ".join(f"{v:.2f}" for v in values) + " |")
     if summary["statistics"]:
-        lines += ["", "| per-image values summarised by | repeatability | validity: paired PSNR | validity: caption accuracy | broken ranked worse |"]
+        lines += [
+            "",
+            "| per-image values summarised by | repeatability | validity: paired PSNR | validity: caption accuracy | broken ranked worse |",
+        ]
         lines.append("|---|---|---|---|---|")
         for name, row in summary["statistics"].items():
             values = (row["repeatability"], row["validity_psnr"], row["validity_caption_accuracy"], row["broken_ranked_worse"])

@@ -133,7 +133,8 @@ def test_bad_requests_exit_2_with_one_line_and_leave_the_database_unchanged(sear
         ("reference_point = 5\n[space]\nsteps = 6\n[evaluator]\nkind = 'synthetic'\n", "reference_point must be two finite numbers"),
         (
             "objectives = ['mse', 'psnr']\n[space]\nsteps = 5\n[evaluator]\nkind = 'pipeline'\n",
-            "objectives must be two metrics of the pipeline evaluator: feature_distance_gmean, feature_distance, mse, latency_s, relative_latency",
+            "objectives must be two metrics of the pipeline evaluator: "
+            "feature_distance_gmean, feature_distance, mse, latency_s, relative_latency",
         ),
         (
             "[space]\nsteps = 6\n[evaluator]\nkind = 'pipeline'\nmodel = 'sd15'\n",

@@ -198,7 +198,8 @@ def test_a_search_may_minimise_any_cost_source_and_fid_when_a_reference_is_set()
     config = SearchConfig.from_dict({**base, "evaluator": {**base["evaluator"], "cost": ["macs"]}, "objectives": ["mse", "relative_macs"]})
     assert config.objectives == ("mse", "relative_macs")
     with pytest.raises(
-        ConfigError, match=r"objectives must be two metrics .*feature_distance_gmean, feature_distance, mse, latency_s, relative_latency; got \['fid'"
+        ConfigError,
+        match=r"objectives must be two metrics .*feature_distance_gmean, feature_distance, mse, latency_s, relative_latency; got \['fid'",
     ):
         SearchConfig.from_dict({**base, "objectives": ["fid", "relative_latency"]})
     with_fid = {**base["evaluator"], "reference": "model"}

@@ -30,7 +30,9 @@ def test_the_study_scores_each_schedule_three_times_and_correlates_the_objective
         for run in ("first", "second"):
             values = row[run]["feature_distance"]["per_image"]
             assert len(values) == 3 and math.isclose(sum(values) / 3, row[run]["feature_distance"]["value"], rel_tol=1e-9)
-    assert set(result["summary"]["statistics"]) == {f"{o} {s}" for o in ("feature_distance", "mse") for s in ("mean", "median", "geometric mean")}
+    assert set(result["summary"]["statistics"]) == {
+        f"{o} {s}" for o in ("feature_distance", "mse") for s in ("mean", "median", "geometric mean")
+    }
     assert result["summary"]["statistics"]["mse mean"]["repeatability"] == summary["mse"]["repeatability"]
     assert result["summary"]["statistics"]["feature_distance geometric mean"] == summary["feature_distance_gmean"]
     assert "| feature_distance median |" in done.stdout
@@ -40,12 +42,31 @@ def test_reusing_the_large_set_repeats_the_other_runs_exactly(tmp_path):
     first, again = tmp_path / "first.json", tmp_path / "again.json"
     args = ["--images", "2", "--large", "3", "--steps", "3", "--random", "0", "--limit", "2"]
     subprocess.run([sys.executable, str(SCRIPT), *args, "--out", str(first)], check=True, capture_output=True, timeout=900)
-    subprocess.run([sys.executable, str(SCRIPT), *args, "--out", str(again), "--reuse-large", str(first)], check=True, capture_output=True, timeout=900)
+    subprocess.run(
+        [sys.executable, str(SCRIPT), *args, "--out", str(again), "--reuse-large", str(first)], check=True, capture_output=True, timeout=900
+    )
     before, after = (json.loads(p.read_text()) for p in (first, again))
     assert after["large_reused"] and not before["large_reused"]
     assert after["schedules"] == before["schedules"]  # generation is deterministic, so the reused large set still fits
     other = subprocess.run(
-        [sys.executable, str(SCRIPT), "--images", "2", "--large", "5", "--steps", "3", "--limit", "1", "--out", str(tmp_path / "x.json"), "--reuse-large", str(first)],
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--images",
+            "2",
+            "--large",
+            "5",
+            "--steps",
+            "3",
+            "--limit",
+            "1",
+            "--out",
+            str(tmp_path / "x.json"),
+            "--reuse-large",
+            str(first),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert other.returncode == 2 and "measured with other settings" in other.stderr
