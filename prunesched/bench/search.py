@@ -50,6 +50,7 @@ from prunesched.storage.store import Store
 
 PROPOSERS: dict[str, dict[str, str]] = {
     "pymoo-nsga2": {"backend": "pymoo"},
+    "pymoo-nsga2-polynomial": {"backend": "pymoo", "mutation": "polynomial"},
     "optuna-nsga2": {"backend": "optuna", "sampler": "nsga2"},
     "optuna-tpe": {"backend": "optuna", "sampler": "tpe"},
     "random": {"backend": "random"},

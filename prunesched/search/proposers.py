@@ -50,6 +50,11 @@ class ProposerConfig:
         sampler: Optuna's sampler, ``"nsga2"`` or ``"tpe"``.
         population: genomes per generation, 2 to :data:`MAX_POPULATION`.
         generations: generations to run, the first included, 1 to :data:`MAX_GENERATIONS`.
+        mutation: pymoo's mutation operator. ``"choice"`` (the paper's random choice mutation, §3.3): a
+            mutated gene takes another of its values, each as likely. ``"polynomial"`` (DaTo's released
+            code): pymoo's polynomial mutation with ``mutation_eta`` and rounding, which on genes of
+            a few values almost never changes one (a cache gene of 3 values: 0.7 % of mutations at
+            eta 15), so the search then explores by crossover alone.
         seed_fraction: share of the first generation taken from the space's uniform, not
             step-aware schedules; the rest is random (paper §3.3).
     """
@@ -62,11 +67,12 @@ class ProposerConfig:
     crossover_eta: float = 7.0
     mutation_prob: float = 0.4
     mutation_eta: float = 15.0
+    mutation: Literal["choice", "polynomial"] = "choice"
     eliminate_duplicates: bool = True
     seed_fraction: float = 0.5
 
     def __post_init__(self) -> None:
-        choices = {"backend": ("pymoo", "optuna", "random"), "sampler": ("nsga2", "tpe")}
+        choices = {"backend": ("pymoo", "optuna", "random"), "sampler": ("nsga2", "tpe"), "mutation": ("choice", "polynomial")}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise ConfigError(f"[proposer] {name} {getattr(self, name)!r} is not valid; valid: {', '.join(valid)}")
@@ -151,7 +157,7 @@ class Proposer:
 
 
 class PymooProposer(Proposer):
-    """pymoo NSGA-II over integer genomes: SBX and polynomial mutation with rounding repair.
+    """pymoo NSGA-II over integer genomes: SBX with rounding repair, and random choice (or polynomial) mutation.
 
     A candidate's guardrail violation is its constraint value ``G``; failed evaluations get
     :data:`FAILED_VIOLATION`, so NSGA-II ranks them behind every candidate that ran.
@@ -234,11 +240,16 @@ class PymooProposer(Proposer):
         from pymoo.operators.repair.rounding import RoundingRepair
 
         config = self.config
+        mutation = (
+            choice_mutation(config.mutation_prob)
+            if config.mutation == "choice"
+            else PM(prob=config.mutation_prob, eta=config.mutation_eta, vtype=float, repair=RoundingRepair())
+        )
         algorithm = NSGA2(
             pop_size=config.population,
             sampling=self.initial(np.random.default_rng(self.seed)),
             crossover=SBX(prob=config.crossover_prob, eta=config.crossover_eta, vtype=float, repair=RoundingRepair()),
-            mutation=PM(prob=config.mutation_prob, eta=config.mutation_eta, vtype=float, repair=RoundingRepair()),
+            mutation=mutation,
             eliminate_duplicates=config.eliminate_duplicates,
         )
         # the proposer counts generations itself; pymoo's own termination would only finalise early
@@ -258,6 +269,25 @@ class PymooProposer(Proposer):
         algorithm._initialize()  # the start of a run (its clock), without pymoo's initial sampling
         algorithm.pop, algorithm.n_iter, algorithm.is_initialized = population, self.generation + 1, True
         return algorithm
+
+
+def choice_mutation(prob: float) -> Any:
+    """pymoo's mutation for integer genes as the paper describes it (§3.3, "random choice mutation"): each individual
+    mutates with probability ``prob``, and then each of its genes with probability 1/genes (pymoo's default, as for
+    its polynomial mutation), to another value between its bounds, each as likely."""
+    from pymoo.core.mutation import Mutation
+
+    class ChoiceMutation(Mutation):
+        def _do(self, problem: Any, X: np.ndarray, *args: Any, random_state: Any = None, **kwargs: Any) -> np.ndarray:
+            X = np.rint(X).astype(int)
+            low, high = np.broadcast_to(problem.xl, X.shape).astype(int), np.broadcast_to(problem.xu, X.shape).astype(int)
+            span = high - low
+            mutate = (random_state.random(X.shape) < self.get_prob_var(problem, size=(len(X), 1))) & (span > 0)
+            # a shift of 1..span around the gene's range: another of its values, each as likely
+            shift = np.floor(random_state.random(X.shape) * span).astype(int) + 1
+            return np.where(mutate, low + (X - low + shift) % (span + 1), X)
+
+    return ChoiceMutation(prob=prob)
 
 
 def _evaluate(problem: Any, population: Any, objectives: np.ndarray, violations: np.ndarray) -> None:

@@ -75,6 +75,7 @@ BOUNDS = [
     ({"proposer": {"crossover_eta": 1e4}}, "[proposer] crossover_eta must be a number from 0 to 1,000, got 10000.0"),
     ({"proposer": {"mutation_eta": float("inf")}}, "[proposer] mutation_eta must be a number from 0 to 1,000, got inf"),
     ({"proposer": {"mutation_prob": 1.5}}, "[proposer] mutation_prob must be a number from 0 to 1, got 1.5"),
+    ({"proposer": {"mutation": "gaussian"}}, "[proposer] mutation 'gaussian' is not valid; valid: choice, polynomial"),
     ({"dispatch": {"workers": 1025, "address": "auto"}}, "[dispatch] workers must be an integer from 1 to 1,024, got 1025"),
     ({"dispatch": {"retries": 101}}, "[dispatch] retries must be an integer from 0 to 100, got 101"),
     ({"dispatch": {"timeout_s": 0}}, "[dispatch] timeout_s must be a number above 0 and at most 604,800, got 0"),

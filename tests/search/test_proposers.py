@@ -16,7 +16,7 @@ from prunesched.runtime.schedule import BlockCache, Schedule, StepPlan
 from prunesched.search import snapshot
 from prunesched.search.evaluators import SyntheticEvaluator, synthetic_front
 from prunesched.search.pareto import front_indices
-from prunesched.search.proposers import ProposerConfig, make_proposer
+from prunesched.search.proposers import ProposerConfig, choice_mutation, make_proposer
 from prunesched.search.spaces import DatoSpace
 
 SPACE = DatoSpace(steps=6)
@@ -46,7 +46,7 @@ def test_a_snapshot_after_tell_asks_exactly_what_the_original_asks(backend, samp
 
 ASK_TWICE = """
 import sys, numpy as np
-from prunesched.search.proposers import ProposerConfig, make_proposer
+from prunesched.search.proposers import ProposerConfig, choice_mutation, make_proposer
 from prunesched.search.spaces import DatoSpace
 from tests.search.test_proposers import _objectives, SPACE
 proposer = make_proposer(SPACE, ProposerConfig(backend=sys.argv[1], sampler=sys.argv[2], population=6, generations=5), seed=3)
@@ -103,6 +103,41 @@ def test_pymoo_asks_that_return_nothing_end_the_search_instead_of_failing():
     assert asked[0] == 2  # duplicates of the two genomes are eliminated
     assert 0 in asked[1:]
     assert proposer.generation < 50
+
+
+def _mutated(mutation, genome: np.ndarray, upper: np.ndarray, count: int) -> np.ndarray:
+    from pymoo.core.population import Population
+    from pymoo.core.problem import Problem
+
+    problem = Problem(n_var=len(upper), n_obj=2, xl=0, xu=upper, vtype=int)
+    population = Population.new(X=np.tile(genome, (count, 1)).astype(float))
+    return np.rint(mutation(problem, population, random_state=np.random.default_rng(0)).get("X")).astype(int)
+
+
+def test_choice_mutation_moves_a_gene_to_another_of_its_values_each_as_likely():
+    """The paper's random choice mutation (§3.3): about one gene per individual, never out of bounds, never a fixed one."""
+    upper = np.array([2] * 10 + [5] * 10 + [0])  # cache genes of 3 values, ratio genes of 6, one gene with a single value
+    genome = np.array([1] * 10 + [2] * 10 + [0])
+    children = _mutated(choice_mutation(1.0), genome, upper, 4000)
+    changed = children != genome
+    assert 0.8 < changed.sum(axis=1).mean() < 1.2  # 1/genes each: 20 of 21 genes can move
+    assert not changed[:, -1].any() and (children >= 0).all() and (children <= upper).all()
+    for gene, values in ((0, 3), (15, 6)):
+        counts = np.bincount(children[changed[:, gene], gene], minlength=values)
+        others = np.delete(counts, genome[gene])
+        assert counts[genome[gene]] == 0 and others.min() > 0.6 * others.mean()
+
+
+def test_polynomial_mutation_almost_never_moves_a_gene_of_few_values_which_choice_mutation_does():
+    """Why choice mutation is the default: DaTo's released PM (eta 15, rounding) leaves a 3-valued cache gene where it was."""
+    from pymoo.operators.mutation.pm import PM
+    from pymoo.operators.repair.rounding import RoundingRepair
+
+    upper, genome = np.array([2] * 21), np.ones(21, dtype=int)
+    polynomial = _mutated(PM(prob=1.0, eta=15.0, vtype=float, repair=RoundingRepair()), genome, upper, 2000)
+    choice = _mutated(choice_mutation(1.0), genome, upper, 2000)
+    assert (polynomial != genome).any(axis=1).mean() < 0.05
+    assert (choice != genome).any(axis=1).mean() > 0.5
 
 
 def test_failed_evaluations_are_ranked_behind_every_success_by_pymoo():
