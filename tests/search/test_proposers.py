@@ -46,7 +46,7 @@ def test_a_snapshot_after_tell_asks_exactly_what_the_original_asks(backend, samp
 
 ASK_TWICE = """
 import sys, numpy as np
-from prunesched.search.proposers import ProposerConfig, choice_mutation, make_proposer
+from prunesched.search.proposers import ProposerConfig, make_proposer
 from prunesched.search.spaces import DatoSpace
 from tests.search.test_proposers import _objectives, SPACE
 proposer = make_proposer(SPACE, ProposerConfig(backend=sys.argv[1], sampler=sys.argv[2], population=6, generations=5), seed=3)
