@@ -41,6 +41,13 @@ MAGCACHE_MAX_SKIPS = 3
 MAGCACHE_RETENTION = 0.2
 """diffusers' ``MagCacheConfig.retention_ratio``: the share of the loop, from its start, that is always computed."""
 
+
+def retained(n: int) -> int:
+    """How many of a loop's ``n`` first iterations MagCache always computes: its retention share, rounded as diffusers
+    rounds it, and at least the first iteration."""
+    return max(1, int(MAGCACHE_RETENTION * n + 0.5))
+
+
 Error = Callable[[int, int], float]
 """The accumulated error of skipping iterations ``start`` to ``i`` (both included) since the last computed one."""
 
@@ -76,8 +83,7 @@ def threshold_schedule(calibration: Calibration, rule: str, threshold: float, me
     elif rule == "teacache":
         error, computed, max_skips = _summed(calibration.mean("output")), {0, n - 1}, n
     elif rule == "magcache":
-        retained = range(max(1, int(MAGCACHE_RETENTION * n + 0.5)))  # diffusers rounds the same way
-        error, computed, max_skips = _magnitude_error(calibration.mean("magnitude_ratio")), retained, MAGCACHE_MAX_SKIPS
+        error, computed, max_skips = _magnitude_error(calibration.mean("magnitude_ratio")), range(retained(n)), MAGCACHE_MAX_SKIPS
     else:
         raise ConfigError(f"unknown threshold method {rule!r}; valid: {', '.join(RULES)}")
     skipped = _skipped(error, n, threshold, computed, max_skips)

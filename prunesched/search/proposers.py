@@ -25,7 +25,7 @@ import numpy as np
 
 from prunesched.checks import check_number
 from prunesched.errors import ConfigError
-from prunesched.search.spaces import Space
+from prunesched.search.spaces import Space, warmed_up
 
 FAILED_OBJECTIVE = 1e12
 """Objective value given to a failed evaluation; it is also marked infeasible, so it is dominated."""
@@ -55,8 +55,9 @@ class ProposerConfig:
             code): pymoo's polynomial mutation with ``mutation_eta`` and rounding, which on genes of
             a few values almost never changes one (a cache gene of 3 values: 0.7 % of mutations at
             eta 15), so the search then explores by crossover alone.
-        seed_fraction: share of the first generation taken from the space's uniform, not
-            step-aware schedules; the rest is random (paper §3.3).
+        seed_fraction: share of the first generation taken from the baselines, their warm-up variants and the
+            space's uniform, not step-aware schedules; the rest is random (paper §3.3). :meth:`Proposer.seed_genomes`
+            says which.
     """
 
     backend: Literal["pymoo", "optuna", "random"] = "pymoo"
@@ -138,15 +139,20 @@ class Proposer:
         return np.concatenate([seeds, self.space.random(rng, self.config.population - len(seeds))]).astype(int)
 
     def seed_genomes(self) -> np.ndarray:
-        """The first generation's chosen genomes: the baselines the space holds, then its uniform schedules taken evenly
-        from the list :meth:`Space.seeds` gives (every pattern and ratio in turn, so both ends of the cost range).
+        """The first generation's chosen genomes: the baselines the space holds; then each one's warm-up variant
+        (:func:`~prunesched.search.spaces.warmed_up`: its first fifth of iterations in full), in the baselines' order;
+        then the space's uniform schedules taken evenly from the list :meth:`Space.seeds` gives (every pattern and ratio
+        in turn, so both ends of the cost range).
 
         Together they fill ``seed_fraction`` of the population, or more when there are more baselines.
         """
         baselines = list(dict.fromkeys(self.baselines))[: self.config.population]
-        uniform = [g for g in dict.fromkeys(self.space.seeds()) if g not in baselines]
-        count = min(len(uniform), max(0, round(self.config.seed_fraction * self.config.population) - len(baselines)))
-        picked = [uniform[i] for i in np.unique(np.linspace(0, len(uniform) - 1, count).round().astype(int))] if count else []
+        count = max(0, round(self.config.seed_fraction * self.config.population) - len(baselines))
+        warm = [g for g in dict.fromkeys(warmed_up(self.space, b) for b in baselines) if g is not None and g not in baselines]
+        picked = warm[:count]
+        uniform = [g for g in dict.fromkeys(self.space.seeds()) if g not in baselines + picked]
+        rest = min(len(uniform), count - len(picked))
+        picked += [uniform[i] for i in np.unique(np.linspace(0, len(uniform) - 1, rest).round().astype(int))] if rest else []
         return np.array(baselines + picked, dtype=int).reshape(-1, len(self.space.upper))
 
     def _genome(self, value: Any, what: str) -> list[int]:

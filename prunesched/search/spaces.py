@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
 
+from prunesched.calibration.thresholds import retained
 from prunesched.checks import check_keys, check_number
 from prunesched.errors import ConfigError, ScheduleError
 from prunesched.runtime.methods import TokenMethod, method_from_dict
@@ -373,6 +374,22 @@ def genome_of(space: Space, schedule: Schedule) -> Genome | None:
     except ScheduleError:
         return None
     return genome if space.decode(genome).hash == schedule.hash else None
+
+
+def warmed_up(space: Space, genome: Sequence[int]) -> Genome | None:
+    """``genome`` with its first iterations computed in full, nothing pruned: as many as diffusers' MagCache always
+    computes (its retention, a fifth of the loop); None where that changes nothing or makes a schedule the space
+    does not hold.
+
+    A warm-up is the caching field's own practice (cache-dit computes the first 8 steps by default, and DeepCache's
+    users advise not caching the first 30-40 %): the first steps lay out the image, and what a cache changes there is
+    carried through the rest.
+    """
+    schedule = space.decode(genome)
+    count = retained(len(schedule))
+    warm = replace(schedule, steps=(StepPlan("full", 0.0),) * count + schedule.steps[count:])
+    warmed = genome_of(space, warm)
+    return None if warmed is None or warm.hash == schedule.hash else warmed
 
 
 def nearest_genome(space: Space, schedule: Schedule) -> Genome:

@@ -17,7 +17,7 @@ from prunesched.search import snapshot
 from prunesched.search.evaluators import SyntheticEvaluator, synthetic_front
 from prunesched.search.pareto import front_indices
 from prunesched.search.proposers import ProposerConfig, choice_mutation, make_proposer
-from prunesched.search.spaces import DatoSpace
+from prunesched.search.spaces import DatoSpace, warmed_up
 
 SPACE = DatoSpace(steps=6)
 
@@ -47,7 +47,7 @@ def test_a_snapshot_after_tell_asks_exactly_what_the_original_asks(backend, samp
 ASK_TWICE = """
 import sys, numpy as np
 from prunesched.search.proposers import ProposerConfig, make_proposer
-from prunesched.search.spaces import DatoSpace
+from prunesched.search.spaces import DatoSpace, warmed_up
 from tests.search.test_proposers import _objectives, SPACE
 proposer = make_proposer(SPACE, ProposerConfig(backend=sys.argv[1], sampler=sys.argv[2], population=6, generations=5), seed=3)
 for _ in range(3):
@@ -89,6 +89,20 @@ def test_the_first_generation_mixes_uniform_seed_schedules_and_random_ones(backe
     assert len(genomes) == 10
     seeds = set(SPACE.seeds())
     assert sum(g in seeds for g in genomes) >= 5
+
+
+def test_the_first_generation_starts_from_the_baselines_then_their_warm_up_variants_then_uniform_seeds():
+    space = DatoSpace(steps=21, caches=("reuse", 0, "full"), ratios=(0.0, 0.5))
+    baselines = [space.encode(Schedule.deepcache(21, n, 0, method="dato")) for n in (2, 3, 4)]
+    config = ProposerConfig(population=6, seed_fraction=1.0)
+    seeds = [tuple(g) for g in make_proposer(space, config, seed=0, baselines=baselines).seed_genomes()]
+    assert seeds[:3] == baselines
+    assert seeds[3:] == [warmed_up(space, b) for b in baselines]
+    fewer = make_proposer(space, ProposerConfig(population=6, seed_fraction=5 / 6), seed=0, baselines=baselines)
+    assert [tuple(g) for g in fewer.seed_genomes()][3:] == seeds[3:5], "the warm-ups in the baselines' order, up to the share"
+    more = make_proposer(space, ProposerConfig(population=8, seed_fraction=1.0), seed=0, baselines=baselines)
+    extra = [tuple(g) for g in more.seed_genomes()][6:]
+    assert len(extra) == 2 and set(extra) <= set(space.seeds()), "then uniform seeds fill the share"
 
 
 def test_pymoo_asks_that_return_nothing_end_the_search_instead_of_failing():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import pytest
 import prunesched
 from prunesched.errors import ConfigError, ScheduleError
 from prunesched.runtime.schedule import PruneLess, Schedule, StepPlan
-from prunesched.search.spaces import BlockSpace, DatoSpace, DsapSpace, space_from_config, space_to_config
+from prunesched.search.spaces import BlockSpace, DatoSpace, DsapSpace, space_from_config, space_to_config, warmed_up
 from tests.runtime.helpers import generate
 
 
@@ -49,6 +50,21 @@ def test_dato_seeds_are_uniform_deepcache_style_schedules_from_the_dearest_to_th
         assert {s.cache for s in steps} in ({"full"}, {"full", 0}, {0}, {"full", "reuse"}, {"reuse"})  # shallowest branch or reuse
     assert [s.cache for s in schedules[0].steps] == ["full"] * 11  # the dearest first
     assert [s.cache for s in schedules[-1].steps] == ["full"] + ["reuse"] * 10  # the cheapest last
+
+
+def test_a_warm_up_variant_computes_the_first_fifth_of_the_loop_in_full_and_keeps_the_rest():
+    space = DatoSpace(steps=21, caches=("reuse", 0, "full"), ratios=(0.0, 0.3, 0.5))
+    deepcache = space.encode(Schedule.deepcache(21, 3, 0, method="dato"))
+    warm = space.decode(warmed_up(space, deepcache))
+    assert "".join("F" if s.cache == "full" else "0" for s in warm.steps) == "FFFF" + "00F00F00F00F00F00"  # MagCache's 4 of 21
+    uniform = Schedule.uniform(21, "full", 0.3, method="dato")
+    pruned = space.encode(replace(uniform, steps=(StepPlan("full", 0.0), *uniform.steps[1:])))  # the space's first step prunes nothing
+    assert [s.prune for s in space.decode(warmed_up(space, pruned)).steps] == [0.0] * 4 + [0.3] * 17  # unpruned, too
+    assert warmed_up(space, space.encode(Schedule.uniform(21, method="dato"))) is None, "already full: no variant"
+    always_pruned = DatoSpace(steps=21, caches=("reuse", 0, "full"), ratios=(0.5,))
+    assert warmed_up(always_pruned, always_pruned.seeds()[0]) is None, "no unpruned full step after the first one"
+    cached_only = DatoSpace(steps=21, caches=("reuse", 0), ratios=(0.0,))  # iteration 0 alone is full: no warm-up held
+    assert warmed_up(cached_only, cached_only.encode(Schedule.deepcache(21, 21, 0, method="dato"))) is None
 
 
 def test_dsap_decodes_tau_to_the_prune_less_blocks_rho_blocks_and_deepcache_interval():
