@@ -47,7 +47,7 @@ def test_a_snapshot_after_tell_asks_exactly_what_the_original_asks(backend, samp
 ASK_TWICE = """
 import sys, numpy as np
 from prunesched.search.proposers import ProposerConfig, make_proposer
-from prunesched.search.spaces import DatoSpace, warmed_up
+from prunesched.search.spaces import DatoSpace
 from tests.search.test_proposers import _objectives, SPACE
 proposer = make_proposer(SPACE, ProposerConfig(backend=sys.argv[1], sampler=sys.argv[2], population=6, generations=5), seed=3)
 for _ in range(3):
